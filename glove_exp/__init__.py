@@ -1,0 +1,3 @@
+"""glove-exp: configuration-driven text classification with frozen GloVe vectors (Haiku + JAX)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,263 @@
+"""Typed schema of the composed Hydra config.
+
+The dataclasses are registered in Hydra's ConfigStore as ``base_config``; ``conf/config.yaml`` puts
+it first in its defaults list, so every group option and command-line override is type-checked
+while Hydra composes (``model.pooling=avg`` fails there, naming the allowed values). Range checks
+that types cannot express live in ``__post_init__`` and run in :func:`to_config`, before any data
+is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from glove_exp.errors import ConfigError
+
+
+class Pooling(str, Enum):
+    flatten = "flatten"
+    mean = "mean"
+    sum = "sum"
+    max = "max"
+    min = "min"
+    std = "std"
+    mean_max = "mean_max"
+    hier = "hier"
+
+
+class Activation(str, Enum):
+    none = "none"
+    relu = "relu"
+    tanh = "tanh"
+    gelu = "gelu"
+
+
+class Init(str, Enum):
+    """Weight initialisation of the dense layers (biases start at zero)."""
+
+    haiku = "haiku"  # truncated normal, stddev 1/sqrt(fan_in): Haiku's default
+    glorot_uniform = "glorot_uniform"  # Keras' default, as in the seed tutorial
+    glorot_normal = "glorot_normal"
+    he_uniform = "he_uniform"
+    he_normal = "he_normal"
+    lecun_normal = "lecun_normal"
+
+
+class Weighting(str, Enum):
+    """Per-word weights applied before pooling."""
+
+    none = "none"
+    sif = "sif"  # a / (a + p(w)), p(w) the word's frequency in the training split (Arora et al.)
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+    adagrad = "adagrad"
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    warmup_cosine = "warmup_cosine"
+    exponential = "exponential"
+
+
+def _check(ok: bool, key: str, message: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}, got {value!r}")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    hub_id: str = MISSING
+    hub_config: Optional[str] = None
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
+    label_field: str = "label"
+    class_names: list[str] = MISSING
+    train_split: str = "train"
+    test_split: str = "test"
+    val_fraction: float = 0.1
+    data_dir: Optional[str] = None
+    headless_columns: Optional[list[str]] = None  # original CSV without header: 1-based class first
+    max_train_samples: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "dataset.val_fraction", "must be in (0, 1)", self.val_fraction)
+        _check(len(self.class_names) >= 2, "dataset.class_names", "needs at least 2 classes", self.class_names)
+        _check(len(self.text_fields) >= 1, "dataset.text_fields", "needs at least one field", self.text_fields)
+        if self.max_train_samples is not None:
+            _check(self.max_train_samples >= 2, "dataset.max_train_samples", "must be >= 2 or null", self.max_train_samples)
+
+
+@dataclass
+class EmbeddingsConfig:
+    """Where the vectors come from: ``path`` (a local GloVe text file) wins over ``url`` (a
+    Stanford zip, downloaded once into ``cache_dir``), which wins over ``package`` (a Python
+    package holding ``data/*_emb.npy`` and ``data/*_index.parquet``)."""
+
+    name: str = MISSING
+    dim: int = MISSING
+    package: Optional[str] = None
+    url: Optional[str] = None
+    member: Optional[str] = None
+    sha256: Optional[str] = None
+    path: Optional[str] = None
+    cache_dir: str = "~/.cache/glove-exp"
+    lowercase: bool = True
+    drop_oov: bool = False
+    trainable: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.dim >= 1, "embeddings.dim", "must be >= 1", self.dim)
+        _check(
+            any((self.path, self.url, self.package)),
+            "embeddings.path",
+            "is required: a GloVe text file (or set embeddings.url or embeddings.package)",
+            self.path,
+        )
+        if self.url is not None:
+            _check(self.member is not None, "embeddings.member", "must name the file inside the zip", self.member)
+
+
+@dataclass
+class ModelConfig:
+    pooling: Pooling = Pooling.mean
+    mask_padding: bool = True
+    hier_window: int = 3
+    weighting: Weighting = Weighting.none
+    sif_a: float = 1e-3
+    standardize: bool = False
+    token_hidden_sizes: list[int] = field(default_factory=list)
+    hidden_sizes: list[int] = field(default_factory=lambda: [128])
+    activation: Activation = Activation.none
+    dropout: float = 0.0
+    init: Init = Init.haiku
+
+    def __post_init__(self) -> None:
+        _check(self.hier_window >= 1, "model.hier_window", "must be >= 1", self.hier_window)
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)", self.dropout)
+        _check(self.sif_a > 0, "model.sif_a", "must be > 0", self.sif_a)
+        for key, sizes in (("model.hidden_sizes", self.hidden_sizes), ("model.token_hidden_sizes", self.token_hidden_sizes)):
+            _check(all(s >= 1 for s in sizes), key, "must all be >= 1", list(sizes))
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adam
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    clip_norm: Optional[float] = None
+    schedule: Schedule = Schedule.constant
+    warmup_fraction: float = 0.1
+    decay_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optimizer.lr", "must be > 0", self.lr)
+        _check(self.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", self.weight_decay)
+        _check(0 <= self.momentum < 1, "optimizer.momentum", "must be in [0, 1)", self.momentum)
+        if self.clip_norm is not None:
+            _check(self.clip_norm > 0, "optimizer.clip_norm", "must be > 0 or null", self.clip_norm)
+        _check(0 <= self.warmup_fraction < 1, "optimizer.warmup_fraction", "must be in [0, 1)", self.warmup_fraction)
+        _check(0 < self.decay_rate <= 1, "optimizer.decay_rate", "must be in (0, 1]", self.decay_rate)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 8
+    batch_size: int = 1024
+    eval_batch_size: int = 4096
+    max_tokens: int = 50
+    seed: int = 0
+    shuffle: bool = True
+    early_stopping_patience: Optional[int] = None
+    precompute_features: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "trainer.epochs", "must be >= 1", self.epochs)
+        _check(self.batch_size >= 1, "trainer.batch_size", "must be >= 1", self.batch_size)
+        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", "must be >= 1", self.eval_batch_size)
+        _check(self.max_tokens >= 1, "trainer.max_tokens", "must be >= 1", self.max_tokens)
+        if self.early_stopping_patience is not None:
+            _check(
+                self.early_stopping_patience >= 1,
+                "trainer.early_stopping_patience",
+                "must be >= 1 or null",
+                self.early_stopping_patience,
+            )
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = MISSING
+    experiment: str = "glove-exp"
+    run_name: Optional[str] = None
+    log_model: bool = True
+
+
+@dataclass
+class ExplainConfig:
+    num_examples: int = 3
+    num_features: int = 10
+    num_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        _check(self.num_examples >= 0, "explain.num_examples", "must be >= 0", self.num_examples)
+        _check(self.num_features >= 1, "explain.num_features", "must be >= 1", self.num_features)
+        _check(self.num_samples >= 10, "explain.num_samples", "must be >= 10", self.num_samples)
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    embeddings: EmbeddingsConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+
+def register() -> None:
+    """Make ``base_config`` available to ``conf/config.yaml``'s defaults list."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Resolve and validate a composed config; raises :class:`ConfigError` with a one-line message."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=...")
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except Exception as err:  # omegaconf's own errors: missing values, bad interpolations
+        raise ConfigError(str(err).splitlines()[0] + _full_key(err)) from None
+
+
+def _full_key(err: Exception) -> str:
+    key = getattr(err, "full_key", None)
+    return f" (key: {key})" if key else ""
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"pooling": "mean"}}`` -> ``{"model.pooling": "mean"}`` (lists stay values)."""
+    container = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    flat: dict[str, Any] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,25 @@
+"""Errors caused by the user's input (config, data, vector files).
+
+The CLI prints these as one line and exits with status 2; any other exception is a bug and keeps
+its traceback.
+"""
+
+
+class GloveExpError(Exception):
+    """A problem the user can fix; the message says what and, where obvious, how."""
+
+
+class ConfigError(GloveExpError):
+    """An invalid config value."""
+
+
+class DataError(GloveExpError):
+    """A dataset that cannot be read or does not match its config."""
+
+
+class EmbeddingsError(GloveExpError):
+    """A vector file or download that cannot be used."""
+
+
+class TrainingError(GloveExpError):
+    """Training diverged (NaN/inf loss)."""

@@ -1,0 +1,108 @@
+"""A trained classifier as a self-contained object: raw strings in, class probabilities out.
+
+:class:`Predictor` bundles the tokeniser settings, the vocabulary, the embedding rows it needs
+and the Haiku parameters; it saves to and loads from a folder, and :class:`GloveClassifier`
+wraps that folder as an MLflow pyfunc model (``mlflow.pyfunc.load_model`` /
+``mlflow models serve``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from glove_exp.config import ModelConfig
+from glove_exp.models import Constants, build_model
+from glove_exp.text import NUM_SPECIAL, encode, tokenize_all
+from glove_exp.train import Params, make_predict
+
+TEXT_COLUMN = "text"
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    lowercase: bool
+    drop_oov: bool
+    max_tokens: int
+
+
+class Predictor:
+    """``predict_proba(texts) -> [N, C]`` for a trained model (jitted, batched)."""
+
+    def __init__(
+        self, model_cfg: ModelConfig, class_names: Sequence[str], text: TextSettings, words: list[str],
+        params: Params, consts: Constants, trainable: bool, batch_size: int = 4096,
+    ):  # fmt: skip
+        self.model_cfg, self.class_names, self.text, self.words = model_cfg, list(class_names), text, words
+        self.params, self.consts, self.trainable = params, consts, trainable
+        self._index = {word: i + NUM_SPECIAL for i, word in enumerate(words)}
+        forward = build_model(model_cfg, len(class_names), trainable).forward
+        self._predict = make_predict(forward.apply, batch_size)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw strings -> ``[N, max_tokens]`` int32 token ids."""
+        tokens = tokenize_all(texts, self.text.lowercase)
+        return encode(tokens, self._index, self.text.max_tokens, self.text.drop_oov)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, C]`` float32 class probabilities."""
+        logits = self._predict(self.params, self.encode(list(texts)), self.consts)
+        return np.asarray(jax.nn.softmax(logits, axis=-1), dtype=np.float32)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": OmegaConf.to_container(OmegaConf.structured(self.model_cfg), enum_to_str=True),
+            "class_names": self.class_names,
+            "text": asdict(self.text),
+            "trainable": self.trainable,
+        }
+        (folder / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (folder / "vocab.txt").write_text("\n".join(self.words), encoding="utf-8")
+        np.savez(folder / "constants.npz", **{k: np.asarray(v) for k, v in self.consts._asdict().items()})
+        flat = {f"{module}::{name}": np.asarray(value) for module, names in self.params.items() for name, value in names.items()}
+        np.savez(folder / "params.npz", **flat)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "Predictor":
+        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
+        words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        with np.load(folder / "constants.npz") as data:
+            consts = Constants(**{k: jax.numpy.asarray(data[k]) for k in Constants._fields})
+        params: dict[str, dict[str, Any]] = {}
+        with np.load(folder / "params.npz") as data:
+            for key in data.files:
+                module, name = key.split("::")
+                params.setdefault(module, {})[name] = jax.numpy.asarray(data[key])
+        return cls(model_cfg, meta["class_names"], TextSettings(**meta["text"]), words, params, consts, meta["trainable"])
+
+
+def texts_from_input(model_input: Any) -> list[str]:
+    """Accept a list/array of strings, a Series, or a DataFrame (its ``text`` column, else the first)."""
+    if isinstance(model_input, pd.DataFrame):
+        column = TEXT_COLUMN if TEXT_COLUMN in model_input.columns else model_input.columns[0]
+        model_input = model_input[column]
+    if isinstance(model_input, str):
+        model_input = [model_input]
+    return ["" if text is None else str(text) for text in list(model_input)]
+
+
+class GloveClassifier(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: strings in, a DataFrame of per-class probabilities (class-name columns) out."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.predictor = Predictor.load(Path(context.artifacts["predictor"]))
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+        probabilities = self.predictor.predict_proba(texts_from_input(model_input))
+        return pd.DataFrame(probabilities.astype(np.float64), columns=self.predictor.class_names)

@@ -1,0 +1,61 @@
+"""Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl``; a Hydra callback
+in the launching process prints which jobs failed and why once the sweep is over.
+
+Jobs may run in other processes (joblib, submitit), so the outcome goes through a file that
+every launcher shares rather than through memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+JOBS_FILE = "jobs.jsonl"
+failed_jobs: list[dict[str, Any]] = []  # filled in the launching process by SweepSummary
+
+
+def record_job(sweep_dir: str, outcome: dict[str, Any]) -> None:
+    """Append one JSON line; a single O_APPEND write keeps parallel jobs' lines whole."""
+    path = Path(sweep_dir) / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(outcome, default=str) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_jobs(sweep_dir: str) -> list[dict[str, Any]]:
+    path = Path(sweep_dir) / JOBS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summarise(jobs: list[dict[str, Any]]) -> str:
+    failed = [job for job in jobs if job["status"] != "FINISHED"]
+    lines = [f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"]
+    for job in sorted(failed, key=lambda j: j.get("num", 0)):
+        lines.append(f"  job {job.get('num')} ({' '.join(job.get('overrides', []))}) {job['status']}: {job.get('error')}")
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Registered under ``hydra.callbacks`` in conf/config.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        failed_jobs.clear()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = read_jobs(config.hydra.sweep.dir)
+        failed_jobs.extend(job for job in jobs if job["status"] != "FINISHED")
+        if jobs:
+            print(summarise(jobs))

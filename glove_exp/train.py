@@ -1,0 +1,221 @@
+"""Training: optax optimizers and schedules, one jitted epoch, batched jitted prediction, and the
+epoch loop with validation, early stopping and divergence checks.
+
+The jit boundaries are :func:`make_train_epoch` (a whole epoch: shuffle, then ``lax.scan`` over
+device-resident batches) and :func:`make_predict` (one fixed-size batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from glove_exp.config import OptimizerConfig, OptimizerName, Schedule, TrainerConfig
+from glove_exp.errors import TrainingError
+from glove_exp.models import Constants
+
+log = logging.getLogger(__name__)
+
+Params = Any  # a Haiku parameter tree
+ApplyFn = Callable[..., jnp.ndarray]  # (params, rng, inputs [B, ...], consts, is_training) -> [B, C]
+
+
+def make_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> optax.Schedule | float:
+    total = max(steps_per_epoch * epochs, 1)
+    if cfg.schedule == Schedule.cosine:
+        return optax.cosine_decay_schedule(cfg.lr, total)
+    if cfg.schedule == Schedule.warmup_cosine:
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(int(cfg.warmup_fraction * total), 1), total)
+    if cfg.schedule == Schedule.exponential:  # decay_rate per epoch
+        return optax.exponential_decay(cfg.lr, steps_per_epoch, cfg.decay_rate)
+    return cfg.lr
+
+
+def make_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
+    """The configured optax chain: optional global-norm clipping, then the optimizer.
+
+    ``weight_decay`` is decoupled for adamw and an L2 term added to the gradient otherwise.
+    """
+    lr = make_schedule(cfg, steps_per_epoch, epochs)
+    momentum = cfg.momentum or None
+    optimizers = {
+        OptimizerName.adam: lambda: optax.adam(lr),
+        OptimizerName.adamw: lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+        OptimizerName.sgd: lambda: optax.sgd(lr, momentum=momentum),
+        OptimizerName.rmsprop: lambda: optax.rmsprop(lr, momentum=momentum),
+        OptimizerName.adagrad: lambda: optax.adagrad(lr),
+    }
+    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
+    if cfg.weight_decay and cfg.name != OptimizerName.adamw:
+        chain.append(optax.add_decayed_weights(cfg.weight_decay))
+    return optax.chain(*chain, optimizers[cfg.name]())
+
+
+class EpochResult(NamedTuple):
+    params: Params
+    opt_state: optax.OptState
+    rng: jax.Array
+    loss: jnp.ndarray  # mean training cross-entropy over the epoch's examples
+    accuracy: jnp.ndarray
+
+
+def make_train_epoch(
+    apply: ApplyFn, optimizer: optax.GradientTransformation, num_examples: int, batch_size: int, shuffle: bool
+) -> Callable[..., EpochResult]:
+    """A jitted ``epoch(params, opt_state, rng, inputs [N, ...], labels [N], consts) -> EpochResult``.
+
+    The last batch is padded to full size with zero-weight rows, so every example is seen once
+    per epoch and all steps share one compiled shape.
+    """
+    num_batches = math.ceil(num_examples / batch_size)
+    padded = num_batches * batch_size
+
+    def loss_fn(params, rng, x, y, w, consts):
+        logits = apply(params, rng, x, consts, True)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = ((logits.argmax(-1) == y) * w).sum()
+        return (losses * w).sum() / jnp.maximum(w.sum(), 1.0), ((losses * w).sum(), correct)
+
+    def step(carry, batch, inputs, labels, consts):
+        params, opt_state, rng = carry
+        idx, w = batch
+        rng, key = jax.random.split(rng)
+        grads, (loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params, key, inputs[idx], labels[idx], w, consts)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, rng), (loss_sum, correct)
+
+    def epoch(params, opt_state, rng, inputs, labels, consts):
+        rng, perm_key = jax.random.split(rng)
+        order = jax.random.permutation(perm_key, num_examples) if shuffle else jnp.arange(num_examples)
+        order = jnp.pad(order, (0, padded - num_examples)).reshape(num_batches, batch_size)
+        weights = (jnp.arange(padded) < num_examples).astype(jnp.float32).reshape(num_batches, batch_size)
+        (params, opt_state, rng), (loss_sums, corrects) = jax.lax.scan(
+            lambda carry, batch: step(carry, batch, inputs, labels, consts), (params, opt_state, rng), (order, weights)
+        )
+        return EpochResult(params, opt_state, rng, loss_sums.sum() / num_examples, corrects.sum() / num_examples)
+
+    return jax.jit(epoch)
+
+
+def make_predict(apply: ApplyFn, batch_size: int) -> Callable[[Params, np.ndarray, Constants], np.ndarray]:
+    """``predict(params, inputs [N, ...], consts) -> [N, C]`` logits, in fixed-size jitted batches.
+
+    Small inputs use the next power of two (at least 16) as batch size, so serving a handful of
+    documents neither pads to a full batch nor compiles once per length.
+    """
+    batch_logits = jax.jit(lambda params, x, consts: apply(params, None, x, consts, False))
+
+    def predict(params: Params, inputs: np.ndarray, consts: Constants) -> np.ndarray:
+        n = inputs.shape[0]
+        size = min(batch_size, max(16, 1 << max(n - 1, 0).bit_length()))
+        chunks = []
+        for start in range(0, n, size):
+            chunk = inputs[start : start + size]
+            padded = np.zeros((size, *inputs.shape[1:]), inputs.dtype)
+            padded[: len(chunk)] = chunk
+            chunks.append(np.asarray(batch_logits(params, padded, consts))[: len(chunk)])
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+    return predict
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean softmax cross-entropy of ``[N, C]`` logits against ``[N]`` labels."""
+    return float(optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.asarray(labels)).mean())
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    epoch_time_s: float
+
+
+@dataclass
+class FitResult:
+    params: Params
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int = 0  # epoch of the best validation accuracy
+    selected_epoch: int = 0  # epoch whose parameters are returned: best with early stopping, else last
+    compile_time_s: float = 0.0
+    train_time_s: float = 0.0
+
+    @property
+    def selected(self) -> EpochMetrics:
+        return self.history[self.selected_epoch - 1]
+
+
+def fit(
+    transformed: hk.Transformed,
+    optimizer: optax.GradientTransformation,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    consts: Constants,
+    cfg: TrainerConfig,
+    rng: jax.Array,
+    on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``transformed`` on ``train = (inputs [N, ...], labels [N])``, validating each epoch.
+
+    With ``cfg.early_stopping_patience`` set, stops after that many epochs without a better
+    validation accuracy and returns the best epoch's parameters; otherwise the last epoch's.
+    A non-finite training loss raises :class:`TrainingError` naming the epoch.
+    """
+    inputs, labels = jnp.asarray(train[0]), jnp.asarray(train[1])
+    init_key, rng = jax.random.split(rng)
+    params = transformed.init(init_key, inputs[:1], consts, True)
+    opt_state = optimizer.init(params)
+    epoch_fn = make_train_epoch(transformed.apply, optimizer, len(labels), cfg.batch_size, cfg.shuffle)
+    predict = make_predict(transformed.apply, cfg.eval_batch_size)
+
+    tic = time.perf_counter()
+    epoch_fn = epoch_fn.lower(params, opt_state, rng, inputs, labels, consts).compile()
+    result = FitResult(params=params, compile_time_s=time.perf_counter() - tic)
+    best_params, best_accuracy, waited = params, -1.0, 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        tic = time.perf_counter()
+        params, opt_state, rng, loss, accuracy = epoch_fn(params, opt_state, rng, inputs, labels, consts)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training diverged: train loss is {loss} in epoch {epoch}; lower optimizer.lr or set optimizer.clip_norm"
+            )
+        val_logits = predict(params, val[0], consts)
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=loss,
+            train_accuracy=float(accuracy),
+            val_loss=cross_entropy(val_logits, val[1]),
+            val_accuracy=float((val_logits.argmax(-1) == val[1]).mean()),
+            epoch_time_s=time.perf_counter() - tic,
+        )
+        result.history.append(metrics)
+        result.train_time_s += metrics.epoch_time_s
+        on_epoch(metrics)
+        bar.set_postfix(loss=f"{metrics.train_loss:.4f}", val_acc=f"{metrics.val_accuracy:.4f}")
+        if metrics.val_accuracy > best_accuracy:
+            best_params, best_accuracy, result.best_epoch, waited = params, metrics.val_accuracy, epoch, 0
+        else:
+            waited += 1
+        if cfg.early_stopping_patience is not None and waited >= cfg.early_stopping_patience:
+            log.info("early stopping after epoch %d (best %d)", epoch, result.best_epoch)
+            break
+    stopping = cfg.early_stopping_patience is not None
+    result.params = best_params if stopping else params
+    result.selected_epoch = result.best_epoch if stopping else len(result.history)
+    return result

@@ -1,0 +1,140 @@
+"""Every config option composes and validates; bad values fail fast with the key in the message."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from glove_exp.config import Config, flatten, register, to_config
+from glove_exp.errors import ConfigError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+URI = "tracking.uri=sqlite:////tmp/unused.db"
+register()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str], hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
+
+
+def test_default_config_is_ag_news_glove_6b_50d_mean(monkeypatch):
+    monkeypatch.delenv("GLOVE_EXP_DATA_DIR", raising=False)
+    config = to_config(compose_config([URI]))
+    assert isinstance(config, Config)
+    assert (config.dataset.name, config.embeddings.name, config.model.pooling.value) == ("ag_news", "glove_6b_50d", "mean")
+    assert config.dataset.data_dir is None and config.dataset.val_fraction == 0.1
+    assert (config.optimizer.name.value, config.optimizer.lr, config.trainer.batch_size) == ("adam", 1e-3, 1024)
+
+
+def test_data_dir_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GLOVE_EXP_DATA_DIR", "/data/ag")
+    assert to_config(compose_config([URI])).dataset.data_dir == "/data/ag"
+
+
+def resolve_with_hydra(cfg):
+    """Resolve like a job does, with ``${hydra:...}`` available."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    return OmegaConf.to_container(cfg.tracking, resolve=True)
+
+
+def test_tracking_uri_defaults_to_an_absolute_sqlite_store_in_the_launch_dir(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = resolve_with_hydra(compose_config([], hydra=True))["uri"]
+    assert uri == f"sqlite:///{Path.cwd()}/mlflow.db" and Path(uri.removeprefix("sqlite:///")).is_absolute()
+
+
+def test_tracking_uri_honours_mlflow_env(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_with_hydra(compose_config([], hydra=True))["uri"] == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    "group, option",
+    [(g, o) for g in ("dataset", "embeddings", "model", "optimizer", "trainer", "tracking", "explain") for o in options(g)],
+)
+def test_every_group_option_composes(group, option):
+    extra = ["embeddings.path=/v.txt", "embeddings.dim=300"] if (group, option) == ("embeddings", "local") else []
+    config = to_config(compose_config([f"{group}={option}", URI, *extra]))
+    section = getattr(config, group)
+    if hasattr(section, "name") and group in ("dataset", "embeddings"):
+        assert section.name == option
+    if group == "optimizer":
+        assert section.name.value == option
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_experiment_composes(option):
+    to_config(compose_config([f"+experiment={option}", URI]))
+
+
+def test_seed_tutorial_pins_the_tutorial_and_sweep_overrides_win():
+    config = to_config(compose_config(["+experiment=seed_tutorial", "model.pooling=flatten", URI]))
+    assert config.model.pooling.value == "flatten"
+    assert (config.trainer.max_tokens, config.trainer.batch_size, config.trainer.epochs) == (50, 1024, 8)
+    assert config.model.hidden_sizes == [128] and config.model.activation.value == "none"
+    assert config.model.mask_padding is False and config.embeddings.trainable is False
+    assert (config.optimizer.name.value, config.optimizer.lr) == ("adam", 1e-3)
+
+
+@pytest.mark.parametrize("option", options("hparams_search"))
+def test_hparams_search_composes_with_a_fixed_seed(option):
+    cfg = compose_config([f"+hparams_search={option}", URI], hydra=True)
+    assert cfg.hydra.sweeper.sampler.seed is not None
+    assert "model.pooling" in cfg.hydra.sweeper.params
+
+
+@pytest.mark.parametrize("option", options("hydra/launcher"))
+def test_every_launcher_composes(option):
+    cfg = compose_config([f"hydra/launcher={option}", URI], hydra=True)
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.max_tokens=0", "trainer.max_tokens"),
+        ("trainer.batch_size=-1", "trainer.batch_size"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("dataset.val_fraction=1", "dataset.val_fraction"),
+        ("model.hidden_sizes=[0]", "model.hidden_sizes"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        to_config(compose_config([override, URI]))
+
+
+@pytest.mark.parametrize("override", ["model.pooling=avg", "trainer.epochs=many", "model.activation=swish", "trainer.unknown_key=1"])
+def test_wrong_types_and_values_fail_while_composing(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override, URI])
+
+
+def test_unknown_group_option_fails():
+    with pytest.raises(MissingConfigException, match="glove_7b"):
+        compose_config(["embeddings=glove_7b", URI])
+
+
+def test_missing_required_value_names_the_key():
+    with pytest.raises(ConfigError, match="embeddings.path"):
+        to_config(compose_config(["embeddings=local", "embeddings.dim=50", URI]))
+
+
+def test_flatten_gives_dotted_keys():
+    flat = flatten(OmegaConf.create({"model": {"pooling": "mean", "hidden_sizes": [128]}, "x": 1}))
+    assert flat == {"model.pooling": "mean", "model.hidden_sizes": [128], "x": 1}
+
+
+def test_missing_dimension_names_the_key():
+    with pytest.raises(ConfigError, match="missing value for embeddings.dim"):
+        to_config(compose_config(["embeddings=local", "embeddings.path=/v.txt", URI]))
