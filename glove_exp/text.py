@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from glove_exp.embeddings import WordVectors
 from glove_exp.errors import EmbeddingsError
+
+if TYPE_CHECKING:
+    from glove_exp.embeddings import WordVectors
 
 PAD, OOV = 0, 1
 NUM_SPECIAL = 2

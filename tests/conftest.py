@@ -67,3 +67,12 @@ def ag_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def glove_file(tmp_path: Path) -> Path:
     return write_glove(tmp_path / "tiny.8d.txt")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path):
+    """Tests never see the developer's data, tracking server or vector cache."""
+    for name in ("GLOVE_EXP_DATA_DIR", "MLFLOW_TRACKING_URI", "GLOVE_EXP_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLOVE_EXP_CACHE_DIR", str(tmp_path / "glove-cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")

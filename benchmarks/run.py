@@ -1,0 +1,134 @@
+"""glove-exp's benchmark, one command: ``python -m benchmarks.run`` (see README).
+
+In one process run, side by side:
+  (a)+(b) training epochs of the seed tutorial's own loop vs glove-exp on the same AG News data
+          and seed_tutorial hyper-parameters, mean and flatten pooling, with the ratio;
+  (c)     GloVe 6B-50d text loading: the tutorial's dict loader vs glove-exp, first and cached;
+  (d)     scaling: synthetic corpora of 10k, 100k and 1M documents x 50 tokens x 50-d, mean
+          pooling: feature, epoch and peak-memory figures (each size in its own process).
+Prints Markdown tables and writes them to ``benchmarks/results/benchmark.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def compose_seed_tutorial(data_dir: str, pooling: str):
+    from hydra import compose, initialize_config_dir
+
+    from glove_exp.config import register, to_config
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["+experiment=seed_tutorial", f"model.pooling={pooling}", f"dataset.data_dir={data_dir}", "tracking.uri=unused"],
+        )
+    return to_config(cfg)
+
+
+def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dict]:
+    """Per-epoch seconds of the tutorial's loop and of glove-exp's, same data and config."""
+    from benchmarks.tutorial_loop import tutorial_epoch_seconds
+    from glove_exp.models import build_model, uses_precomputed_features
+    from glove_exp.pipeline import StageTimer, _inputs, prepare
+    from glove_exp.train import fit, make_optimizer
+
+    rows = []
+    for pooling in ("mean", "flatten"):
+        config = compose_seed_tutorial(data_dir, pooling)
+        config.trainer.epochs = epochs
+        timer = StageTimer()
+        prepared = prepare(config, timer, progress=False)
+        labels = prepared.splits.train.labels
+        num_classes = len(config.dataset.class_names)
+        tutorial = [
+            tutorial_epoch_seconds(np.asarray(prepared.consts.table), prepared.tokens["train"], labels, pooling, num_classes)
+            for _ in range(tutorial_epochs)
+        ]
+        model = build_model(config.model, num_classes)
+        precomputed = uses_precomputed_features(config.model, False, config.trainer.precompute_features)
+        with timer("features"):
+            inputs = _inputs(model, prepared, config, precomputed)
+        steps = -(-len(labels) // config.trainer.batch_size)
+        result = fit(
+            model.head if precomputed else model.forward, make_optimizer(config.optimizer, steps, epochs),
+            (inputs["train"], labels), (inputs["val"], prepared.splits.val.labels), prepared.consts, config.trainer,
+            jax.random.PRNGKey(0), progress=False,
+        )  # fmt: skip
+        ours = float(np.median([m.epoch_time_s for m in result.history]))
+        rows.append(
+            {
+                "pooling": pooling,
+                "train docs": len(labels),
+                "tutorial s/epoch": float(np.median(tutorial)),
+                "glove-exp s/epoch": ours,
+                "speed-up": f"{np.median(tutorial) / ours:.0f}x",
+                "glove-exp features s": timer.seconds.get("features", 0.0),
+                "glove-exp compile s": result.compile_time_s,
+            }
+        )
+    return rows
+
+
+def bench_scaling(sizes: list[int]) -> list[dict]:
+    rows = []
+    for size in sizes:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.scaling", "--docs", str(size)], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("GLOVE_EXP_DATA_DIR", str(ROOT.parent / "shared/data/ag_news")))
+    parser.add_argument("--tutorial-epochs", type=int, default=1, help="epochs of the (slow) tutorial loop per pooling")
+    parser.add_argument("--epochs", type=int, default=8, help="glove-exp epochs per pooling (the median is reported)")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="synthetic corpus sizes for the scaling table")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/benchmark.md")
+    args = parser.parse_args(argv)
+    from benchmarks.glove_loading import bench_glove_loading
+
+    sections = [f"# glove-exp benchmark\n\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"]
+    training = bench_training(args.data_dir, args.tutorial_epochs, args.epochs)
+    sections.append("## Training epoch: tutorial loop vs glove-exp (AG News, seed_tutorial)\n\n" + table(training, list(training[0])))
+    with tempfile.TemporaryDirectory(prefix="glove-bench-") as tmp:
+        loading = bench_glove_loading(Path(tmp))
+    sections.append("## GloVe 6B-50d text loading\n\n" + table(loading, list(loading[0])))
+    scaling = bench_scaling([int(s) for s in args.sizes.split(",")])
+    sections.append("## Scaling: synthetic documents x 50 tokens x 50-d, mean pooling\n\n" + table(scaling, list(scaling[0])))
+    report = "\n\n".join(sections) + "\n"
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Epoch time and peak memory of glove-exp's training on synthetic corpora (one size per process,
+so each peak is its own): ``python -m benchmarks.scaling --docs 1000000``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import jax
+import numpy as np
+
+from glove_exp.config import ModelConfig, OptimizerConfig, Pooling, TrainerConfig
+from glove_exp.models import build_model, feature_dim, make_constants
+from glove_exp.train import fit, make_optimizer, make_predict
+
+
+def measure(num_docs: int, max_tokens: int = 50, dim: int = 50, vocab: int = 100_000, epochs: int = 2) -> dict:
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(vocab, dim)).astype(np.float32)
+    tokens = rng.integers(2, vocab, size=(num_docs, max_tokens), dtype=np.int32)
+    labels = rng.integers(0, 4, size=num_docs, dtype=np.int32)
+    cfg = ModelConfig(pooling=Pooling.mean)
+    model = build_model(cfg, 4)
+    consts = make_constants(table, None, feature_dim(cfg, max_tokens, dim))
+    tic = time.perf_counter()
+    features = make_predict(lambda p, r, x, c, t: model.features.apply(p, r, x, c), 4096)({}, tokens, consts)
+    feature_s = time.perf_counter() - tic
+    val = min(10_000, num_docs // 10)
+    trainer = TrainerConfig(epochs=epochs, batch_size=1024)
+    steps = -(-num_docs // 1024)
+    result = fit(model.head, make_optimizer(OptimizerConfig(), steps, epochs), (features[val:], labels[val:]), (features[:val], labels[:val]), consts, trainer, jax.random.PRNGKey(0), progress=False)
+    return {
+        "docs": num_docs,
+        "feature_s": feature_s,
+        "compile_s": result.compile_time_s,
+        "epoch_s": float(np.mean([m.epoch_time_s for m in result.history])),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=int, required=True)
+    print(json.dumps(measure(parser.parse_args().docs)))

@@ -1,0 +1,243 @@
+"""Verified, resumable downloads and single-member zip extraction for the vector files.
+
+Every file appears under its final name only once it is complete: downloads grow in
+``<dest>.part`` and are renamed after their size (and sha256, when configured) checked out;
+extraction writes to a temporary name in the target folder first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from contextlib import suppress
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import BinaryIO, Callable, Iterator, Optional
+
+from tqdm import tqdm
+
+from glove_exp.errors import EmbeddingsError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 60.0
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``.
+
+    Readers see either the old file or the complete new one; on any exception the temporary
+    file is removed and the exception propagates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def check_url(url: str) -> None:
+    """Allow ``https://`` anywhere and ``http://`` to loopback hosts only (used by tests)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    raise EmbeddingsError(
+        f"refusing to download {url}: only https:// URLs are allowed (http:// only to 127.0.0.1, localhost or ::1)"
+    )
+
+
+def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` (returned as is when it already exists, without network).
+
+    The data grows in ``<dest>.part``; a later call resumes it with an HTTP Range request.
+    ``dest`` appears only after the byte count matched the server's Content-Length and the
+    sha256 matched ``sha256`` (when given); a mismatch deletes the ``.part`` and raises
+    :class:`EmbeddingsError`, as do refused URLs and network failures (which keep the ``.part``).
+    """
+    check_url(url)
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_suffix(dest.suffix + ".part")
+    expected = _fetch(url, part, progress)
+    _verify(url, part, expected, sha256)
+    os.replace(part, dest)
+    log.info("downloaded %s to %s", url, dest)
+    return dest
+
+
+def _fetch(url: str, part: Path, progress: bool) -> Optional[int]:
+    """Fill ``part`` from ``url``, resuming it if it exists; returns the expected total size."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "glove-exp", **({"Range": f"bytes={offset}-"} if offset else {})}
+    try:
+        response = _opener(url).open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        err.close()
+        if err.code == 416 and offset:
+            total = _content_range(err.headers.get("Content-Range"))[1]
+            if total == offset:  # the previous run got every byte but stopped before renaming
+                return total
+            part.unlink()
+            return _fetch(url, part, progress)
+        raise EmbeddingsError(f"download of {url} failed: HTTP {err.code} {err.reason}") from None
+    except (OSError, http.client.HTTPException) as err:
+        raise _unreachable(url, err) from None
+    with response:
+        if offset and response.status == 206:
+            start, total = _content_range(response.headers.get("Content-Range"))
+            if start != offset:
+                part.unlink()
+                raise EmbeddingsError(f"download of {url}: asked for bytes from {offset}, the server sent from {start}; run again")
+            total = total if total is not None else _plus(offset, _content_length(response))
+        else:  # 200: the server ignored the Range header (or there was none), start over
+            offset, total = 0, _content_length(response)
+        _stream(url, response, part, offset, total, progress)
+    return total
+
+
+def _stream(url: str, response: BinaryIO, part: Path, offset: int, total: Optional[int], progress: bool) -> None:
+    with open(part, "ab" if offset else "wb") as out, tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[: -len(".part")], disable=not progress
+    ) as bar:
+        for chunk in _chunks(url, response):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def _chunks(url: str, response: BinaryIO) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = response.read(CHUNK_BYTES)
+        except (OSError, http.client.HTTPException) as err:
+            raise _unreachable(url, err, interrupted=True) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _verify(url: str, part: Path, expected: Optional[int], sha256: Optional[str]) -> None:
+    got = part.stat().st_size
+    if expected is not None and got != expected:
+        part.unlink()
+        raise EmbeddingsError(f"download of {url} is incomplete: expected {expected} bytes, got {got}; deleted it, run again to retry")
+    if sha256:
+        digest = _sha256(part)
+        if digest != sha256.strip().lower():
+            part.unlink()
+            raise EmbeddingsError(f"download of {url} has the wrong checksum: expected sha256 {sha256.strip().lower()}, got {digest}; deleted it")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Apply :func:`check_url` to redirect targets too (no silent https -> http downgrade)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [_CheckedRedirects()]
+    if urllib.parse.urlsplit(url).hostname in LOOPBACK_HOSTS:
+        handlers.append(urllib.request.ProxyHandler({}))  # an http_proxy setting must not capture loopback
+    return urllib.request.build_opener(*handlers)
+
+
+def _content_length(response: http.client.HTTPResponse) -> Optional[int]:
+    value = response.headers.get("Content-Length")
+    return int(value) if value and value.strip().isdigit() else None
+
+
+def _content_range(value: Optional[str]) -> tuple[Optional[int], Optional[int]]:
+    """``"bytes 100-199/200"`` -> ``(100, 200)``; ``"bytes */200"`` -> ``(None, 200)``."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not match:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total != "*" else None)
+
+
+def _plus(offset: int, length: Optional[int]) -> Optional[int]:
+    return None if length is None else offset + length
+
+
+def _unreachable(url: str, err: BaseException, interrupted: bool = False) -> EmbeddingsError:
+    reason = getattr(err, "reason", None) or err
+    what = "the download was interrupted (run again to resume)" if interrupted else "could not be reached"
+    return EmbeddingsError(
+        f"{url} {what}: {reason}; without network, download the file elsewhere and set embeddings.path= to the local GloVe text file"
+    )
+
+
+def member_path(dest_dir: Path, member: str) -> Path:
+    """Where :func:`extract_member` puts ``member``; refuses absolute names and ``..`` parts."""
+    parts = PurePosixPath(member.replace("\\", "/")).parts
+    if not member or member.startswith(("/", "\\")) or PureWindowsPath(member).drive or ".." in parts:
+        raise EmbeddingsError(f"refusing to extract {member!r}: absolute paths and '..' are not allowed in a zip member name")
+    return Path(dest_dir).joinpath(*parts)
+
+
+def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool = True) -> Path:
+    """Extract the single ``member`` of ``zip_path`` to ``dest_dir / member`` and return that path.
+
+    The CRC is checked while reading; a corrupt or truncated zip is deleted (so that the next run
+    downloads it again) and raises :class:`EmbeddingsError`, as does a missing member.
+    """
+    zip_path = Path(zip_path)
+    target = member_path(dest_dir, member)
+    if not zip_path.is_file():
+        raise EmbeddingsError(f"{zip_path} does not exist")
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            info = _member_info(archive, member, zip_path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda out: _copy_member(archive, info, out, progress))
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        zip_path.unlink(missing_ok=True)
+        raise EmbeddingsError(f"{zip_path} is corrupt ({err}); deleted it so that the next run downloads it again") from None
+    log.info("extracted %s from %s", target, zip_path)
+    return target
+
+
+def _member_info(archive: zipfile.ZipFile, member: str, zip_path: Path) -> zipfile.ZipInfo:
+    try:
+        return archive.getinfo(member)
+    except KeyError:
+        names = ", ".join(archive.namelist()) or "none"
+        raise EmbeddingsError(f"{zip_path} has no member {member!r}; its members are: {names}") from None
+
+
+def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, progress: bool) -> None:
+    # Reading to the end makes zipfile compare the CRC-32 (BadZipFile on mismatch).
+    with archive.open(info) as src, tqdm(
+        total=info.file_size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {info.filename}", disable=not progress
+    ) as bar:
+        for block in iter(lambda: src.read(CHUNK_BYTES), b""):
+            out.write(block)
+            bar.update(len(block))

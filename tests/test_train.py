@@ -1,0 +1,107 @@
+"""Models and the training loop on small random data (no files, no MLflow)."""
+
+import jax
+import numpy as np
+import pytest
+
+from glove_exp.config import Activation, ModelConfig, OptimizerConfig, OptimizerName, Pooling, Schedule, TrainerConfig
+from glove_exp.errors import TrainingError
+from glove_exp.models import build_model, feature_dim, make_constants
+from glove_exp.train import fit, make_optimizer, make_predict
+
+V, D, T, C = 60, 6, 12, 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(V, D)).astype(np.float32)
+    table[:2] = 0.0
+    tokens = rng.integers(2, V, size=(300, T)).astype(np.int32)
+    tokens[:, 9:] = 0  # padding
+    labels = (table[tokens].sum(1)[:, 0] > 0).astype(np.int32) + (table[tokens].sum(1)[:, 1] > 1).astype(np.int32)
+    return table, tokens, labels
+
+
+def train(data, model_cfg, precomputed, epochs=4, trainable=False, patience=None, optimizer=OptimizerConfig()):
+    table, tokens, labels = data
+    model = build_model(model_cfg, C, trainable)
+    consts = make_constants(table, None, feature_dim(model_cfg, T, D))
+    inputs = tokens
+    if precomputed:
+        apply = lambda p, r, x, c, t: model.features.apply(p, r, x, c)  # noqa: E731
+        inputs = make_predict(apply, 64)({}, tokens, consts)
+    trainer = TrainerConfig(epochs=epochs, batch_size=32, eval_batch_size=64, early_stopping_patience=patience)
+    result = fit(
+        model.head if precomputed else model.forward, make_optimizer(optimizer, 8, epochs),
+        (inputs[:250], labels[:250]), (inputs[250:], labels[250:]), consts, trainer, jax.random.PRNGKey(0), progress=False,
+    )  # fmt: skip
+    return result, model, consts
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "std", "mean_max", "hier", "sum", "min"])
+def test_precomputed_features_train_exactly_like_the_lookup_path(data, pooling):
+    cfg = ModelConfig(pooling=Pooling(pooling), hidden_sizes=[16], activation=Activation.relu, dropout=0.2)
+    fast, _, _ = train(data, cfg, precomputed=True)
+    slow, _, _ = train(data, cfg, precomputed=False)
+    assert [m.val_accuracy for m in fast.history] == pytest.approx([m.val_accuracy for m in slow.history], abs=1e-6)
+    assert [m.train_loss for m in fast.history] == pytest.approx([m.train_loss for m in slow.history], rel=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), fast.params, slow.params)
+
+
+def test_head_params_serve_token_ids(data):
+    """A head trained on features predicts identically through the token-id forward function."""
+    cfg = ModelConfig(pooling=Pooling.mean)
+    result, model, consts = train(data, cfg, precomputed=True)
+    tokens = data[1][250:]
+    via_tokens = make_predict(model.forward.apply, 64)(result.params, tokens, consts)
+    features = make_predict(lambda p, r, x, c, t: model.features.apply(p, r, x, c), 64)({}, tokens, consts)
+    via_features = make_predict(model.head.apply, 64)(result.params, features, consts)
+    np.testing.assert_allclose(via_tokens, via_features, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_table_is_not_a_parameter_and_stays_unchanged(data):
+    before = data[0].copy()
+    result, _, consts = train(data, ModelConfig(pooling=Pooling.flatten), precomputed=False)
+    assert not any("embeddings" in name for name in result.params)
+    np.testing.assert_array_equal(np.asarray(consts.table), before)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_trainable_embeddings_are_a_parameter_that_moves(data):
+    result, _, consts = train(data, ModelConfig(pooling=Pooling.mean), precomputed=False, trainable=True)
+    trained = np.asarray(result.params["~"]["embeddings"])
+    assert trained.shape == (V, D)
+    assert not np.allclose(trained, np.asarray(consts.table))
+
+
+def test_token_mlp_adds_parameters(data):
+    result, _, _ = train(data, ModelConfig(pooling=Pooling.max, token_hidden_sizes=[8], activation=Activation.relu), precomputed=False)
+    assert any("token_mlp" in name for name in result.params)
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    cfg = ModelConfig(pooling=Pooling.mean, hidden_sizes=[64], activation=Activation.relu)
+    result, model, consts = train(data, cfg, precomputed=False, epochs=30, patience=2, optimizer=OptimizerConfig(lr=0.05))
+    assert len(result.history) < 30
+    assert result.selected_epoch == result.best_epoch == len(result.history) - 2
+    logits = make_predict(model.forward.apply, 64)(result.params, data[1][250:], consts)
+    assert (logits.argmax(-1) == data[2][250:]).mean() == pytest.approx(result.selected.val_accuracy)
+
+
+def test_non_finite_loss_stops_with_the_epoch(data):
+    table, tokens, labels = data
+    broken = (np.full_like(table, np.inf), tokens, labels)
+    with pytest.raises(TrainingError, match="in epoch 1"):
+        train(broken, ModelConfig(pooling=Pooling.mean), precomputed=False)
+
+
+@pytest.mark.parametrize(
+    "name, schedule",
+    [(name, Schedule.constant) for name in OptimizerName] + [(OptimizerName.adam, s) for s in Schedule if s != Schedule.constant],
+)
+def test_every_optimizer_and_schedule_learns(data, name, schedule):
+    lr = 0.05 if name in (OptimizerName.sgd, OptimizerName.adagrad) else 0.01
+    optimizer = OptimizerConfig(name=name, lr=lr, schedule=schedule, momentum=0.9 if name == OptimizerName.sgd else 0.0, weight_decay=1e-4, clip_norm=1.0)
+    result, _, _ = train(data, ModelConfig(pooling=Pooling.mean), precomputed=True, epochs=5, optimizer=optimizer)
+    assert result.history[-1].train_loss < result.history[0].train_loss
