@@ -13,7 +13,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -112,11 +112,24 @@ def _from_file(path: Path, layout: _Layout) -> Split:
         if not _has_columns(header, layout) and layout.headless_columns and len(header) == len(layout.headless_columns):
             text_fields, label_field, offset = layout.headless_columns[1:], layout.headless_columns[0], 1
             options = {"column_names": list(layout.headless_columns)}
-    table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    table = _quietly(lambda: datasets.load_dataset(builder, data_files=str(path), split="train", **options))
     missing = [c for c in (*text_fields, label_field) if c not in table.column_names]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {table.column_names}")
     return _to_split(table.to_dict(), text_fields, label_field, offset, layout.num_classes, str(path))
+
+
+def _quietly(load: Callable[[], Any]) -> Any:
+    """Run ``load`` without datasets' progress bars (a local file converts in a blink)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return load()
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def _check_utf8(path: Path) -> None:
@@ -184,7 +197,7 @@ def _stratified(split: Split, train_size: int, seed: int, key: str) -> tuple[Spl
         )
     except ValueError as err:
         raise DataError(f"cannot split train for {key} ({err})") from None
-    return _take(split, keep), _take(split, rest)
+    return _take(split, np.sort(keep)), _take(split, np.sort(rest))  # both in file order
 
 
 def _take(split: Split, rows: np.ndarray) -> Split:

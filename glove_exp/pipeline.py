@@ -288,7 +288,7 @@ def _log_model(predictor: Predictor, example_texts: list[str], out: Path) -> Non
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from glove_exp.serving import TEXT_COLUMN, GloveClassifier
+    from glove_exp.serving import TEXT_COLUMN
 
     folder = predictor.save(out / "predictor")
     example = pd.DataFrame({TEXT_COLUMN: example_texts})
@@ -296,7 +296,7 @@ def _log_model(predictor: Predictor, example_texts: list[str], out: Path) -> Non
     requirements = [f"{p}=={v}" for p, v in ((k.removeprefix("version."), v) for k, v in _versions().items())]
     tracking.retry_locked(mlflow.pyfunc.log_model)(
         name="model",
-        python_model=GloveClassifier(),
+        python_model=str(Path(__file__).with_name("mlflow_model.py")),
         artifacts={"predictor": str(folder)},
         code_paths=[str(Path(__file__).resolve().parent)],
         signature=infer_signature(example, output),

