@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +36,7 @@ from glove_exp.errors import EmbeddingsError
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-BLOCK_BYTES = 4 << 20
+CHUNK_BYTES = 64 << 20
 MAX_BAD_FRACTION = 0.5
 
 
@@ -186,11 +185,11 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
     stats = ParseStats()
     _check_dim(path, dim)
     try:
-        batches, spaced = _read_batches(path, dim, progress)
+        tables, spaced = _read_tables(path, dim, progress)
     except pa.ArrowInvalid as err:  # e.g. a non-number where a value belongs: go line by line
         log.warning("%s: %s; parsing it line by line (slower)", path, str(err).splitlines()[0])
-        batches, spaced = [], path.read_bytes().decode("utf-8", "replace").splitlines()
-    stats.lines = sum(len(batch) for batch in batches) + len(spaced)
+        tables, spaced = [], path.read_bytes().decode("utf-8", "replace").splitlines()
+    stats.lines = sum(len(table) for table in tables) + len(spaced)
     extra = []
     for line in spaced:
         parsed = _parse_from_right(line, dim)
@@ -199,7 +198,7 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
         else:
             extra.append(parsed)
     _check_malformed(path, dim, stats)
-    words, vectors = _to_arrays(batches, extra, dim)
+    words, vectors = _to_arrays(tables, extra, dim)
     words, vectors = _first_wins(words, vectors, stats)
     if stats.duplicates:
         log.warning("%s: %d duplicate words; kept the first vector of each", path, stats.duplicates)
@@ -207,50 +206,65 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
     return WordVectors(words, vectors, source=str(path))
 
 
-def _read_batches(path: Path, dim: int, progress: bool) -> tuple[list[pa.RecordBatch], list[str]]:
-    """The file's record batches and, separately, its lines with another number of fields."""
-    size = path.stat().st_size
-    spaced: list[str] = []
-    batches = []
-    bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress)
-    with open(path, "rb") as source, bar:
-        for batch in _batches(source, dim, spaced):
-            batches.append(batch)
-            bar.update(min(source.tell(), size) - bar.n)  # the reader reads ahead: approximate
-        bar.update(size - bar.n)
-    return batches, spaced
-
-
-def _batches(source: BinaryIO, dim: int, spaced: list[str]) -> Iterator[pa.RecordBatch]:
-    """Record batches (word as binary, ``dim`` float32 columns); lines with another field
-    count go to ``spaced``."""
+def _read_tables(path: Path, dim: int, progress: bool) -> tuple[list[pa.Table], list[str]]:
+    """The file as tables (one per ~64 MB of lines, each parsed by pyarrow's multi-threaded CSV
+    reader) and, separately, its lines with another number of fields."""
     names = ["word", *(f"v{i}" for i in range(dim))]
+    spaced: list[str] = []
 
     def other_width(row: pacsv.InvalidRow) -> str:
         spaced.append(row.text)
         return "skip"
 
-    reader = pacsv.open_csv(
-        source,
-        read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES, encoding="utf8"),
-        parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=other_width),
-        convert_options=pacsv.ConvertOptions(
+    options = {
+        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8"),
+        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=other_width),
+        "convert_options": pacsv.ConvertOptions(
             column_types={"word": pa.binary(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
         ),
-    )  # fmt: skip
-    for batch in reader:
-        yield batch
+    }  # fmt: skip
+    size = path.stat().st_size
+    tables = []
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress) as bar:
+        for chunk in _line_chunks(path):
+            tables.append(pacsv.read_csv(pa.BufferReader(chunk), **options))
+            bar.update(len(chunk))
+    return tables, spaced
 
 
-def _to_arrays(batches: list[pa.RecordBatch], extra: list[tuple[str, np.ndarray]], dim: int) -> tuple[list[str], np.ndarray]:
-    """Words and the ``[N, dim]`` float32 matrix of the parsed batches followed by ``extra``,
+def _line_chunks(path: Path) -> Iterator[bytes]:
+    """The file in pieces of about ``CHUNK_BYTES`` that end at a line break."""
+    with open(path, "rb") as handle:
+        rest = b""
+        while block := handle.read(CHUNK_BYTES):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+        if rest:
+            yield rest
+
+
+def _decode(column: pa.ChunkedArray) -> list[str]:
+    """UTF-8 words; invalid bytes (seen in some crawled vocabularies) become U+FFFD."""
+    try:
+        return column.cast(pa.string()).to_pylist()
+    except pa.ArrowInvalid:
+        return [word.decode("utf-8", "replace") for word in column.to_pylist()]
+
+
+def _to_arrays(tables: list[pa.Table], extra: list[tuple[str, np.ndarray]], dim: int) -> tuple[list[str], np.ndarray]:
+    """Words and the ``[N, dim]`` float32 matrix of the parsed tables followed by ``extra``,
     filled column by column into one allocation."""
-    table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
-    words = [w.decode("utf-8", "replace") for w in table.column(0).to_pylist()] if table else []
+    words = [word for table in tables for word in _decode(table.column(0))]
     vectors = np.empty((len(words) + len(extra), dim), dtype=np.float32)
-    for j in range(dim if table else 0):
-        vectors[: len(words), j] = table.column(j + 1).to_numpy()
+    for j in range(dim):  # chunk by chunk: no concatenated copy of any column
+        start = 0
+        for chunk in (chunk for table in tables for chunk in table.column(j + 1).chunks):
+            vectors[start : start + len(chunk), j] = chunk.to_numpy()
+            start += len(chunk)
     for row, (word, vector) in enumerate(extra, start=len(words)):
         vectors[row] = vector
     return words + [word for word, _ in extra], vectors
