@@ -30,6 +30,15 @@ def test_local_csv_with_stratified_seeded_validation_split(ag_dir):
     assert load_splits(config(ag_dir), seed=1).val.texts != splits.val.texts
 
 
+def test_train_and_val_keep_the_file_order(ag_dir):
+    """Unshuffled training (the seed tutorial) then sees batches in the file's order."""
+    order = {text: row for row, text in enumerate(make_corpus(400, seed=1)[0])}
+    splits = load_splits(config(ag_dir), seed=0)
+    for split in (splits.train, splits.val):
+        rows = [order[text] for text in split.texts]
+        assert rows == sorted(rows)
+
+
 def test_original_headless_ag_news_csv(tmp_path):
     rows = '"3","Fears for T N pension","Unions say they are disappointed."\n"4","Space race","A second team of rocketeers."\n'
     for split in ("train", "test"):
