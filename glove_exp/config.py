@@ -9,14 +9,15 @@ is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from glove_exp.errors import ConfigError
+from glove_exp.errors import ConfigError, DataError, EmbeddingsError
 
 
 class Pooling(str, Enum):
@@ -234,6 +235,9 @@ def register() -> None:
 
 def to_config(cfg: DictConfig) -> Config:
     """Resolve and validate a composed config; raises :class:`ConfigError` with a one-line message."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(f"unknown key {', '.join(unknown)}: glove-exp has no such setting (see glove-exp --cfg job)")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=...")
@@ -243,6 +247,41 @@ def to_config(cfg: DictConfig) -> Config:
         raise
     except Exception as err:  # omegaconf's own errors: missing values, bad interpolations
         raise ConfigError(str(err).splitlines()[0] + _full_key(err)) from None
+
+
+def existing_data_dir(data_dir: str) -> Path:
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"dataset.data_dir {folder} does not exist (is GLOVE_EXP_DATA_DIR set right?)")
+    return folder
+
+
+def existing_vectors_file(path: str | Path) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise EmbeddingsError(f"embeddings.path: {file} does not exist; point it at a GloVe text file")
+    return file
+
+
+def check_paths(config: Config) -> None:
+    """Local files the config names exist: fails in a second, before the heavy imports and any run."""
+    if config.dataset.data_dir is not None:
+        existing_data_dir(config.dataset.data_dir)
+    if config.embeddings.path:
+        existing_vectors_file(config.embeddings.path)
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys that ``+key=value`` added where the schema has none (``hydra`` is Hydra's own)."""
+    schema = OmegaConf.get_type(node)
+    names = {f.name for f in fields(schema)} if is_dataclass(schema) else None
+    unknown = []
+    for key in node.keys():
+        if names is not None and key not in names and not (key == "hydra" and not prefix):
+            unknown.append(f"{prefix}{key}")
+        elif isinstance(child := node._get_node(key), DictConfig) and not child._is_missing() and not child._is_none():
+            unknown += _unknown_keys(child, f"{prefix}{key}.")
+    return unknown
 
 
 def _full_key(err: Exception) -> str:

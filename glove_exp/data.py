@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from glove_exp.config import DatasetConfig
+from glove_exp.config import DatasetConfig, existing_data_dir
 from glove_exp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ def _load_raw(
     """Sweep jobs in one process share the parsed data: every argument that affects it is a key."""
     if data_dir is None:
         return _from_hub(hub_id, hub_config, train_split, layout), _from_hub(hub_id, hub_config, test_split, layout), {}
-    folder = Path(data_dir).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"dataset.data_dir {folder} does not exist (is GLOVE_EXP_DATA_DIR set right?)")
+    folder = existing_data_dir(data_dir)
     files = {split: _find_file(folder, split) for split in (train_split, test_split)}
     splits = [_from_file(files[split], layout) for split in (train_split, test_split)]
     return splits[0], splits[1], {split: str(path) for split, path in files.items()}

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from glove_exp.config import EmbeddingsConfig
+from glove_exp.config import EmbeddingsConfig, existing_vectors_file
 from glove_exp.download import download, extract_member
 from glove_exp.errors import EmbeddingsError
 
@@ -125,8 +125,7 @@ def load_package_vectors(package: str) -> WordVectors:
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
     """:func:`read_glove_text`, converted once and then reloaded from ``cache_dir`` (memory-mapped)."""
-    if not path.is_file():
-        raise EmbeddingsError(f"embeddings.path: {path} does not exist; point it at a GloVe text file")
+    path = existing_vectors_file(path)
     folder = cache_folder(path, dim, cache_dir)
     if folder.exists():
         try:

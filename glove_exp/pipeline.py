@@ -288,10 +288,11 @@ def _log_model(predictor: Predictor, example_texts: list[str], out: Path) -> Non
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from glove_exp.serving import TEXT_COLUMN
-
     folder = predictor.save(out / "predictor")
-    example = pd.DataFrame({TEXT_COLUMN: example_texts})
+    # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text` column, else
+    # the first) then all pass MLflow's schema check. A DataFrame example would name the column `text`
+    # and reject lists and unnamed Series.
+    example = [str(text) for text in example_texts]
     output = pd.DataFrame(predictor.predict_proba(example_texts).astype(np.float64), columns=predictor.class_names)
     requirements = [f"{p}=={v}" for p, v in ((k.removeprefix("version."), v) for k, v in _versions().items())]
     tracking.retry_locked(mlflow.pyfunc.log_model)(

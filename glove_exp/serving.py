@@ -103,7 +103,10 @@ class GloveClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.predictor = Predictor.load(Path(context.artifacts["predictor"]))
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads type hints as a schema)
+    # The hint must be one MLflow infers no schema from (the signature comes from the input example):
+    # without any, defining this class prints a multi-line warning in every run and every process that
+    # loads the model. pyfunc hands lists and Series over as a DataFrame; texts_from_input takes all three.
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # noqa: ANN001
         """Strings (list, Series or DataFrame) -> ``[N, C]`` DataFrame of class probabilities."""
         probabilities = self.predictor.predict_proba(texts_from_input(model_input))
         return pd.DataFrame(probabilities.astype(np.float64), columns=self.predictor.class_names)

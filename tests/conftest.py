@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +57,18 @@ def write_glove(path: Path, dim: int = 8, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture
-def ag_dir(tmp_path: Path) -> Path:
-    """A data_dir with train.csv (400 rows) and test.csv (120 rows) in the hub's text,label layout."""
-    folder = tmp_path / "ag"
-    folder.mkdir()
+def make_ag_dir(folder: Path) -> Path:
+    """``folder`` with train.csv (400 rows) and test.csv (120 rows) in the hub's text,label layout."""
+    folder.mkdir(parents=True)
     write_csv(folder / "train.csv", *make_corpus(400, seed=1))
     write_csv(folder / "test.csv", *make_corpus(120, seed=2))
     return folder
+
+
+@pytest.fixture
+def ag_dir(tmp_path: Path) -> Path:
+    """A data_dir with train.csv (400 rows) and test.csv (120 rows) in the hub's text,label layout."""
+    return make_ag_dir(tmp_path / "ag")
 
 
 @pytest.fixture
@@ -76,3 +83,79 @@ def isolated_env(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GLOVE_EXP_CACHE_DIR", str(tmp_path / "glove-cache"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+# --- end-to-end runs of the console scripts (tests/test_e2e.py, tests/test_sweeps.py) ---
+
+
+def cli_env(cwd: Path) -> dict[str, str]:
+    """The environment of a ``glove-exp`` subprocess: nothing of the developer's data, tracking
+    server or vector cache; MLflow then writes ``sqlite:///<cwd>/mlflow.db``."""
+    env = dict(os.environ)
+    for name in ("MLFLOW_TRACKING_URI", "GLOVE_EXP_DATA_DIR", "HYDRA_FULL_ERROR"):
+        env.pop(name, None)
+    env["GLOVE_EXP_CACHE_DIR"] = str(cwd / "glove-cache")
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+def cli_command(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "glove_exp.cli", *overrides]
+
+
+def run_cli(cwd: Path, *overrides: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``glove-exp <overrides>`` in ``cwd`` (its ``outputs/``, ``multirun/`` and ``mlflow.db`` land there)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        cli_command(*overrides), cwd=cwd, env=cli_env(cwd), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_report(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``glove-exp-report <args>`` in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "glove_exp.report", *args], cwd=cwd, env=cli_env(cwd), capture_output=True,
+        text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def store_uri(cwd: Path) -> str:
+    return f"sqlite:///{cwd}/mlflow.db"
+
+
+def experiment_runs(cwd: Path, experiment: str = "glove-exp") -> list:
+    """All runs of ``experiment`` in ``cwd``'s store, oldest first (MLflow ``Run`` objects)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(store_uri(cwd))
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r} in {cwd}/mlflow.db"
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    return sorted(runs, key=lambda run: run.info.start_time)
+
+
+def metric_steps(cwd: Path, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every logged value of ``key``, by step."""
+    import mlflow
+
+    history = mlflow.MlflowClient(store_uri(cwd)).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    """The synthetic AG-News-like folder and an 8-d vector file, shared by a module's runs."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    return {"ag_dir": make_ag_dir(root / "ag"), "glove_file": write_glove(root / "tiny.8d.txt")}
+
+
+@pytest.fixture(scope="module")
+def tiny_overrides(tiny_data) -> list[str]:
+    """Overrides for a few-second run on :func:`tiny_data` (without ``embeddings.dim=8``)."""
+    return [
+        f"dataset.data_dir={tiny_data['ag_dir']}",
+        "embeddings=local",
+        f"embeddings.path={tiny_data['glove_file']}",
+        "trainer.epochs=3",
+        "explain.num_samples=50",
+    ]

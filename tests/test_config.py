@@ -125,6 +125,12 @@ def test_unknown_group_option_fails():
         compose_config(["embeddings=glove_7b", URI])
 
 
+@pytest.mark.parametrize("override,key", [("+foo=1", "foo"), ("+model.foo=1", "model.foo")])
+def test_keys_added_with_plus_must_exist_in_the_schema(override, key):
+    with pytest.raises(ConfigError, match=rf"unknown key {key}: glove-exp has no such setting"):
+        to_config(compose_config([override, URI]))
+
+
 def test_missing_required_value_names_the_key():
     with pytest.raises(ConfigError, match="embeddings.path"):
         to_config(compose_config(["embeddings=local", "embeddings.dim=50", URI]))
