@@ -16,6 +16,28 @@ import numpy as np
 import optax
 
 
+def tutorial_inputs(train_texts: list[str], test_texts: list[str], lookup: dict[str, int], vectors: np.ndarray, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tutorial's own preprocessing: a Keras-style vocabulary of every word of train and
+    test (index 0 is padding), its embedding matrix ``[V + 1, D]`` (zeros where GloVe has no
+    vector) and the post-padded train ids ``[N, max_tokens]``."""
+    from glove_exp.text import tokenize_all
+
+    train_tokens = tokenize_all(train_texts)
+    index: dict[str, int] = {}
+    for tokens in train_tokens + tokenize_all(test_texts):
+        for word in tokens:
+            index.setdefault(word, len(index) + 1)
+    matrix = np.zeros((len(index) + 1, vectors.shape[1]), dtype=np.float32)
+    for word, row in index.items():
+        if word in lookup:
+            matrix[row] = vectors[lookup[word]]
+    ids = np.zeros((len(train_tokens), max_tokens), dtype=np.int32)
+    for i, tokens in enumerate(train_tokens):
+        row = [index[word] for word in tokens[:max_tokens]]
+        ids[i, : len(row)] = row
+    return matrix, ids
+
+
 def tutorial_epoch_seconds(matrix: np.ndarray, tokens: np.ndarray, labels: np.ndarray, pooling: str, num_classes: int, batch_size: int = 1024) -> float:
     """Seconds for one epoch over ``tokens [N, T]`` with the tutorial's model and loop."""
 

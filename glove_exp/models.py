@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glove_exp.config import Activation, Init, ModelConfig, Pooling
+from glove_exp.config import Activation, Init, ModelConfig, Pooling, Weighting
 from glove_exp.pooling import output_dim, pool
 from glove_exp.text import PAD
 
@@ -97,11 +97,14 @@ def featurize(tokens: jnp.ndarray, consts: Constants, cfg: ModelConfig, trainabl
     table = consts.table
     if trainable:
         table = hk.get_parameter("embeddings", consts.table.shape, init=lambda *_: consts.table)
-    x = table[tokens] * consts.token_weights[tokens][..., None]  # [B, T, D]
+    x = table[tokens]  # [B, T, D]
+    if cfg.weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
+        x = x * consts.token_weights[tokens][..., None]
     if cfg.token_hidden_sizes:
         x = MLP(cfg.token_hidden_sizes, cfg.activation, cfg.dropout, cfg.init, name="token_mlp")(x, is_training)
     mask = (tokens != PAD).astype(x.dtype) if cfg.mask_padding else jnp.ones(tokens.shape, x.dtype)
-    return (pool(x, mask, cfg.pooling, cfg.hier_window) - consts.feature_mean) / consts.feature_scale
+    features = pool(x, mask, cfg.pooling, cfg.hier_window)
+    return (features - consts.feature_mean) / consts.feature_scale if cfg.standardize else features
 
 
 def is_parameter_free(cfg: ModelConfig, trainable: bool) -> bool:
