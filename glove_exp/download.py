@@ -12,43 +12,24 @@ import http.client
 import logging
 import os
 import re
-import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from contextlib import suppress
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from tqdm import tqdm
 
 from glove_exp.errors import EmbeddingsError
+from glove_exp.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``.
-
-    Readers see either the old file or the complete new one; on any exception the temporary
-    file is removed and the exception propagates.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
 
 
 def check_url(url: str) -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from lime.lime_text import LimeTextExplainer
 from tqdm import tqdm
+
+from glove_exp.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def explain_examples(
         )
         header = _header(index, text, class_names[int(labels[index])], class_names[predicted], float(probabilities[predicted]))
         path = out_dir / f"example_{index}.html"
-        _write_atomic(path, _page(header, explanation.as_html(labels=(predicted,)), index))
+        page = _page(header, explanation.as_html(labels=(predicted,)), index)
+        atomic_write(path, lambda out: out.write(page.encode("utf-8")))
         log.info("LIME explanation of test document %d (predicted %s) -> %s", index, class_names[predicted], path)
         paths.append(path)
     return paths
@@ -125,15 +126,3 @@ def _lime_page_parts(lime_html: str) -> tuple[str, str]:
         raise RuntimeError("unexpected layout of LIME's HTML (lime==0.2.0.1 is required)")
     data = re.sub("[<>&\u2028\u2029]", lambda char: _SCRIPT_ESCAPES[char.group()], match["data"])
     return match["bundle"], match["div"] + data + match["end"]
-
-
-def _write_atomic(path: Path, content: str) -> None:
-    """Write ``content`` (UTF-8) to a temporary file beside ``path``, then rename it to ``path``."""
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(content)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise

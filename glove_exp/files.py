@@ -1,0 +1,27 @@
+"""Writing files so that readers see the old file or the complete new one, never a part."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import suppress
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``.
+
+    Readers see either the old file or the complete new one; on any exception the temporary
+    file is removed and the exception propagates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
