@@ -33,6 +33,7 @@ from glove_exp.errors import GloveExpError
 log = logging.getLogger(__name__)
 PROG = "glove-exp-report"
 REPORT_TAG = "glove_exp.report"
+PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 FILES = ("results.md", "results.csv", "test_accuracy.png")
 # table column -> (MLflow column(s), first present wins; Markdown header)
 COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -259,14 +260,21 @@ def write_report(table: pd.DataFrame, out: Path, title: str) -> list[Path]:
     return [md, csv, png]
 
 
-def log_report(uri: str, experiment: str, sweep: str | None, files: list[Path], sort: str) -> str:
-    """Attach ``files`` to a new FINISHED run ``report-<sweep or experiment>``; returns its id."""
+def log_report(uri: str, experiment: str, sweep: str | None, files: list[Path], sort: str, run_ids: list[str]) -> str:
+    """Attach ``files`` to a new FINISHED run ``report-<sweep or experiment>`` and, for a sweep,
+    make it the parent of the sweep's runs that have none (the MLflow UI nests them under it);
+    returns its id."""
     tags = {REPORT_TAG: "true", **({"sweep_id": sweep} if sweep else {})}
     with tracking.tracked_run(uri, experiment, f"report-{sweep or experiment}", tags) as active:
         tracking.log_params({"sort": sort})
         for path in files:
             tracking.log_artifact(str(path))
-        return active.info.run_id
+    if sweep:
+        client = mlflow.MlflowClient(uri)
+        for run_id in run_ids:
+            if PARENT_TAG not in tracking.retry_locked(client.get_run)(run_id).data.tags:
+                tracking.retry_locked(client.set_tag)(run_id, PARENT_TAG, active.info.run_id)
+    return active.info.run_id
 
 
 def default_out(experiment: str, sweep: str | None) -> Path:
@@ -326,7 +334,7 @@ def report(args: argparse.Namespace) -> None:
     files = write_report(table, out, title)
     print(f"wrote {', '.join(str(f) for f in files)}")
     if args.log:
-        run_id = log_report(uri, args.experiment, sweep, files, args.sort)
+        run_id = log_report(uri, args.experiment, sweep, files, args.sort, list(runs["run_id"]))
         print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}")
 
 

@@ -115,6 +115,8 @@ def test_log_report_excluded_later(tmp_path, capsys):
     assert reports["status"].iloc[0] == "FINISHED"
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(reports["run_id"].iloc[0])}
     assert artifacts == set(report.FILES)
+    children = mlflow.search_runs(experiment_names=["glove-exp"], filter_string=f"tags.`mlflow.parentRunId` = '{reports['run_id'].iloc[0]}'")
+    assert sorted(children["tags.mlflow.runName"]) == ["new-best", "new|pipe"]  # the sweep's runs, nested under it
     # the report run carries the sweep's tag and is newest, yet neither rows nor `latest` see it
     run_cli(capsys, "--tracking-uri", uri, "--sweep", "latest", "--out", str(tmp_path / "r2"))
     assert [r["run"] for r in csv_rows(tmp_path / "r2" / "results.csv")] == ["new-best", "new|pipe"]
