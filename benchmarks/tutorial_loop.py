@@ -16,24 +16,35 @@ import numpy as np
 import optax
 
 
-def tutorial_inputs(train_texts: list[str], test_texts: list[str], lookup: dict[str, int], vectors: np.ndarray, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """The tutorial's own preprocessing: a Keras-style vocabulary of every word of train and
-    test (index 0 is padding), its embedding matrix ``[V + 1, D]`` (zeros where GloVe has no
-    vector) and the post-padded train ids ``[N, max_tokens]``."""
+def tutorial_inputs(
+    train_texts: list[str], test_texts: list[str], lookup: dict[str, int], vectors: np.ndarray, max_tokens: int, whole_table: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tutorial's own preprocessing: post-padded train ids ``[N, max_tokens]`` (0 is padding)
+    into an embedding matrix ``[R, D]`` whose rows are zero where GloVe has no vector.
+
+    The matrix covers a Keras-style vocabulary of every word of train and test or, with
+    ``whole_table``, all of ``vectors`` (the same maths, a larger table for the loop to update).
+    """
     from glove_exp.text import tokenize_all
 
     train_tokens = tokenize_all(train_texts)
-    index: dict[str, int] = {}
-    for tokens in train_tokens + tokenize_all(test_texts):
-        for word in tokens:
-            index.setdefault(word, len(index) + 1)
-    matrix = np.zeros((len(index) + 1, vectors.shape[1]), dtype=np.float32)
-    for word, row in index.items():
-        if word in lookup:
-            matrix[row] = vectors[lookup[word]]
+    if whole_table:
+        missing = len(vectors) + 1  # one zero row for every word without a vector
+        index = {word: row + 1 for word, row in lookup.items()}
+        matrix = np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors, np.zeros((1, vectors.shape[1]), np.float32)])
+    else:
+        index = {}
+        for tokens in train_tokens + tokenize_all(test_texts):
+            for word in tokens:
+                index.setdefault(word, len(index) + 1)
+        missing = 0
+        matrix = np.zeros((len(index) + 1, vectors.shape[1]), dtype=np.float32)
+        for word, row in index.items():
+            if word in lookup:
+                matrix[row] = vectors[lookup[word]]
     ids = np.zeros((len(train_tokens), max_tokens), dtype=np.int32)
     for i, tokens in enumerate(train_tokens):
-        row = [index[word] for word in tokens[:max_tokens]]
+        row = [index.get(word, missing) for word in tokens[:max_tokens]]
         ids[i, : len(row)] = row
     return matrix, ids
 
