@@ -129,3 +129,19 @@ def test_hub_unreachable_points_at_data_dir(monkeypatch):
     cfg.data_dir = None
     with pytest.raises(DataError, match=r"could not load fancyzhx/ag_news from the Hugging Face hub .*dataset\.data_dir"):
         load_splits(cfg, seed=0)
+
+
+def test_hub_path_joins_text_fields(tmp_path):
+    """The hub branch through `datasets.load_dataset`, fed a local dataset folder instead of a hub id."""
+    import pandas as pd
+
+    repo = tmp_path / "dbpedia_like"
+    repo.mkdir()
+    for split, n in (("train", 40), ("test", 8)):
+        labels = [i % 2 for i in range(n)]
+        pd.DataFrame({"label": labels, "title": [f"Title {i}" for i in range(n)], "content": [f"body {i}." for i in range(n)]}).to_parquet(repo / f"{split}.parquet")
+    cfg = DatasetConfig(name="dbpedia_like", hub_id=str(repo), class_names=["A", "B"], text_fields=["title", "content"], data_dir=None)
+    splits = load_splits(cfg, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (36, 4, 8)
+    assert splits.test.texts[3] == "Title 3 body 3." and splits.test.labels.tolist() == [0, 1] * 4
+    assert splits.files == {}
