@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import struct
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ from glove_exp.errors import EmbeddingsError
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 4 << 20
+NPY_HEADER_BYTES = 128
 MAX_BAD_FRACTION = 0.5
 
 
@@ -66,7 +68,6 @@ class WordVectors:
 class ParseStats:
     lines: int = 0
     malformed: int = 0
-    duplicates: int = 0
     examples: list[str] = field(default_factory=list)  # first few malformed lines, shortened
 
     def bad(self, line: str) -> None:
@@ -123,7 +124,7 @@ def load_package_vectors(package: str) -> WordVectors:
 
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
-    """:func:`read_glove_text`, converted once and then reloaded from ``cache_dir`` (memory-mapped)."""
+    """A GloVe text file, converted once into ``cache_dir`` and then reloaded memory-mapped."""
     path = existing_vectors_file(path)
     folder = cache_folder(path, dim, cache_dir)
     if folder.exists():
@@ -132,8 +133,7 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
         except (OSError, ValueError, KeyError, EmbeddingsError) as err:
             log.warning("the vector cache %s is corrupt (%s); rebuilding it", folder, err)
             shutil.rmtree(folder, ignore_errors=True)
-    vectors = read_glove_text(path, dim, progress)
-    write_cache(folder, vectors)
+    write_cache(path, dim, folder, progress)
     return read_cache(folder, path)
 
 
@@ -143,16 +143,25 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
     return cache_dir / "vectors" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def write_cache(folder: Path, vectors: WordVectors) -> None:
-    """Write ``vectors.npy``, ``words.txt`` and (last) ``manifest.json`` into a temporary folder,
-    then rename it to ``folder``; a concurrent writer that got there first wins."""
+def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
+    """Convert ``path`` into ``vectors.npy`` (streamed block by block, so memory stays at about
+    one 4 MB piece of the file), ``words.txt`` and, last, ``manifest.json`` in a temporary
+    folder, then rename it to ``folder``; a concurrent writer that got there first wins."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
     try:
-        np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors.vectors, dtype=np.float32))
-        (tmp / "words.txt").write_text("\n".join(vectors.words), encoding="utf-8")
-        manifest = {"format": CACHE_FORMAT, "count": len(vectors), "dim": vectors.dim, "source": vectors.source}
+        words: list[str] = []
+        with open(tmp / "vectors.npy", "wb") as out:
+            out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
+            for block_words, block in parse_glove_text(path, dim, progress):
+                words += block_words
+                out.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+            out.seek(0)
+            out.write(_npy_header(len(words), dim))
+        _warn_duplicates(path, words)
+        (tmp / "words.txt").write_text("\n".join(words), encoding="utf-8")
+        manifest = {"format": CACHE_FORMAT, "count": len(words), "dim": dim, "source": str(path)}
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         os.replace(tmp, folder)
     except OSError:
@@ -160,6 +169,14 @@ def write_cache(folder: Path, vectors: WordVectors) -> None:
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _npy_header(rows: int, dim: int) -> bytes:
+    """A ``.npy`` (version 1.0) header for ``[rows, dim]`` little-endian float32, always
+    ``NPY_HEADER_BYTES`` long so that it can be rewritten in place."""
+    text = repr({"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+    body = text.ljust(NPY_HEADER_BYTES - 11) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
 
 def read_cache(folder: Path, path: Path) -> WordVectors:
@@ -174,61 +191,69 @@ def read_cache(folder: Path, path: Path) -> WordVectors:
 
 
 def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
-    """Parse a GloVe text file (``word v1 ... v_dim`` per line) into :class:`WordVectors`.
+    """Parse a GloVe text file into :class:`WordVectors` held in memory (see
+    :func:`parse_glove_text`; a word that occurs twice keeps its first vector in ``lookup``)."""
+    words: list[str] = []
+    blocks = [np.zeros((0, dim), np.float32)]
+    for block_words, block in parse_glove_text(path, dim, progress):
+        words += block_words
+        blocks.append(block)
+    _warn_duplicates(path, words)
+    return WordVectors(words, np.concatenate(blocks), source=str(path))
 
-    Lines with another number of fields are parsed from the right (the last ``dim`` fields are
-    the vector, the rest the word); lines that still fail are skipped and counted, and the file
-    is refused when most of its lines are bad. Duplicate words keep their first vector.
+
+def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order.
+
+    Each ~4 MB piece of lines goes through pyarrow's multi-threaded CSV reader; lines with
+    another number of fields are parsed from the right (the last ``dim`` fields are the vector,
+    the rest the word: 840B has tokens with spaces), and a piece the reader refuses (say, a word
+    where a number belongs) is parsed line by line. Lines that still fail are skipped and
+    counted; once the file is read, it is refused if most of its lines were bad.
     """
-    stats = ParseStats()
     _check_dim(path, dim)
-    try:
-        tables, spaced = _read_tables(path, dim, progress)
-    except pa.ArrowInvalid as err:  # e.g. a non-number where a value belongs: go line by line
-        log.warning("%s: %s; parsing it line by line (slower)", path, str(err).splitlines()[0])
-        tables, spaced = [], path.read_bytes().decode("utf-8", "replace").splitlines()
-    stats.lines = sum(len(table) for table in tables) + len(spaced)
-    extra = []
-    for line in spaced:
-        parsed = _parse_from_right(line, dim)
-        if parsed is None:
-            stats.bad(line)
-        else:
-            extra.append(parsed)
-    _check_malformed(path, dim, stats)
-    words, vectors = _to_arrays(tables, extra, dim)
-    words, vectors = _first_wins(words, vectors, stats)
-    if stats.duplicates:
-        log.warning("%s: %d duplicate words; kept the first vector of each", path, stats.duplicates)
-    log.info("parsed %d vectors of dimension %d from %s", len(words), dim, path)
-    return WordVectors(words, vectors, source=str(path))
-
-
-def _read_tables(path: Path, dim: int, progress: bool) -> tuple[list[pa.Table], list[str]]:
-    """The file as tables (one per ~64 MB of lines, each parsed by pyarrow's multi-threaded CSV
-    reader) and, separately, its lines with another number of fields."""
+    stats = ParseStats()
     names = ["word", *(f"v{i}" for i in range(dim))]
-    spaced: list[str] = []
+    other_width: list[str] = []
 
-    def other_width(row: pacsv.InvalidRow) -> str:
-        spaced.append(row.text)
+    def keep_other_width(row: pacsv.InvalidRow) -> str:
+        other_width.append(row.text)
         return "skip"
 
     options = {
         "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8"),
-        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=other_width),
+        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=keep_other_width),
         "convert_options": pacsv.ConvertOptions(
             column_types={"word": pa.binary(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
         ),
     }  # fmt: skip
     size = path.stat().st_size
-    tables = []
     with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress) as bar:
         for chunk in _line_chunks(path):
-            tables.append(pacsv.read_csv(pa.BufferReader(chunk), **options))
+            other_width.clear()
+            try:
+                table = pacsv.read_csv(pa.BufferReader(chunk), **options)
+            except pa.ArrowInvalid as err:
+                log.debug("%s: %s; parsing this part line by line", path, str(err).splitlines()[0])
+                table = None
+                other_width[:] = chunk.decode("utf-8", "replace").splitlines()
+            if table is not None and len(table):
+                stats.lines += len(table)
+                yield _decode(table.column(0)), _table_vectors(table, dim)
+            stats.lines += len(other_width)
+            parsed = []
+            for line in other_width:
+                entry = _parse_from_right(line, dim)
+                if entry is None:
+                    stats.bad(line)
+                else:
+                    parsed.append(entry)
+            if parsed:
+                yield [word for word, _ in parsed], np.stack([vector for _, vector in parsed])
             bar.update(len(chunk))
-    return tables, spaced
+    _check_malformed(path, dim, stats)
+    log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
 def _line_chunks(path: Path) -> Iterator[bytes]:
@@ -245,27 +270,24 @@ def _line_chunks(path: Path) -> Iterator[bytes]:
             yield rest
 
 
+def _table_vectors(table: pa.Table, dim: int) -> np.ndarray:
+    """Columns 1..dim as one ``[n, dim]`` float32 array, filled chunk by chunk (no concatenated
+    copy of any column)."""
+    vectors = np.empty((len(table), dim), dtype=np.float32)
+    for j in range(dim):
+        start = 0
+        for chunk in table.column(j + 1).chunks:
+            vectors[start : start + len(chunk), j] = chunk.to_numpy()
+            start += len(chunk)
+    return vectors
+
+
 def _decode(column: pa.ChunkedArray) -> list[str]:
     """UTF-8 words; invalid bytes (seen in some crawled vocabularies) become U+FFFD."""
     try:
         return column.cast(pa.string()).to_pylist()
     except pa.ArrowInvalid:
         return [word.decode("utf-8", "replace") for word in column.to_pylist()]
-
-
-def _to_arrays(tables: list[pa.Table], extra: list[tuple[str, np.ndarray]], dim: int) -> tuple[list[str], np.ndarray]:
-    """Words and the ``[N, dim]`` float32 matrix of the parsed tables followed by ``extra``,
-    filled column by column into one allocation."""
-    words = [word for table in tables for word in _decode(table.column(0))]
-    vectors = np.empty((len(words) + len(extra), dim), dtype=np.float32)
-    for j in range(dim):  # chunk by chunk: no concatenated copy of any column
-        start = 0
-        for chunk in (chunk for table in tables for chunk in table.column(j + 1).chunks):
-            vectors[start : start + len(chunk), j] = chunk.to_numpy()
-            start += len(chunk)
-    for row, (word, vector) in enumerate(extra, start=len(words)):
-        vectors[row] = vector
-    return words + [word for word, _ in extra], vectors
 
 
 def _check_dim(path: Path, dim: int, sample_lines: int = 100) -> None:
@@ -299,13 +321,10 @@ def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
     log.warning("%s; skipped them", message)
 
 
-def _first_wins(words: list[str], vectors: np.ndarray, stats: ParseStats) -> tuple[list[str], np.ndarray]:
-    firsts = dict(zip(reversed(words), range(len(words) - 1, -1, -1)))
-    stats.duplicates = len(words) - len(firsts)
-    if not stats.duplicates:
-        return words, vectors
-    rows = np.fromiter(sorted(firsts.values()), dtype=np.int64, count=len(firsts))
-    return [words[i] for i in rows], vectors[rows]
+def _warn_duplicates(path: Path, words: list[str]) -> None:
+    duplicates = len(words) - len(set(words))
+    if duplicates:
+        log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
 
 
 def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:
