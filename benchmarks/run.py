@@ -27,7 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
+def table(rows: list[dict]) -> str:
+    """Markdown table of ``rows`` (dicts with the same keys), floats to 3 decimals."""
+    columns = list(rows[0])
+
     def cell(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -149,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sections = [f"# glove-exp benchmark\n\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"]
     training = bench_training(args.data_dir, args.tutorial_epochs, args.epochs)
-    sections.append("## Training epoch: tutorial loop vs glove-exp (AG News, seed_tutorial)\n\n" + table(training, list(training[0])))
+    sections.append("## Training epoch: tutorial loop vs glove-exp (AG News, seed_tutorial)\n\n" + table(training))
     text = bench_text(args.data_dir, args.text_docs)
-    sections.append(f"## Text pipeline: AG News train texts repeated to {args.text_docs:,} documents\n\n" + table(text, list(text[0])))
+    sections.append(f"## Text pipeline: AG News train texts repeated to {args.text_docs:,} documents\n\n" + table(text))
     with tempfile.TemporaryDirectory(prefix="glove-bench-") as tmp:
         loading = bench_glove_loading(Path(tmp), args.glove_words)
-    sections.append("## GloVe 6B-50d text loading\n\n" + table(loading, list(loading[0])))
+    sections.append("## GloVe 6B-50d text loading\n\n" + table(loading))
     scaling = bench_scaling([int(s) for s in args.sizes.split(",")])
-    sections.append("## Scaling: synthetic documents x 50 tokens x 50-d, mean pooling\n\n" + table(scaling, list(scaling[0])))
+    sections.append("## Scaling: synthetic documents x 50 tokens x 50-d, mean pooling\n\n" + table(scaling))
     report = "\n\n".join(sections) + "\n"
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ extraction writes to a temporary name in the target folder first.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import BinaryIO, Iterator, Optional
 from tqdm import tqdm
 
 from glove_exp.errors import EmbeddingsError
-from glove_exp.files import atomic_write
+from glove_exp.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +120,10 @@ def _verify(url: str, part: Path, expected: Optional[int], sha256: Optional[str]
         part.unlink()
         raise EmbeddingsError(f"download of {url} is incomplete: expected {expected} bytes, got {got}; deleted it, run again to retry")
     if sha256:
-        digest = _sha256(part)
+        digest = sha256_file(part)
         if digest != sha256.strip().lower():
             part.unlink()
             raise EmbeddingsError(f"download of {url} has the wrong checksum: expected sha256 {sha256.strip().lower()}, got {digest}; deleted it")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):

@@ -5,7 +5,6 @@ each (sweep) job."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -25,6 +24,7 @@ from glove_exp.data import Splits, load_splits
 from glove_exp.embeddings import load_word_vectors
 from glove_exp.evaluate import Evaluation, evaluate, plot_confusion, write_confusion_csv
 from glove_exp.explain import choose_examples, explain_examples
+from glove_exp.files import sha256_file
 from glove_exp.models import Constants, Model, build_model, feature_dim, make_constants, uses_precomputed_features
 from glove_exp.serving import Predictor, TextSettings
 from glove_exp.text import build_vocabulary, embedding_matrix, encode, oov_rate, sif_weights, tokenize_all
@@ -254,7 +254,7 @@ def _log_results(config: Config, prepared: Prepared, result: FitResult, evaluati
     )
     tracking.set_tags({"glove_source": prepared.vectors_source, **_versions()})
     for split, path in prepared.splits.files.items():
-        tracking.set_tags({f"data_sha256.{split}": _sha256(Path(path)), f"data_file.{split}": path})
+        tracking.set_tags({f"data_sha256.{split}": sha256_file(Path(path)), f"data_file.{split}": path})
     (out / "classification_report.txt").write_text(evaluation.report_text, encoding="utf-8")
     (out / "classification_report.json").write_text(json.dumps(evaluation.report, indent=2), encoding="utf-8")
     write_confusion_csv(evaluation, names, out / "confusion_matrix.csv")
@@ -273,14 +273,6 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _log_model(predictor: Predictor, example_texts: list[str], out: Path) -> None:
