@@ -1,7 +1,8 @@
 """The ``glove-exp`` console script: Hydra composes ``conf/``, each job runs the pipeline.
 
-User mistakes (:class:`GloveExpError`) print one line and exit 2. In a sweep (``-m``) a failing
-job is recorded and the others go on; the sweep ends with a summary and exit status 1.
+User mistakes (:class:`GloveExpError`, and Hydra's own composition errors) print one line and
+exit 2. In a sweep (``-m``) a failing job is recorded and the others go on; the sweep ends with a
+summary and exit status 1. Ctrl-C or SIGTERM prints one line and exits 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -9,119 +10,123 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any, Callable, NoReturn
 
-import hydra
-import hydra._internal.utils as hydra_utils
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
-from hydra.types import RunMode
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from glove_exp.errors import ConfigError, GloveExpError
+from glove_exp.interrupts import Interrupts, interrupted_message, signal_number
 
-from glove_exp import sweep
-from glove_exp.config import check_paths, register, to_config
-from glove_exp.errors import GloveExpError
-
+PROG = "glove-exp"
+CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("glove_exp")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-register()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def train(cfg: DictConfig) -> float:
-    """Hydra task: returns the validation accuracy, the objective for sweepers such as Optuna."""
+def quiet_environment(terminal: bool) -> None:
+    """Library settings for a quiet console: no MLflow transfer bars, no colour codes in pipes."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if not terminal:
+        os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line: the first line of the
+    error and of its cause, and the available options of a missing group option."""
+    from hydra.errors import MissingConfigException
+
+    firsts = [str(e).strip().splitlines()[0].rstrip(".:") for e in (err, err.__cause__) if e is not None and str(e).strip()]
+    if isinstance(err, MissingConfigException) and err.options:
+        firsts.append(f"available options: {', '.join(err.options)}")
+    return "; ".join(firsts) or type(err).__name__
+
+
+def fail(err: GloveExpError) -> NoReturn:
+    print(f"{PROG}: error: {err}", file=sys.stderr)
+    sys.exit(err.exit_status)
+
+
+def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
+    """One Hydra job; returns the validation accuracy, the objective of sweepers such as Optuna."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from glove_exp.config import to_config
+
     hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = tuple(hydra_cfg.overrides.task)
-    outcome = {"num": hydra_cfg.job.num if multirun else None, "overrides": list(overrides)}
-    previous_run = _last_run_id()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:  # exit here: Hydra would print its own line about the failed job first
+            return _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=None).val_accuracy
+        except GloveExpError as err:
+            fail(err)
+
+    from glove_exp.sweep import record_job
+
+    outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task)}
     try:
         config = to_config(cfg)
-        check_paths(config)
-        from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
-
-        job = JobInfo(hydra_cfg.job.name, outcome["num"], hydra_cfg.sweep.dir if multirun else None, overrides)
-        value = run(config, job, progress=sys.stderr.isatty())
-        outcome.update(status="FINISHED", val_accuracy=value, run_id=_new_run_id(previous_run))
-        return value
-    except GloveExpError as err:
-        outcome.update(status="FAILED", error=str(err), run_id=_new_run_id(previous_run))
-        if not multirun:
-            print(f"glove-exp: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        log.error("%s", err)  # the job's log; the sweep summary repeats it
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the MLflow run ended KILLED; stop the sweep too
-        outcome.update(status="KILLED", error="interrupted", run_id=_new_run_id(previous_run))
+        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")) and config.dataset.val_fraction == 0:
+            raise ConfigError("an Optuna search maximises validation accuracy: set dataset.val_fraction > 0")
+        result = _run(config, hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
+        outcome.update(status="FINISHED", val_accuracy=result.val_accuracy, run_id=result.run_id)
+        return result.val_accuracy
+    except KeyboardInterrupt:  # the MLflow run ended KILLED; stop the sweep too
+        outcome.update(status="KILLED", error="interrupted")
         raise
-    except Exception as err:  # a bug: keep the traceback, in the job's log for sweeps
-        if not multirun:
-            raise
+    except GloveExpError as err:
+        log.error("%s", err)  # the job's log; the sweep summary repeats it
+        outcome.update(status="FAILED", error=str(err))
+    except Exception as err:  # a bug: keep the traceback in the job's log
         log.error("job failed:\n%s", traceback.format_exc())
-        outcome.update(status="FAILED", error=f"{type(err).__name__}: {err}", run_id=_new_run_id(previous_run))
+        outcome.update(status="FAILED", error=f"{type(err).__name__}: {err}")
     finally:
-        if multirun:
-            sweep.record_job(hydra_cfg.sweep.dir, outcome)
+        record_job(hydra_cfg.sweep.dir, outcome)
     return math.nan
 
 
-def compact_hydra_error(err: BaseException) -> str:
-    """Hydra's multi-line composition errors (unknown group option, bad override) as one line."""
-    text = re.split(r"\n(?:Config search path|Search path):", str(err))[0]
-    text, _, options = text.partition("Available options in")
-    message = "; ".join(line.strip().rstrip(".") for line in text.splitlines() if line.strip())
-    if options:
-        group, _, names = options.partition(":")
-        message += f"; available options in {group.strip()}: {', '.join(names.split())}"
-    if isinstance(err.__cause__, OmegaConfBaseException):
-        cause = str(err.__cause__).strip()
-        message += f": {cause.splitlines()[0]}" if cause else ""
-    return message or type(err).__name__
+def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
+    from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
+
+    job = JobInfo(hydra_cfg.job.name, hydra_cfg.job.num if sweep_dir else None, sweep_dir, tuple(hydra_cfg.overrides.task))
+    result = run(config, job, interrupts, progress=sys.stderr.isatty())
+    print(f"{PROG}: {result.summary}", flush=True)
+    return result
 
 
-_hydra_run_and_report = hydra_utils.run_and_report
+def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
+    import hydra
 
+    from glove_exp.config import register
 
-def _run_and_report(func):  # noqa: ANN001, ANN202 (Hydra's signature)
-    """Hydra's error printer, except that config composition errors print one line and exit 2."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return _hydra_run_and_report(func)
+    register()
 
-    def compact():  # noqa: ANN202
-        try:
-            return func()
-        except CompactHydraException as err:
-            print(f"glove-exp: error: {compact_hydra_error(err)}", file=sys.stderr)
-            sys.exit(2)
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+    def glove_exp(cfg: Any) -> float | None:
+        return run_job(cfg, interrupts)
 
-    return _hydra_run_and_report(compact)
-
-
-def _last_run_id() -> str | None:
-    tracking = sys.modules.get("glove_exp.tracking")  # not imported yet: no run started, stay fast
-    return tracking.started_runs[-1] if tracking and tracking.started_runs else None
-
-
-def _new_run_id(previous: str | None) -> str | None:
-    """The run this job started, if it got that far (jobs may share one process)."""
-    current = _last_run_id()
-    return current if current != previous else None
+    return glove_exp
 
 
 def main() -> None:
-    hydra_utils.run_and_report = _run_and_report  # _run_hydra looks it up in its module at call time
+    interrupts = Interrupts(PROG).install()  # first: a Ctrl-C during the imports below is one line too
+    quiet_environment(sys.stderr.isatty())
+    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors here instead of printing them
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        train()
-    except KeyboardInterrupt as err:  # tracking turns SIGTERM into KeyboardInterrupt("signal 15")
-        signum = int(str(err).removeprefix("signal ")) if str(err).startswith("signal ") else signal.SIGINT
-        print(f"glove-exp: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        _hydra_app(interrupts)()
+    except (HydraException, OmegaConfBaseException) as err:
+        if full_errors:
+            raise
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as err:
+        signum = signal_number(err)
+        print(interrupted_message(PROG, signum), file=sys.stderr)
         sys.exit(128 + signum)
-    if sweep.failed_jobs:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,12 @@ class Split:
 @dataclass(frozen=True)
 class Splits:
     train: Split
-    val: Split
+    val: Split | None  # None with dataset.val_fraction=0 (the tutorial's data use)
     test: Split
     files: dict[str, str]  # split -> local file path (empty for hub data)
+
+    def parts(self) -> dict[str, Split | None]:
+        return {"train": self.train, "val": self.val, "test": self.test}
 
 
 def load_splits(cfg: DatasetConfig, seed: int) -> Splits:
@@ -49,6 +52,8 @@ def load_splits(cfg: DatasetConfig, seed: int) -> Splits:
     train, test, files = _load_raw(cfg.hub_id, cfg.hub_config, cfg.train_split, cfg.test_split, cfg.data_dir, layout)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
         train = _stratified(train, cfg.max_train_samples, seed, "dataset.max_train_samples")[0]
+    if cfg.val_fraction == 0:
+        return Splits(train=train, val=None, test=test, files=files)
     val_size = max(int(round(len(train) * cfg.val_fraction)), len(cfg.class_names))
     train, val = _stratified(train, len(train) - val_size, seed, "dataset.val_fraction")
     return Splits(train=train, val=val, test=test, files=files)

@@ -8,6 +8,8 @@ its traceback.
 class GloveExpError(Exception):
     """A problem the user can fix; the message says what and, where obvious, how."""
 
+    exit_status = 2
+
 
 class ConfigError(GloveExpError):
     """An invalid config value."""
@@ -23,3 +25,8 @@ class EmbeddingsError(GloveExpError):
 
 class TrainingError(GloveExpError):
     """Training diverged (NaN/inf loss)."""
+
+
+class TrackingError(GloveExpError):
+    """A tracking store or experiment that cannot be used."""
+

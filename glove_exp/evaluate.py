@@ -1,14 +1,16 @@
 """Test-set evaluation: accuracy, macro-F1, scikit-learn's classification report and the confusion
-matrix (counts, row-normalised, and a heat-map plot)."""
+matrix (counts, row-normalised, and a plot)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -42,40 +44,16 @@ def evaluate(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[
     )
 
 
-def write_confusion_csv(evaluation: Evaluation, class_names: Sequence[str], path: Path) -> Path:
-    """Counts with a header row and a first column of class names."""
-    import csv
+def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
+    """Row-normalised confusion matrix with class names, as a matplotlib figure."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true \\ predicted", *class_names])
-        for name, row in zip(class_names, evaluation.confusion):
-            writer.writerow([name, *(int(v) for v in row)])
-    return path
-
-
-def plot_confusion(evaluation: Evaluation, class_names: Sequence[str], path: Path, title: str = "") -> Path:
-    """Row-normalised heat map with class names and per-cell share and count, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    share, counts = evaluation.confusion_normalised, evaluation.confusion
+    literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
     size = max(4.0, 0.9 * len(class_names) + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    ax.set(
-        xticks=range(len(class_names)), yticks=range(len(class_names)),
-        xticklabels=class_names, yticklabels=class_names,
-        xlabel="predicted", ylabel="true", title=title or f"accuracy {evaluation.accuracy:.1%}",
-    )  # fmt: skip
-    plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
-    for (i, j), value in np.ndenumerate(share):
-        colour = "white" if value > 0.5 else "black"
-        ax.text(j, i, f"{value:.2f}\n({counts[i, j]})", ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
+    display.plot(ax=figure.add_subplot(), cmap="Blues", values_format=".2f", xticks_rotation=35, colorbar=True)
+    display.im_.set_clim(0.0, 1.0)
+    display.ax_.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
+    return figure

@@ -83,7 +83,6 @@ def explain_examples(
         path = out_dir / f"example_{index}.html"
         page = _page(header, explanation.as_html(labels=(predicted,)), index)
         atomic_write(path, lambda out: out.write(page.encode("utf-8")))
-        log.info("LIME explanation of test document %d (predicted %s) -> %s", index, class_names[predicted], path)
         paths.append(path)
     return paths
 

@@ -1,31 +1,21 @@
 """Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl``; a Hydra callback
-in the launching process prints which jobs failed and why once the sweep is over.
+in the launching process prints the summary once the sweep is over, and exits 1 if a job failed.
 
-Jobs may run in other processes (joblib, submitit), so the outcome goes through a file that
-every launcher shares rather than through memory.
+Jobs may run in other processes (joblib, submitit), so outcomes go through a file that every
+launcher shares rather than through memory.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
 JOBS_FILE = "jobs.jsonl"
-failed_jobs: list[dict[str, Any]] = []  # filled in the launching process by SweepSummary
-
-# conf/hydra/launcher/{joblib,submitit_*}.yaml share their names with the plugins' schemas on purpose
-# (so they are validated against them); Hydra warns about that pairing whenever it composes, also in
-# joblib's worker processes, which import this module (the callback) but not always glove_exp.cli.
-# The message starts with a newline, hence (?s).
-warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning)
 
 
 def record_job(sweep_dir: str, outcome: dict[str, Any]) -> None:
@@ -58,11 +48,9 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
 class SweepSummary(Callback):
     """Registered under ``hydra.callbacks`` in conf/config.yaml."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        failed_jobs.clear()
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = read_jobs(config.hydra.sweep.dir)
-        failed_jobs.extend(job for job in jobs if job["status"] != "FINISHED")
         if jobs:
-            print(summarise(jobs))
+            print(summarise(jobs), flush=True)
+        if any(job["status"] != "FINISHED" for job in jobs):
+            raise SystemExit(1)  # Hydra turns an Exception from a callback into a warning

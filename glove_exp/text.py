@@ -116,3 +116,34 @@ def sif_weights(counts: np.ndarray, a: float) -> np.ndarray:
     weights = (a / (a + p)).astype(np.float32)
     weights[PAD] = 0.0
     return weights
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Every split as token ids over one vocabulary, with the embedding rows of that vocabulary."""
+
+    ids: dict[str, np.ndarray | None]  # split -> [N, max_tokens] int32 (None: no such split)
+    words: list[str]  # token id = position + NUM_SPECIAL
+    counts: np.ndarray  # [V] int64 occurrences in the train split
+    table: np.ndarray  # [V, D] float32, padding and OOV rows zero
+    oov_rate: float  # share of train tokens without a vector
+
+    def sizes(self) -> dict[str, int | float]:
+        """Facts about the encoded data that are constant for a run."""
+        present = {split: ids for split, ids in self.ids.items() if ids is not None}
+        return {
+            "vocab_size": len(self.words) + NUM_SPECIAL,
+            "oov_rate": round(self.oov_rate, 6),
+            "embedding_dim": int(self.table.shape[1]),
+            **{f"num_{split}": len(ids) for split, ids in present.items()},
+            **{f"empty_{split}": int((ids == PAD).all(axis=1).sum()) for split, ids in present.items()},
+        }
+
+
+def encode_splits(texts: dict[str, list[str] | None], vectors: WordVectors, lowercase: bool, max_tokens: int, drop_oov: bool) -> Encoded:
+    """Tokenise every split, build the vocabulary (frequencies from ``train``) and encode."""
+    tokens = {split: tokenize_all(docs, lowercase) for split, docs in texts.items() if docs is not None}
+    vocab = build_vocabulary([t for lists in tokens.values() for t in lists], vectors, count_lists=tokens["train"])
+    index = vocab.index()
+    ids = {split: encode(tokens[split], index, max_tokens, drop_oov) if split in tokens else None for split in texts}
+    return Encoded(ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index))

@@ -1,172 +1,292 @@
-"""MLflow bookkeeping: one run per job, ended FINISHED, FAILED or KILLED (never left RUNNING),
-with retries where parallel jobs contend for the SQLite store."""
+"""MLflow bookkeeping: a checked store, and one run per job ended FINISHED, FAILED or KILLED.
+
+Concurrency is left to configuration and libraries: the default SQLite URI carries a busy timeout
+(``?timeout=``, which MLflow hands to SQLite), and a new SQLite store is created beside its target
+and renamed into place under a ``filelock``, so parallel jobs never see, and an interrupt never
+leaves, a half-created database.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import csv
+import importlib.metadata
+import io
 import logging
 import os
-import random
-import signal
+import re
+import socket
 import subprocess
-import threading
-import time
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
-
-try:
-    import fcntl
-except ImportError:  # Windows: no parallel local launchers to guard against
-    fcntl = None  # type: ignore[assignment]
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from urllib.parse import urlparse
 
 import mlflow
+import numpy as np
+from filelock import FileLock, Timeout
 from mlflow.entities import RunStatus
+from omegaconf import OmegaConf
+
+from glove_exp.config import Config, flatten
+from glove_exp.errors import TrackingError
+from glove_exp.files import sha256_file
+from glove_exp.interrupts import Interrupts
+
+if TYPE_CHECKING:
+    from glove_exp.evaluate import Evaluation
+    from glove_exp.pipeline import JobInfo
+    from glove_exp.serving import Predictor
+    from glove_exp.text import Encoded
+    from glove_exp.train import EpochMetrics, FitResult
 
 log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-started_runs: list[str] = []  # ids of the runs this process started, oldest first
+SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+LOCK_SECONDS = 15
+PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "lime", "hydra-core")
 
 
-_in_store_call = False  # True while a retry_locked call runs: interrupts wait for it to return
-_pending_signals: list[int] = []
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """While a tracking call runs, an interrupt (see :func:`_interrupts_as_keyboard_interrupt`) waits
-    and is raised when it returns: a KeyboardInterrupt in the middle of a SQLite write leaves that
-    connection's transaction open, and ending the run as KILLED then fails with ``database is locked``."""
-    global _in_store_call
-    outer = _in_store_call
-    _in_store_call = True
-    try:
-        yield
-    finally:
-        _in_store_call = outer
-        if not outer and _pending_signals:
-            signum = _pending_signals[0]
-            _pending_signals.clear()
-            raise KeyboardInterrupt(f"signal {signum}")
-
-
-def retry_locked(fn: Callable[..., T], attempts: int = 12) -> Callable[..., T]:
-    """Retry ``fn`` with jittered backoff while SQLite reports ``database is locked``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        for attempt in range(attempts):
-            try:
-                with _interrupts_deferred():
-                    return fn(*args, **kwargs)
-            except Exception as err:
-                if "locked" not in str(err).lower() or attempt == attempts - 1:
-                    raise
-                delay = min(0.1 * 2**attempt, 5.0) * (0.5 + random.random())
-                log.debug("tracking store busy (%s); retrying in %.2f s", err, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    return wrapper
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (without its ``?query``), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?")[0])
 
 
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database file, wherever the job runs."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "mlartifacts").resolve().as_uri()
-    return None
+    path = sqlite_path(uri)
+    return (path.parent / "mlartifacts").resolve().as_uri() if path else None
 
 
-@contextlib.contextmanager
-def _store_init_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``<database>.lock`` beside a SQLite store.
+def _create_sqlite_store(path: Path) -> None:
+    """Create MLflow's tables in a temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=LOCK_SECONDS):
+        if path.exists():
+            return
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed creator
+            stale.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            mlflow.MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    The first client of a fresh database creates and migrates its tables; parallel jobs (joblib,
-    submitit) doing that at once fail and leave the database unusable, so they take turns.
+
+def _store_problem(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def open_experiment(uri: str, experiment: str) -> str:
+    """Check the store at ``uri`` and return the id of ``experiment``, creating either if needed.
+
+    Raises :class:`TrackingError` naming ``tracking.uri`` or ``tracking.experiment``.
     """
-    if not uri.startswith("sqlite:///") or fcntl is None:
-        yield
-        return
-    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    database.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{database}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    if not experiment.strip():
+        raise TrackingError("tracking.experiment must not be empty")
+    scheme = urlparse(uri).scheme
+    if scheme.split("+")[0] not in SCHEMES:
+        raise TrackingError(f"tracking.uri={uri}: unsupported scheme {scheme!r}; use sqlite:///path/mlflow.db or http://host:port")
+    if scheme in ("http", "https"):
+        for name, value in HTTP_SETTINGS.items():  # MLflow's own defaults retry for minutes
+            os.environ.setdefault(name, value)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@retry_locked
-def ensure_experiment(uri: str, name: str) -> str:
-    """Point MLflow at ``uri`` and return the id of experiment ``name``, creating it if needed."""
-    mlflow.set_tracking_uri(uri)
-    with _store_init_lock(uri):
-        client = mlflow.MlflowClient(uri)  # creates the tables of a new database
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_root(uri))
-    except mlflow.exceptions.MlflowException:  # created by a parallel job in the meantime
-        return client.get_experiment_by_name(name).experiment_id
+        if path := sqlite_path(uri):
+            _create_sqlite_store(path)
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            with contextlib.suppress(mlflow.exceptions.MlflowException):  # a parallel job may win the race
+                client.create_experiment(experiment, artifact_location=artifact_root(uri))
+            found = client.get_experiment_by_name(experiment)
+    except Timeout:
+        raise TrackingError(f"tracking.uri={uri}: another process holds {path}.lock") from None
+    except Exception as err:  # MLflow, SQLAlchemy, requests and OS errors all mean an unusable store
+        raise TrackingError(f"tracking.uri={uri}: cannot open the tracking store ({_store_problem(err)})") from None
+    if found.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"tracking.experiment={experiment!r} is deleted in {uri}; restore it (mlflow experiments restore) or pick another name"
+        )
+    return found.experiment_id
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
         )
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
+class TrackedRun:
+    """The active MLflow run; every write waits for a Ctrl-C to be raised until it has returned."""
+
+    def __init__(self, run: mlflow.ActiveRun, interrupts: Interrupts):
+        self.run_id: str = run.info.run_id
+        self._interrupts = interrupts
+
+    def call(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._interrupts.store_call():
+            return write(*args, **kwargs)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.call(mlflow.log_params, params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.call(mlflow.log_metrics, metrics, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.call(mlflow.set_tags, tags)
+
+    def log_config(self, config: Config, encoded: Encoded, feature_dim: int) -> None:
+        """The resolved config (params and ``config.yaml``) and the run's data sizes (params ``data.*``)."""
+        structured = OmegaConf.structured(config)
+        sizes = {f"data.{key}": value for key, value in encoded.sizes().items()}
+        self.log_params({**flatten(structured), **sizes, "data.feature_dim": feature_dim})
+        self.call(mlflow.log_text, OmegaConf.to_yaml(structured, resolve=True), "config.yaml")
+
+    def log_epoch(self, metrics: EpochMetrics) -> None:
+        values = {
+            "train/loss": metrics.train_loss,
+            "train/accuracy": metrics.train_accuracy,
+            "val/loss": metrics.val_loss,
+            "val/accuracy": metrics.val_accuracy,
+            "time/epoch_s": metrics.epoch_time_s,
+        }
+        self.log_metrics({k: v for k, v in values.items() if v is not None}, step=metrics.epoch)
+
+    def log_pages(self, pages: list[Path], artifact_path: str) -> None:
+        for page in pages:
+            self.call(mlflow.log_artifact, str(page), artifact_path)
+            log.info("LIME explanation %s/%s", artifact_path, page.name)
+
+    def log_outcome(self, result: FitResult, evaluation: Evaluation, class_names: list[str], title: str) -> None:
+        """Final metrics, the classification report and the confusion matrix (counts and plot)."""
+        selection = {"train/epochs_run": len(result.history), "train/selected_epoch": result.selected_epoch}
+        if result.best_epoch:
+            selection |= {"train/best_epoch": result.best_epoch, "val/selected_accuracy": result.selected.val_accuracy}
+        self.log_metrics(
+            {
+                "test/accuracy": evaluation.accuracy,
+                "test/macro_f1": evaluation.macro_f1,
+                **{f"test/f1/{name}": evaluation.per_class_f1[cls] for cls, name in zip(class_names, metric_names(class_names))},
+                **selection,
+                "time/compile_s": result.compile_time_s,
+            }
+        )
+        self.set_tags(package_versions())
+        self.call(mlflow.log_text, evaluation.report_text, "classification_report.txt")
+        self.call(mlflow.log_dict, evaluation.report, "classification_report.json")
+        self.call(mlflow.log_text, confusion_csv(evaluation.confusion, class_names), "confusion_matrix.csv")
+        from glove_exp.evaluate import confusion_figure
+
+        self.call(mlflow.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
+
+    def log_model(self, predictor: Predictor, example_texts: list[str]) -> None:
+        """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example."""
+        import pandas as pd
+        from mlflow.models import infer_signature
+
+        with tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
+            folder = predictor.save(Path(tmp) / "predictor")
+            # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text`
+            # column, else the first) then all pass MLflow's schema check.
+            example = [str(text) for text in example_texts]
+            output = pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
+            self.call(
+                mlflow.pyfunc.log_model,
+                name="model",
+                python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                artifacts={"predictor": str(folder)},
+                code_paths=[str(Path(__file__).resolve().parent)],
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],
+            )
+
+
+def metric_names(class_names: list[str]) -> list[str]:
+    """Class names as parts of MLflow metric names: letters, digits, ``_ - .`` only (``/`` would
+    open a chart section), unique."""
+    names: list[str] = []
+    for name in class_names:
+        safe = re.sub(r"[^0-9A-Za-z_\-.]+", "_", name).strip("_.") or "class"
+        names.append(safe if safe not in names else f"{safe}_{len(names)}")
+    return names
+
+
+def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:
+    """Counts with a header row and a first column of class names (cells made formula-safe)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["true \\ predicted", *map(spreadsheet_safe, class_names)])
+    for name, row in zip(class_names, confusion):
+        writer.writerow([spreadsheet_safe(name), *(int(v) for v in row)])
+    return out.getvalue()
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A leading ``= + - @`` (or tab, CR) would make a spreadsheet evaluate the cell."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def package_versions(prefix: str = "version.") -> dict[str, str]:
+    versions = {}
+    for package in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[f"{prefix}{package}"] = importlib.metadata.version(package)
+    return versions
+
+
+def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source: str) -> dict[str, str]:
+    """What a run is and where it came from: names, Hydra job, git commit, data and vector sources."""
+    tags = {
+        "dataset": config.dataset.name,
+        "embeddings": config.embeddings.name,
+        "pooling": config.model.pooling.value,
+        "git_commit": git_commit(),
+        "hydra_job_name": job.name,
+        "glove_source": vectors_source,
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
+    if job.num is not None:
+        tags["hydra_job_num"] = str(job.num)
+    if job.sweep_id:
+        tags["sweep_id"] = job.sweep_id
+    if job.overrides:
+        tags["hydra_overrides"] = " ".join(job.overrides)
+    for split, path in files.items():
+        tags |= {f"data_sha256.{split}": sha256_file(Path(path)), f"data_file.{split}": path}
+    return tags
+
+
 @contextlib.contextmanager
-def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """Ctrl-C (SIGINT) and a scheduler's SIGTERM (Slurm pre-emption, ``kill``) raise
-    ``KeyboardInterrupt("signal <n>")``, so the run ends KILLED; during a tracking call, once it returns."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if _in_store_call:
-            _pending_signals.append(signum)
-        else:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-        _pending_signals.clear()
-
-
-@contextlib.contextmanager
-def tracked_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """Start an MLflow run; end it FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM)."""
-    experiment_id = ensure_experiment(uri, experiment)
-    status = RunStatus.to_string(RunStatus.FAILED)
-    with _interrupts_as_keyboard_interrupt():
+def tracked_run(experiment_id: str, run_name: str, tags: dict[str, str], interrupts: Interrupts) -> Iterator[TrackedRun]:
+    """Start an MLflow run in the store :func:`open_experiment` set; end it FINISHED, FAILED
+    (exception) or KILLED (Ctrl-C, SIGTERM)."""
+    status = RunStatus.FAILED
+    with interrupts.run():
         try:
-            run = retry_locked(mlflow.start_run)(experiment_id=experiment_id, run_name=run_name, tags=tags)
-            started_runs.append(run.info.run_id)
-            yield run
-            status = RunStatus.to_string(RunStatus.FINISHED)
+            with interrupts.store_call():
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+            yield TrackedRun(run, interrupts)
+            status = RunStatus.FINISHED
         except KeyboardInterrupt:
-            status = RunStatus.to_string(RunStatus.KILLED)
+            status = RunStatus.KILLED
             raise
         finally:
-            retry_locked(mlflow.end_run)(status=status)  # no-op if start_run failed
-
-
-log_params = retry_locked(mlflow.log_params)
-log_metrics = retry_locked(mlflow.log_metrics)
-log_artifacts = retry_locked(mlflow.log_artifacts)
-log_artifact = retry_locked(mlflow.log_artifact)
-set_tags = retry_locked(mlflow.set_tags)
+            with interrupts.store_call():
+                mlflow.end_run(status=RunStatus.to_string(status))  # a no-op if start_run failed
