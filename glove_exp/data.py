@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -88,7 +90,28 @@ def _find_file(folder: Path, split: str) -> Path:
     return found[0]
 
 
+def check_hub_reachable(hub_id: str, seconds: float = 3.0) -> None:
+    """Fail in seconds when the hub cannot be reached: ``datasets`` would retry for a minute.
+
+    With ``HF_HUB_OFFLINE=1`` (Hugging Face's own switch) ``datasets`` reads its cache instead.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=seconds).close()
+    except OSError as err:
+        raise DataError(
+            f"cannot reach the Hugging Face hub at {constants.ENDPOINT} to load {hub_id} ({err.strerror or err}); "
+            "set dataset.data_dir (or GLOVE_EXP_DATA_DIR) to local train/test files, or HF_HUB_OFFLINE=1 to use the datasets cache"
+        ) from None
+
+
 def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: _Layout) -> Split:
+    check_hub_reachable(hub_id)
     import datasets
 
     log.info("loading %s (%s) from the Hugging Face hub", hub_id, split)

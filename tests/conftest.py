@@ -142,14 +142,14 @@ def metric_steps(cwd: Path, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in history)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict[str, Path]:
     """The synthetic AG-News-like folder and an 8-d vector file, shared by a module's runs."""
     root = tmp_path_factory.mktemp("tiny-data")
     return {"ag_dir": make_ag_dir(root / "ag"), "glove_file": write_glove(root / "tiny.8d.txt")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_overrides(tiny_data) -> list[str]:
     """Overrides for a few-second run on :func:`tiny_data` (without ``embeddings.dim=8``)."""
     return [
@@ -159,3 +159,32 @@ def tiny_overrides(tiny_data) -> list[str]:
         "trainer.epochs=3",
         "explain.num_samples=50",
     ]
+
+
+# --- in-process runs of the pipeline (tests/test_pipeline.py) ---
+
+
+def compose_config(*overrides: str):
+    """The typed config ``glove-exp <overrides>`` would run, composed through Hydra's compose API."""
+    from hydra import compose, initialize_config_dir
+
+    from glove_exp.config import register, to_config
+
+    register()
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def tiny_config(data: dict[str, Path], store: Path, *overrides: str):
+    """A few-second run on :func:`tiny_data`, tracked in ``store/mlflow.db``."""
+    return compose_config(
+        f"dataset.data_dir={data['ag_dir']}",
+        "embeddings=local",
+        f"embeddings.path={data['glove_file']}",
+        "embeddings.dim=8",
+        "trainer.epochs=3",
+        "explain.num_samples=50",
+        f"tracking.uri={store_uri(store)}",
+        *overrides,
+    )

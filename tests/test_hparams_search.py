@@ -37,7 +37,7 @@ def test_optuna_search_reports_the_best_validation_accuracy(store, ag_dir, glove
     runs = finished_runs()
     assert len(runs) == 3 and len({r.data.tags["sweep_id"] for r in runs}) == 1
     results = yaml.safe_load(next((store / "multirun").glob("*/*/optimization_results.yaml")).read_text())
-    assert results["best_value"] == pytest.approx(max(r.data.metrics["selected_val_accuracy"] for r in runs))
+    assert results["best_value"] == pytest.approx(max(r.data.metrics["val/selected_accuracy"] for r in runs))
     assert set(results["best_params"]) == {"model.pooling", "trainer.max_tokens", "model.hidden_sizes", "model.activation", "model.dropout", "optimizer.lr"}
 
 

@@ -1,14 +1,16 @@
 """glove-exp against an MLflow tracking server (http://) started on 127.0.0.1, not a SQLite file."""
 
-import os
+from __future__ import annotations
+
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import mlflow
 import pytest
+
+from glove_exp import pipeline
+from tests.conftest import CLASSES, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,40 +23,43 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
+    """``mlflow server`` on a free port; ready once it says it listens there (read from its log)."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("the MLflow server did not start")
-            time.sleep(0.5)
-    yield uri
-    process.terminate()
-    process.wait(timeout=30)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:  # blocks until the next line; ends if the server dies
+            if f"127.0.0.1:{port}" in line:
+                break
+        else:
+            pytest.fail(f"the MLflow server exited with status {process.wait()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
 
 
-def test_a_run_logs_to_a_tracking_server(server, tmp_path, ag_dir, glove_file):
-    env = {k: v for k, v in os.environ.items() if k != "GLOVE_EXP_DATA_DIR"} | {"MLFLOW_TRACKING_URI": server}
-    overrides = [f"dataset.data_dir={ag_dir}", "embeddings=local", f"embeddings.path={glove_file}", "embeddings.dim=8",
-                 "trainer.epochs=2", "explain.num_examples=1", "explain.num_samples=50"]  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "glove_exp.cli", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert not (tmp_path / "mlflow.db").exists()  # MLFLOW_TRACKING_URI wins over the default store
+def test_a_run_logs_to_a_tracking_server(server, tmp_path, tiny_data):
+    config = tiny_config(tiny_data, tmp_path, f"tracking.uri={server}", "trainer.epochs=2", "explain.num_examples=1")
+    result = pipeline.run(config)
+    assert not (tmp_path / "mlflow.db").exists()
     mlflow.set_tracking_uri(server)
     try:
         (run,) = mlflow.search_runs(experiment_names=["glove-exp"], output_format="list")
-        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test_accuracy"] <= 1
+        assert run.info.run_id == result.run_id
+        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/accuracy"] <= 1
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "lime"} <= artifacts
         model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-        assert list(model.predict(["stocks and shares fell"]).columns) == ["World", "Sports", "Business", "Sci/Tech"]
+        assert list(model.predict(["stocks and shares fell"]).columns) == CLASSES
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_an_unreachable_server_is_one_error_naming_tracking_uri(tmp_path, tiny_data):
+    from glove_exp.errors import TrackingError
+
+    config = tiny_config(tiny_data, tmp_path, f"tracking.uri=http://127.0.0.1:{free_port()}")
+    with pytest.raises(TrackingError, match=r"^tracking\.uri=http://127\.0\.0\.1:\d+: cannot open the tracking store"):
+        pipeline.run(config)

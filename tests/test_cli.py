@@ -1,0 +1,161 @@
+"""The ``glove-exp`` process: one-line user errors with exit 2, nothing heavy imported before a
+config error, and Ctrl-C / SIGTERM ending the run KILLED with exit 128 + signal."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glove_exp import cli
+from glove_exp.interrupts import Interrupts
+from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps
+
+EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
+
+
+@pytest.fixture
+def run_main(monkeypatch, tmp_path, capsys):
+    """``glove-exp <args>`` in this process (in ``tmp_path``): exit status and stderr lines."""
+    for name in ("HYDRA_FULL_ERROR", "NO_COLOR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
+        monkeypatch.delenv(name, raising=False)  # main() sets them; restored after the test
+    monkeypatch.chdir(tmp_path)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def main(*args: str) -> tuple[int, list[str]]:
+        monkeypatch.setattr(sys, "argv", ["glove-exp", *args])
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                cli.main()
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+    return main
+
+
+USER_ERRORS = {
+    "pooling": (["model.pooling=avg"], r"model\.pooling=avg.*'avg'.*flatten, mean, sum, max, min, std, mean_max, hier"),
+    "group_option": (["embeddings=glove_7b"], r"Could not find 'embeddings/glove_7b'.*available options: .*glove_6b_50d.*local"),
+    "unknown_key": (["+model.foo=1"], r"unknown key model\.foo: glove-exp has no such setting"),
+    "max_tokens": (["trainer.max_tokens=0"], r"trainer\.max_tokens must be >= 1, got 0$"),
+    "batch_size": (["trainer.batch_size=-1"], r"trainer\.batch_size must be >= 1, got -1$"),
+    "dropout": (["model.dropout=1.5"], r"model\.dropout must be in \[0, 1\), got 1\.5$"),
+    "lr": (["optimizer.lr=-1"], r"optimizer\.lr must be > 0, got -1\.0$"),
+    "val_fraction": (["dataset.val_fraction=1"], r"dataset\.val_fraction must be in \[0, 1\), got 1\.0$"),
+    "data_dir": (["dataset.data_dir={missing}"], r"dataset\.data_dir {missing} does not exist"),
+    "vector_file": (["embeddings.path={missing}.txt"], r"embeddings\.path: {missing}\.txt does not exist"),
+    "tracking_scheme": (["tracking.uri=foo://bar"], r"tracking\.uri=foo://bar: unsupported scheme 'foo'"),
+    "experiment": (["tracking.experiment= "], r"tracking\.experiment must not be empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(USER_ERRORS))
+def test_user_error_prints_one_line_and_exits_2(case, run_main, tmp_path, tiny_overrides):
+    import re
+
+    overrides, pattern = USER_ERRORS[case]
+    missing = tmp_path / "missing"
+    status, lines = run_main(*tiny_overrides, "embeddings.dim=8", *(o.format(missing=missing) for o in overrides))
+    assert status == 2, lines
+    [line] = lines
+    assert line.startswith("glove-exp: error: ")
+    assert re.search(pattern.format(missing=re.escape(str(missing))), line), line
+
+
+CONFIG_ERROR_SCRIPT = """
+import sys
+from glove_exp import cli
+sys.argv = ["glove-exp", "trainer.max_tokens=0"]
+try:
+    cli.main()
+except SystemExit as exit:
+    heavy = sorted(m for m in ("jax", "haiku", "mlflow", "datasets", "sklearn", "lime") if m in sys.modules)
+    print(f"exit {exit.code} heavy {heavy}")
+"""
+
+
+def test_a_config_error_comes_before_the_heavy_imports(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", CONFIG_ERROR_SCRIPT], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "exit 2 heavy []", proc.stdout + proc.stderr
+    assert proc.stderr.strip() == "glove-exp: error: trainer.max_tokens must be >= 1, got 0"
+
+
+# --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+
+
+def interrupt_training(cwd: Path, overrides: list[str], signum: int) -> subprocess.CompletedProcess:
+    """Start a long run and send ``signum`` once it reports its third epoch on stderr (Hydra's
+    ``hydra.verbose`` shows the trainer's per-epoch debug lines)."""
+    command = cli_command(
+        *overrides, "embeddings.dim=8", "trainer.epochs=100000", "explain.num_examples=0", "hydra.verbose=glove_exp.train"
+    )
+    proc = subprocess.Popen(command, cwd=cwd, env=cli_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in proc.stderr:  # blocks until the next line; ends if the process dies
+            seen.append(line)
+            if "epoch 3:" in line:
+                proc.send_signal(signum)
+                break
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, "".join(seen) + stderr)
+
+
+def assert_killed_with_epochs_intact(cwd: Path, run) -> None:
+    assert run.info.status == "KILLED"
+    assert run.info.end_time is not None
+    steps = {key: [step for step, _ in metric_steps(cwd, run.info.run_id, key)] for key in EPOCH_METRICS}
+    epochs = len(steps["val/loss"])
+    assert epochs >= 3
+    for key in EPOCH_METRICS:  # every epoch that started logging finished logging, in order
+        assert steps[key] == list(range(1, epochs + 1)), key
+    assert "test/accuracy" not in run.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_run_killed_with_one_line(signum, tmp_path, tiny_overrides):
+    proc = interrupt_training(tmp_path, tiny_overrides, signum)
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"glove-exp: interrupted ({signal.Signals(signum).name})"
+    [run] = experiment_runs(tmp_path)
+    assert_killed_with_epochs_intact(tmp_path, run)
+
+
+def test_an_interrupt_during_a_tracking_call_waits_for_it(tmp_path):
+    """In process and deterministic: a signal that lands inside a store write is raised once the
+    write returns (a write cut short would keep SQLite locked, and the run could not end KILLED)."""
+    import os
+
+    from glove_exp import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    steps = []
+
+    def write() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at the next bytecode, inside this call
+        steps.append("write finished")
+
+    try:
+        experiment_id = tracking.open_experiment(uri, "glove-exp")
+        with pytest.raises(KeyboardInterrupt, match="signal 2"):
+            with tracking.tracked_run(experiment_id, "interrupted", {}, Interrupts()) as run:
+                run.call(write)
+                steps.append("after the write")
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert steps == ["write finished"]
+    [run] = experiment_runs(tmp_path)
+    assert run.info.status == "KILLED"

@@ -1,0 +1,241 @@
+"""``pipeline.run`` in process on the tiny synthetic corpus, checked through the MLflow store it
+writes: params, tags, metrics, artifacts, the logged model, and no run for a user error."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.metadata
+import json
+import re
+import warnings
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import mlflow
+import pytest
+
+from glove_exp import pipeline
+from glove_exp.errors import DataError, EmbeddingsError, TrainingError
+from tests.conftest import CLASSES, experiment_runs, metric_steps, tiny_config
+
+NUM_TEST = 120
+NUM_TRAIN = 360  # 400 rows less the 10% validation split
+EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
+
+
+def artifact_dir(run) -> Path:
+    """The run's artifact folder (a local ``file://`` URI beside the SQLite store)."""
+    uri = urlparse(run.info.artifact_uri)
+    assert uri.scheme == "file", run.info.artifact_uri
+    return Path(unquote(uri.path))
+
+
+def read_test_csv(tiny_data) -> list[tuple[str, int]]:
+    with (tiny_data["ag_dir"] / "test.csv").open(encoding="utf-8", newline="") as handle:
+        return [(row["text"], int(row["label"])) for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, tiny_data):
+    """One tiny run, its result and its MLflow run."""
+    store = tmp_path_factory.mktemp("single")
+    result = pipeline.run(tiny_config(tiny_data, store))
+    [run] = experiment_runs(store)
+    return store, result, run
+
+
+def test_run_returns_its_run_and_accuracies(single):
+    _, result, run = single
+    assert result.run_id == run.info.run_id
+    assert result.name == "ag_news-local-mean"
+    assert result.val_accuracy == run.data.metrics["val/selected_accuracy"]
+    assert result.test_accuracy == run.data.metrics["test/accuracy"]
+    assert re.fullmatch(r"ag_news-local-mean: val \d+\.\d\d% test \d+\.\d\d% \| data .* \| total \d+\.\ds", result.summary)
+
+
+def test_run_is_finished_with_its_artifacts_beside_the_store(single):
+    store, _, run = single
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "ag_news-local-mean"
+    assert artifact_dir(run).is_relative_to(store / "mlartifacts")
+
+
+def test_params_hold_the_config_and_the_data_sizes(single, tiny_data):
+    _, _, run = single
+    params = run.data.params
+    assert params["model.pooling"] == "mean"
+    assert params["optimizer.lr"] == "0.001"
+    assert params["trainer.max_tokens"] == "50"
+    assert params["trainer.epochs"] == "3"
+    assert params["dataset.data_dir"] == str(tiny_data["ag_dir"])
+    assert params["embeddings.dim"] == "8"
+    assert params["data.num_train"] == str(NUM_TRAIN)
+    assert params["data.num_test"] == str(NUM_TEST)
+    assert params["data.feature_dim"] == "8"
+    assert 0.0 <= float(params["data.oov_rate"]) < 1.0
+    assert int(params["data.vocab_size"]) > 2
+
+
+def test_tags_name_the_sources(single, tiny_data):
+    _, _, run = single
+    tags = run.data.tags
+    assert (tags["dataset"], tags["embeddings"], tags["pooling"]) == ("ag_news", "local", "mean")
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", tags["git_commit"])
+    assert tags["glove_source"] == str(tiny_data["glove_file"])
+    assert tags["version.jax"] == importlib.metadata.version("jax")
+    train_csv = tiny_data["ag_dir"] / "train.csv"
+    assert tags["data_sha256.train"] == hashlib.sha256(train_csv.read_bytes()).hexdigest()
+    assert tags["data_file.train"] == str(train_csv)
+    assert "sweep_id" not in tags and "hydra_job_num" not in tags
+
+
+def test_epoch_metrics_have_one_step_per_epoch(single):
+    store, _, run = single
+    for key in EPOCH_METRICS:
+        assert [step for step, _ in metric_steps(store, run.info.run_id, key)] == [1, 2, 3], key
+    metrics = run.data.metrics
+    val_accuracy = [value for _, value in metric_steps(store, run.info.run_id, "val/accuracy")]
+    assert metrics["train/best_epoch"] == 1 + val_accuracy.index(max(val_accuracy))
+    assert metrics["train/selected_epoch"] == metrics["train/epochs_run"] == 3  # no early stopping: the last epoch
+    assert metrics["val/selected_accuracy"] == val_accuracy[-1]
+
+
+def test_final_metrics_and_safe_class_names(single):
+    _, _, run = single
+    metrics = run.data.metrics
+    assert 0.25 < metrics["test/accuracy"] <= 1.0
+    names = ["World", "Sports", "Business", "Sci_Tech"]  # "/" would open a chart section
+    assert {k for k in metrics if k.startswith("test/f1/")} == {f"test/f1/{name}" for name in names}
+    per_class = [metrics[f"test/f1/{name}"] for name in names]
+    assert metrics["test/macro_f1"] == pytest.approx(sum(per_class) / len(per_class), abs=1e-12)
+    assert {"time/train_s", "time/total_s", "time/data_s", "time/compile_s"} <= set(metrics)
+    assert not {k for k in metrics if k.startswith(("num_", "vocab", "empty_", "oov"))}  # sizes are params
+
+
+def test_artifacts(single):
+    _, _, run = single
+    folder = artifact_dir(run)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "classification_report.json",
+        "classification_report.txt",
+        "config.yaml",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "lime",
+    ]
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(folder / "config.yaml")
+    assert config.model.pooling == "mean" and config.trainer.epochs == 3 and config.embeddings.dim == 8
+    assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((folder / "classification_report.json").read_text(encoding="utf-8"))
+    assert report["accuracy"] == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-12)
+    assert all(name in (folder / "classification_report.txt").read_text(encoding="utf-8") for name in CLASSES)
+
+
+def read_confusion(path: Path) -> list[list[int]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == CLASSES and [row[0] for row in rows[1:]] == CLASSES
+    return [[int(count) for count in row[1:]] for row in rows[1:]]
+
+
+def test_confusion_matrix_counts_the_test_split(single):
+    _, _, run = single
+    counts = read_confusion(artifact_dir(run) / "confusion_matrix.csv")
+    assert sum(map(sum, counts)) == NUM_TEST
+    accuracy = sum(counts[i][i] for i in range(len(CLASSES))) / NUM_TEST
+    assert accuracy == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-12)
+    assert [sum(row) for row in counts] == [NUM_TEST // len(CLASSES)] * len(CLASSES)  # balanced test split
+
+
+def lime_pages(run) -> dict[int, str]:
+    pages = sorted((artifact_dir(run) / "lime").iterdir())
+    return {int(re.fullmatch(r"example_(\d+)\.html", p.name)[1]): p.read_text(encoding="utf-8") for p in pages}
+
+
+def test_lime_pages_name_true_and_predicted_class(single, tiny_data):
+    _, _, run = single
+    pages = lime_pages(run)
+    assert len(pages) == 3
+    rows = read_test_csv(tiny_data)
+    for index, page in pages.items():
+        text, label = rows[index]
+        assert f"True class: <b>{CLASSES[label]}</b>" in page
+        assert re.search(r"Predicted class: <b>(World|Sports|Business|Sci/Tech)</b>", page)
+        assert f'<blockquote style="white-space: pre-wrap">{text}</blockquote>' in page
+
+
+def test_logged_model_predicts_what_the_run_evaluated(single, tiny_data):
+    """The pyfunc reloaded from the store reproduces the logged confusion matrix exactly, from a
+    list, a Series and a DataFrame."""
+    import pandas as pd
+
+    store, _, run = single
+    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    rows = read_test_csv(tiny_data)
+    texts = pd.Series([text for text, _ in rows])
+    frames = [model.predict(data) for data in (pd.DataFrame({"text": texts}), texts, texts.tolist())]
+    for frame in frames:
+        assert list(frame.columns) == CLASSES
+        assert frame.sum(axis=1).to_numpy() == pytest.approx([1.0] * NUM_TEST, abs=1e-5)
+    predicted = [frame.to_numpy().argmax(axis=1).tolist() for frame in frames]
+    assert predicted[0] == predicted[1] == predicted[2]
+    counts = [[0] * len(CLASSES) for _ in CLASSES]
+    for (_, label), guess in zip(rows, predicted[0]):
+        counts[label][guess] += 1
+    assert counts == read_confusion(artifact_dir(run) / "confusion_matrix.csv")
+    for index, page in lime_pages(run).items():
+        assert f"Predicted class: <b>{CLASSES[predicted[0][index]]}</b>" in page
+
+
+def test_same_config_and_seed_reproduce_the_same_numbers(single, tiny_data, tmp_path):
+    first_store, _, first = single
+    pipeline.run(tiny_config(tiny_data, tmp_path, "explain.num_examples=0", "tracking.log_model=false"))
+    [second] = experiment_runs(tmp_path)
+    for key in ("test/accuracy", "val/selected_accuracy", "test/macro_f1", "train/best_epoch"):
+        assert second.data.metrics[key] == first.data.metrics[key], key
+    for key in ("val/loss", "train/loss", "val/accuracy"):
+        assert metric_steps(tmp_path, second.info.run_id, key) == metric_steps(first_store, first.info.run_id, key), key
+
+
+# --- no validation split: the tutorial's data use ---------------------------------------------
+
+
+def test_val_fraction_0_trains_on_all_rows_and_logs_no_val_metrics(tiny_data, tmp_path):
+    result = pipeline.run(tiny_config(tiny_data, tmp_path, "dataset.val_fraction=0", "explain.num_examples=0", "tracking.log_model=false"))
+    [run] = experiment_runs(tmp_path)
+    assert result.val_accuracy is None and "val –" in result.summary
+    assert run.data.params["data.num_train"] == "400"
+    assert not [key for key in run.data.metrics if key.startswith("val/")]
+    assert run.data.metrics["train/selected_epoch"] == run.data.metrics["train/epochs_run"] == 3
+    assert "train/best_epoch" not in run.data.metrics
+
+
+# --- user errors: one exception, no run left behind --------------------------------------------
+
+
+def test_a_diverging_run_names_the_epoch_warns_nothing_and_ends_failed(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path, "optimizer.lr=1e30", "trainer.epochs=20")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no floating-point warning may reach the user, whatever the CPU
+        with pytest.raises(TrainingError, match=r"training diverged: train loss is nan in epoch (\d+); lower optimizer\.lr") as err:
+            pipeline.run(config)
+    epoch = int(re.search(r"epoch (\d+)", str(err.value))[1])
+    [run] = experiment_runs(tmp_path)
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert [step for step, _ in metric_steps(tmp_path, run.info.run_id, "train/loss")] == list(range(1, epoch))
+    assert "test/accuracy" not in run.data.metrics
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [("dataset.data_dir={tmp}/missing", DataError), ("embeddings.path={tmp}/missing.txt", EmbeddingsError), ("embeddings.dim=9", EmbeddingsError)],
+)
+def test_an_input_error_leaves_no_run(case, error, tiny_data, tmp_path):
+    with pytest.raises(error):
+        pipeline.run(tiny_config(tiny_data, tmp_path, case.format(tmp=tmp_path)))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
