@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from glove_exp import sweep
-from glove_exp.config import check_paths, register, to_config
+from glove_exp.config import register, to_config
 from glove_exp.errors import GloveExpError
 
 log = logging.getLogger("glove_exp")
@@ -42,7 +42,6 @@ def train(cfg: DictConfig) -> float:
     previous_run = _last_run_id()
     try:
         config = to_config(cfg)
-        check_paths(config)
         from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
 
         job = JobInfo(hydra_cfg.job.name, outcome["num"], hydra_cfg.sweep.dir if multirun else None, overrides)

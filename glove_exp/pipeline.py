@@ -11,7 +11,7 @@ import logging
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -19,13 +19,13 @@ import jax
 import numpy as np
 
 from glove_exp import tracking
-from glove_exp.config import Config, Weighting, flatten
-from glove_exp.data import Splits, load_splits
-from glove_exp.embeddings import load_word_vectors
+from glove_exp.config import Config, ModelConfig, flatten
+from glove_exp.data import Splits, existing_data_dir, load_splits
+from glove_exp.embeddings import existing_vectors_file, load_word_vectors
 from glove_exp.evaluate import Evaluation, evaluate, plot_confusion, write_confusion_csv
 from glove_exp.explain import choose_examples, explain_examples
 from glove_exp.files import sha256_file
-from glove_exp.models import Constants, Model, build_model, feature_dim, make_constants, uses_precomputed_features
+from glove_exp.models import Constants, Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
 from glove_exp.serving import Predictor, TextSettings
 from glove_exp.text import build_vocabulary, embedding_matrix, encode, oov_rate, sif_weights, tokenize_all
 from glove_exp.train import FitResult, fit, make_optimizer, make_predict
@@ -96,19 +96,25 @@ def run(config: Config, job: JobInfo = JobInfo(), progress: bool = True) -> floa
         **({"sweep_id": job.sweep_id} if job.sweep_id else {}),
         **({"hydra_overrides": " ".join(job.overrides)} if job.overrides else {}),
     }
+    if config.dataset.data_dir is not None:  # named local files exist: fail before the MLflow run starts
+        existing_data_dir(config.dataset.data_dir)
+    if config.embeddings.path:
+        existing_vectors_file(config.embeddings.path)
     with tracking.tracked_run(config.tracking.uri, config.tracking.experiment, run_name(config), tags) as active:
         tracking.log_params(flatten(_as_dictconfig(config)))
         log.info("MLflow run %s (%s) in %s", active.info.run_id, run_name(config), config.tracking.uri)
         prepared = prepare(config, timer, progress)
-        model = build_model(config.model, len(config.dataset.class_names), config.embeddings.trainable)
-        precomputed = uses_precomputed_features(config.model, config.embeddings.trainable, config.trainer.precompute_features)
+        model = model_from_config(config.model, len(config.dataset.class_names), config.embeddings.trainable)
+        precomputed = uses_precomputed_features(
+            config.model.pooling, config.model.token_hidden_sizes, config.embeddings.trainable, config.trainer.precompute_features
+        )
         with timer("features"):
             inputs = _inputs(model, prepared, config, precomputed)
         prep_time = timer.total
         with timer("train"):
             result = _train(model, prepared, inputs, config, precomputed, progress)
         with timer("evaluate"):
-            predictor = _predictor(config, prepared, result)
+            predictor = _predictor(model, config, prepared, result)
             evaluation = _evaluate(model, prepared, inputs, result, config, precomputed)
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp:
             out = Path(tmp)
@@ -139,7 +145,7 @@ def prepare(config: Config, timer: StageTimer, progress: bool = True) -> Prepare
         log.warning("%.0f%% of training tokens have no vector in %s", 100 * rate, vectors.source)
     weights = sif_weights(vocab.counts, config.model.sif_a) if config.model.weighting == Weighting.sif else None
     table = embedding_matrix(vocab, vectors)
-    dim = feature_dim(config.model, config.trainer.max_tokens, vectors.dim)
+    dim = feature_dim(config.model.pooling, config.model.token_hidden_sizes, config.trainer.max_tokens, vectors.dim)
     sizes = {
         "vocab_size": len(vocab),
         "oov_rate": rate,
@@ -185,7 +191,7 @@ def _inputs(model: Model, prepared: Prepared, config: Config, precomputed: bool)
 def _train(model: Model, prepared: Prepared, inputs: dict[str, np.ndarray], config: Config, precomputed: bool, progress: bool) -> FitResult:
     labels = {name: getattr(prepared.splits, name).labels for name in SPLITS}
     steps_per_epoch = -(-len(labels["train"]) // config.trainer.batch_size)
-    optimizer = make_optimizer(config.optimizer, steps_per_epoch, config.trainer.epochs)
+    optimizer = make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs)
 
     def on_epoch(metrics) -> None:
         values = {k: v for k, v in vars(metrics).items() if k != "epoch"}
@@ -197,19 +203,22 @@ def _train(model: Model, prepared: Prepared, inputs: dict[str, np.ndarray], conf
         (inputs["train"], labels["train"]),
         (inputs["val"], labels["val"]),
         prepared.consts,
-        config.trainer,
         jax.random.PRNGKey(config.trainer.seed),
+        epochs=config.trainer.epochs,
+        batch_size=config.trainer.batch_size,
+        eval_batch_size=config.trainer.eval_batch_size,
+        shuffle=config.trainer.shuffle,
+        early_stopping_patience=config.trainer.early_stopping_patience,
         on_epoch=on_epoch,
         progress=progress,
     )
 
 
-def _predictor(config: Config, prepared: Prepared, result: FitResult) -> Predictor:
+def _predictor(model: Model, config: Config, prepared: Prepared, result: FitResult) -> Predictor:
     text = TextSettings(config.embeddings.lowercase, config.embeddings.drop_oov, config.trainer.max_tokens)
     return Predictor(
-        config.model, config.dataset.class_names, text, prepared.words, result.params, prepared.consts,
-        config.embeddings.trainable, config.trainer.eval_batch_size,
-    )  # fmt: skip
+        model, config.dataset.class_names, text, prepared.words, result.params, prepared.consts, config.trainer.eval_batch_size
+    )
 
 
 def _evaluate(model: Model, prepared: Prepared, inputs, result: FitResult, config: Config, precomputed: bool) -> Evaluation:
@@ -295,4 +304,23 @@ def _log_model(predictor: Predictor, example_texts: list[str], out: Path) -> Non
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=[*requirements, "pandas"],
+    )
+
+
+def model_from_config(model_cfg: ModelConfig, num_classes: int, trainable: bool) -> Model:
+    """The one place where the model config meets :func:`glove_exp.models.build_model`
+    (``sif_a`` shapes the constants, not the model)."""
+    return build_model(
+        num_classes,
+        pooling=model_cfg.pooling,
+        mask_padding=model_cfg.mask_padding,
+        hier_window=model_cfg.hier_window,
+        weighting=model_cfg.weighting,
+        standardize=model_cfg.standardize,
+        token_hidden_sizes=model_cfg.token_hidden_sizes,
+        hidden_sizes=model_cfg.hidden_sizes,
+        activation=model_cfg.activation,
+        dropout=model_cfg.dropout,
+        init=model_cfg.init,
+        trainable=trainable,
     )
