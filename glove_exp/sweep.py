@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 JOBS_FILE = "jobs.jsonl"
 failed_jobs: list[dict[str, Any]] = []  # filled in the launching process by SweepSummary
-
-# conf/hydra/launcher/{joblib,submitit_*}.yaml share their names with the plugins' schemas on purpose
-# (so they are validated against them); Hydra warns about that pairing whenever it composes, also in
-# joblib's worker processes, which import this module (the callback) but not always glove_exp.cli.
-# The message starts with a newline, hence (?s).
-warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning)
 
 
 def record_job(sweep_dir: str, outcome: dict[str, Any]) -> None:
