@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -48,7 +49,7 @@ def compose_seed_tutorial(data_dir: str, pooling: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=["+experiment=seed_tutorial", f"model.pooling={pooling}", f"dataset.data_dir={data_dir}", "tracking.uri=unused"],
+            overrides=["experiment=seed_tutorial", f"model.pooling={pooling}", f"dataset.data_dir={data_dir}", "tracking.uri=unused"],
         )
     return to_config(cfg)
 
@@ -57,8 +58,8 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
     """Per-epoch seconds of the tutorial's loop and of glove-exp's, same data and config."""
     from benchmarks.tutorial_loop import tutorial_epoch_seconds, tutorial_inputs
     from glove_exp.embeddings import load_package_vectors
-    from glove_exp.models import build_model, uses_precomputed_features
-    from glove_exp.pipeline import StageTimer, _inputs, prepare
+    from glove_exp.models import uses_precomputed_features
+    from glove_exp.pipeline import StageTimer, _inputs, model_from_config, prepare
     from glove_exp.train import fit, make_optimizer
 
     rows = []
@@ -78,15 +79,17 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
             tutorial_epoch_seconds(matrix, ids[:batch], labels[:batch], pooling, num_classes)  # warm-up: one batch
             seconds = [tutorial_epoch_seconds(matrix, ids, labels, pooling, num_classes) for _ in range(tutorial_epochs)]
             tutorial[len(matrix)] = float(np.median(seconds))
-        model = build_model(config.model, num_classes)
-        precomputed = uses_precomputed_features(config.model, False, config.trainer.precompute_features)
+        model = model_from_config(config.model, num_classes, trainable=False)
+        precomputed = uses_precomputed_features(config.model.pooling, config.model.token_hidden_sizes, False, config.trainer.precompute_features)
         with timer("features"):
             inputs = _inputs(model, prepared, config, precomputed)
         steps = -(-len(labels) // config.trainer.batch_size)
         result = fit(
-            model.head if precomputed else model.forward, make_optimizer(config.optimizer, steps, epochs),
-            (inputs["train"], labels), (inputs["val"], prepared.splits.val.labels), prepared.consts, config.trainer,
-            jax.random.PRNGKey(0), progress=False,
+            model.head if precomputed else model.forward,
+            make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps, epochs=epochs),
+            (inputs["train"], labels), (inputs["val"], prepared.splits.val.labels), prepared.consts, jax.random.PRNGKey(0),
+            epochs=epochs, batch_size=batch, eval_batch_size=config.trainer.eval_batch_size, shuffle=config.trainer.shuffle,
+            early_stopping_patience=config.trainer.early_stopping_patience, progress=False,
         )  # fmt: skip
         ours = float(np.median([m.epoch_time_s for m in result.history]))
         rows += [

@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 
 import jax
 import numpy as np
 
 from benchmarks.memory import status_mb
-from glove_exp.config import ModelConfig, OptimizerConfig, Pooling, TrainerConfig
-from glove_exp.models import build_model, feature_dim, make_constants
+from glove_exp.config import ModelConfig, OptimizerConfig
+from glove_exp.models import feature_dim, make_constants
+from glove_exp.pipeline import model_from_config
 from glove_exp.train import fit, make_optimizer, make_predict
 
 
@@ -21,16 +23,19 @@ def measure(num_docs: int, max_tokens: int = 50, dim: int = 50, vocab: int = 100
     table = rng.normal(size=(vocab, dim)).astype(np.float32)
     tokens = rng.integers(2, vocab, size=(num_docs, max_tokens), dtype=np.int32)
     labels = rng.integers(0, 4, size=num_docs, dtype=np.int32)
-    cfg = ModelConfig(pooling=Pooling.mean)
-    model = build_model(cfg, 4)
-    consts = make_constants(table, None, feature_dim(cfg, max_tokens, dim))
+    cfg = ModelConfig()  # mean pooling
+    model = model_from_config(cfg, 4, trainable=False)
+    consts = make_constants(table, None, feature_dim(cfg.pooling, cfg.token_hidden_sizes, max_tokens, dim))
     tic = time.perf_counter()
     features = make_predict(lambda p, r, x, c, t: model.features.apply(p, r, x, c), 4096)({}, tokens, consts)
     feature_s = time.perf_counter() - tic
     val = min(10_000, num_docs // 10)
-    trainer = TrainerConfig(epochs=epochs, batch_size=1024)
     steps = -(-num_docs // 1024)
-    result = fit(model.head, make_optimizer(OptimizerConfig(), steps, epochs), (features[val:], labels[val:]), (features[:val], labels[:val]), consts, trainer, jax.random.PRNGKey(0), progress=False)
+    result = fit(
+        model.head, make_optimizer(**asdict(OptimizerConfig()), steps_per_epoch=steps, epochs=epochs),
+        (features[val:], labels[val:]), (features[:val], labels[:val]), consts, jax.random.PRNGKey(0),
+        epochs=epochs, batch_size=1024, eval_batch_size=4096, shuffle=True, early_stopping_patience=None, progress=False,
+    )  # fmt: skip
     return {
         "docs": num_docs,
         "feature_s": feature_s,

@@ -116,6 +116,9 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    # experiment and hparams_search are in the defaults list (as null), so Hydra wants them without
+    # "+"; the README's older commands used "+", which would be "Multiple values for experiment".
+    sys.argv = [arg.removeprefix("+") if arg.startswith(("+experiment=", "+hparams_search=")) else arg for arg in sys.argv]
     try:
         _hydra_app(interrupts)()
     except (HydraException, OmegaConfBaseException) as err:

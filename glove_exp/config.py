@@ -10,65 +10,15 @@ is read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from enum import Enum
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from glove_exp.errors import ConfigError, DataError, EmbeddingsError
-
-
-class Pooling(str, Enum):
-    flatten = "flatten"
-    mean = "mean"
-    sum = "sum"
-    max = "max"
-    min = "min"
-    std = "std"
-    mean_max = "mean_max"
-    hier = "hier"
-
-
-class Activation(str, Enum):
-    none = "none"
-    relu = "relu"
-    tanh = "tanh"
-    gelu = "gelu"
-
-
-class Init(str, Enum):
-    """Weight initialisation of the dense layers (biases start at zero)."""
-
-    haiku = "haiku"  # truncated normal, stddev 1/sqrt(fan_in): Haiku's default
-    glorot_uniform = "glorot_uniform"  # Keras' default, as in the seed tutorial
-    glorot_normal = "glorot_normal"
-    he_uniform = "he_uniform"
-    he_normal = "he_normal"
-    lecun_normal = "lecun_normal"
-
-
-class Weighting(str, Enum):
-    """Per-word weights applied before pooling."""
-
-    none = "none"
-    sif = "sif"  # a / (a + p(w)), p(w) the word's frequency in the training split (Arora et al.)
-
-
-class OptimizerName(str, Enum):
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
-    rmsprop = "rmsprop"
-    adagrad = "adagrad"
-
-
-class Schedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    warmup_cosine = "warmup_cosine"
-    exponential = "exponential"
+from glove_exp.errors import ConfigError
+from glove_exp.models import Activation, Init, Weighting
+from glove_exp.pooling import Pooling
+from glove_exp.train import OptimizerName, Schedule
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
@@ -87,12 +37,12 @@ class DatasetConfig:
     train_split: str = "train"
     test_split: str = "test"
     val_fraction: float = 0.1
-    data_dir: Optional[str] = None
+    data_dir: Optional[str] = None  # conf/config.yaml: ${oc.env:GLOVE_EXP_DATA_DIR,null}; null: the hub
     headless_columns: Optional[list[str]] = None  # original CSV without header: 1-based class first
     max_train_samples: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.val_fraction < 1.0, "dataset.val_fraction", "must be in (0, 1)", self.val_fraction)
+        _check(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "must be in [0, 1)", self.val_fraction)
         _check(len(self.class_names) >= 2, "dataset.class_names", "needs at least 2 classes", self.class_names)
         _check(len(self.text_fields) >= 1, "dataset.text_fields", "needs at least one field", self.text_fields)
         if self.max_train_samples is not None:
@@ -112,7 +62,7 @@ class EmbeddingsConfig:
     member: Optional[str] = None
     sha256: Optional[str] = None
     path: Optional[str] = None
-    cache_dir: str = "~/.cache/glove-exp"
+    cache_dir: str = "~/.cache/glove-exp"  # conf/config.yaml: GLOVE_EXP_CACHE_DIR if set
     lowercase: bool = True
     drop_oov: bool = False
     trainable: bool = False
@@ -132,12 +82,12 @@ class EmbeddingsConfig:
 @dataclass
 class ModelConfig:
     pooling: Pooling = Pooling.mean
-    mask_padding: bool = True
-    hier_window: int = 3
+    mask_padding: bool = True  # false: padding positions count as tokens (the seed tutorial)
+    hier_window: int = 3  # n-gram window of `hier` pooling
     weighting: Weighting = Weighting.none
     sif_a: float = 1e-3
-    standardize: bool = False
-    token_hidden_sizes: list[int] = field(default_factory=list)
+    standardize: bool = False  # z-score pooled features with train statistics
+    token_hidden_sizes: list[int] = field(default_factory=list)  # dense layers on every word vector before pooling
     hidden_sizes: list[int] = field(default_factory=lambda: [128])
     activation: Activation = Activation.none
     dropout: float = 0.0
@@ -157,10 +107,10 @@ class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
-    clip_norm: Optional[float] = None
+    clip_norm: Optional[float] = None  # global gradient-norm clipping
     schedule: Schedule = Schedule.constant
-    warmup_fraction: float = 0.1
-    decay_rate: float = 0.5
+    warmup_fraction: float = 0.1  # of all steps, for warmup_cosine
+    decay_rate: float = 0.5  # per epoch, for exponential
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optimizer.lr", "must be > 0", self.lr)
@@ -177,11 +127,11 @@ class TrainerConfig:
     epochs: int = 8
     batch_size: int = 1024
     eval_batch_size: int = 4096
-    max_tokens: int = 50
-    seed: int = 0
+    max_tokens: int = 50  # post-padded / post-truncated document length
+    seed: int = 0  # drives the split, shuffling, initialisation, dropout and LIME
     shuffle: bool = True
-    early_stopping_patience: Optional[int] = None
-    precompute_features: bool = True
+    early_stopping_patience: Optional[int] = None  # epochs without a better val accuracy; null: keep the last epoch
+    precompute_features: bool = True  # pool frozen vectors once per run (same results, much faster)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "trainer.epochs", "must be >= 1", self.epochs)
@@ -201,15 +151,15 @@ class TrainerConfig:
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = "glove-exp"
-    run_name: Optional[str] = None
-    log_model: bool = True
+    run_name: Optional[str] = None  # default: <dataset>-<embeddings>-<pooling>
+    log_model: bool = True  # log the classifier as an MLflow pyfunc model named `model`
 
 
 @dataclass
 class ExplainConfig:
-    num_examples: int = 3
-    num_features: int = 10
-    num_samples: int = 1000
+    num_examples: int = 3  # test examples, chosen reproducibly (seeded by trainer.seed)
+    num_features: int = 10  # words shown per explanation
+    num_samples: int = 1000  # perturbed texts per explanation
 
     def __post_init__(self) -> None:
         _check(self.num_examples >= 0, "explain.num_examples", "must be >= 0", self.num_examples)
@@ -226,6 +176,16 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+    def __post_init__(self) -> None:
+        # Standardisation statistics come from features computed once, without parameters.
+        if self.model.standardize and (self.embeddings.trainable or self.model.token_hidden_sizes):
+            raise ConfigError(
+                "model.standardize=true needs parameter-free features: set embeddings.trainable=false "
+                "and model.token_hidden_sizes=[], or model.standardize=false"
+            )
+        if self.dataset.val_fraction == 0 and self.trainer.early_stopping_patience is not None:
+            raise ConfigError("trainer.early_stopping_patience needs a validation split: set dataset.val_fraction > 0")
 
 
 def register() -> None:
@@ -247,28 +207,6 @@ def to_config(cfg: DictConfig) -> Config:
         raise
     except Exception as err:  # omegaconf's own errors: missing values, bad interpolations
         raise ConfigError(str(err).splitlines()[0] + _full_key(err)) from None
-
-
-def existing_data_dir(data_dir: str) -> Path:
-    folder = Path(data_dir).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"dataset.data_dir {folder} does not exist (is GLOVE_EXP_DATA_DIR set right?)")
-    return folder
-
-
-def existing_vectors_file(path: str | Path) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise EmbeddingsError(f"embeddings.path: {file} does not exist; point it at a GloVe text file")
-    return file
-
-
-def check_paths(config: Config) -> None:
-    """Local files the config names exist: fails in a second, before the heavy imports and any run."""
-    if config.dataset.data_dir is not None:
-        existing_data_dir(config.dataset.data_dir)
-    if config.embeddings.path:
-        existing_vectors_file(config.embeddings.path)
 
 
 def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from glove_exp.config import DatasetConfig, existing_data_dir
+from glove_exp.config import DatasetConfig
 from glove_exp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ class _Layout:
     label_field: str
     num_classes: int
     headless_columns: tuple[str, ...]  # the original headless CSV's columns, label first; () if none
+
+
+def existing_data_dir(data_dir: str) -> Path:
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"dataset.data_dir {folder} does not exist (is GLOVE_EXP_DATA_DIR set right?)")
+    return folder
 
 
 @functools.lru_cache(maxsize=4)

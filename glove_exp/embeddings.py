@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from glove_exp.config import EmbeddingsConfig, existing_vectors_file
+from glove_exp.config import EmbeddingsConfig
 from glove_exp.download import download, extract_member
 from glove_exp.errors import EmbeddingsError
 
@@ -121,6 +121,13 @@ def load_package_vectors(package: str) -> WordVectors:
     if vectors.ndim != 2 or len(words) != len(vectors):
         raise EmbeddingsError(f"the package {package} is inconsistent: {len(words)} words for vectors of shape {vectors.shape}")
     return WordVectors(words, vectors, source=f"package {package}")
+
+
+def existing_vectors_file(path: str | Path) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise EmbeddingsError(f"embeddings.path: {file} does not exist; point it at a GloVe text file")
+    return file
 
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:

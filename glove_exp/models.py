@@ -1,8 +1,8 @@
-"""Haiku models: word vectors -> pooling -> dense head.
+"""Haiku models: word vectors -> pooling -> dense head, built from plain hyperparameters.
 
 The frozen embedding table is not a parameter: it travels in :class:`Constants`, an explicit
-input of every apply function, so the optimizer never sees it. With
-``embeddings.trainable=true`` it becomes the parameter ``embeddings`` (initialised from GloVe).
+input of every apply function, so the optimizer never sees it. With ``trainable=True`` it becomes
+a parameter (initialised from GloVe).
 
 Two transforms share the head's parameter names: ``head`` maps pooled features ``[B, F]`` to
 logits and ``forward`` maps token ids ``[B, T]`` to logits, so a head trained on precomputed
@@ -11,18 +11,45 @@ features serves raw token ids unchanged.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any, NamedTuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glove_exp.config import Activation, Init, ModelConfig, Pooling, Weighting
-from glove_exp.pooling import output_dim, pool
+from glove_exp.pooling import Pooling, output_dim, pool
 from glove_exp.text import PAD
 
-ACTIVATIONS: dict[Activation, Callable[[jnp.ndarray], jnp.ndarray]] = {
+
+class Activation(str, Enum):
+    none = "none"
+    relu = "relu"
+    tanh = "tanh"
+    gelu = "gelu"
+
+
+class Init(str, Enum):
+    """Weight initialisation of the dense layers (biases start at zero)."""
+
+    haiku = "haiku"  # truncated normal, stddev 1/sqrt(fan_in): Haiku's default
+    glorot_uniform = "glorot_uniform"  # Keras' default, as in the seed tutorial
+    glorot_normal = "glorot_normal"
+    he_uniform = "he_uniform"
+    he_normal = "he_normal"
+    lecun_normal = "lecun_normal"
+
+
+class Weighting(str, Enum):
+    """Per-word weights applied before pooling."""
+
+    none = "none"
+    sif = "sif"  # a / (a + p(w)), p(w) the word's frequency in the training split (Arora et al.)
+
+
+ACTIVATIONS: dict[Activation, Callable[[jax.Array], jax.Array]] = {
     Activation.none: lambda x: x,
     Activation.relu: jax.nn.relu,
     Activation.tanh: jnp.tanh,
@@ -42,10 +69,10 @@ INITIALISERS: dict[Init, hk.initializers.Initializer | None] = {
 class Constants(NamedTuple):
     """Arrays the model reads but never trains (a pytree, passed into jit as arguments)."""
 
-    table: jnp.ndarray  # [V, D] embedding rows; padding and OOV rows are zero
-    token_weights: jnp.ndarray  # [V] per-word weight before pooling (ones, or SIF)
-    feature_mean: jnp.ndarray  # [F] subtracted from pooled features (zeros unless standardised)
-    feature_scale: jnp.ndarray  # [F] pooled features are divided by it (ones unless standardised)
+    table: jax.Array  # [V, D] embedding rows; padding and OOV rows are zero
+    token_weights: jax.Array  # [V] per-word weight before pooling (ones, or SIF)
+    feature_mean: jax.Array  # [F] subtracted from pooled features (zeros unless standardised)
+    feature_scale: jax.Array  # [F] pooled features are divided by it (ones unless standardised)
 
 
 def make_constants(table: np.ndarray, token_weights: np.ndarray | None, feature_dim: int) -> Constants:
@@ -59,62 +86,16 @@ def make_constants(table: np.ndarray, token_weights: np.ndarray | None, feature_
     )
 
 
-class MLP(hk.Module):
-    """Dense layers on the last axis: ``[..., F] -> [..., sizes[-1]]``, activation after each,
-    dropout (training only) after each when ``dropout > 0``."""
-
-    def __init__(self, sizes: list[int], activation: Activation, dropout: float, init: Init, name: str):
-        super().__init__(name=name)
-        self.sizes, self.activation, self.dropout, self.init = list(sizes), activation, dropout, init
-
-    def __call__(self, x: jnp.ndarray, is_training: bool) -> jnp.ndarray:
-        for i, size in enumerate(self.sizes):
-            x = ACTIVATIONS[self.activation](hk.Linear(size, w_init=INITIALISERS[self.init], name=f"dense_{i}")(x))
-            if is_training and self.dropout > 0:
-                x = hk.dropout(hk.next_rng_key(), self.dropout, x)
-        return x
+def feature_dim(pooling: Pooling, token_hidden_sizes: Sequence[int], max_tokens: int, embedding_dim: int) -> int:
+    """Width of the pooled features: per-token layers change the word vectors' width first."""
+    size = token_hidden_sizes[-1] if token_hidden_sizes else embedding_dim
+    return output_dim(pooling, max_tokens, size)
 
 
-class DenseHead(hk.Module):
-    """``[B, F]`` features -> ``[B, num_classes]`` logits: the hidden MLP, then a linear layer."""
-
-    def __init__(self, cfg: ModelConfig, num_classes: int, name: str = "head"):
-        super().__init__(name=name)
-        self.cfg, self.num_classes = cfg, num_classes
-
-    def __call__(self, features: jnp.ndarray, is_training: bool) -> jnp.ndarray:
-        cfg = self.cfg
-        x = MLP(cfg.hidden_sizes, cfg.activation, cfg.dropout, cfg.init, name="hidden")(features, is_training)
-        return hk.Linear(self.num_classes, w_init=INITIALISERS[cfg.init], name="logits")(x)
-
-
-def featurize(tokens: jnp.ndarray, consts: Constants, cfg: ModelConfig, trainable: bool, is_training: bool) -> jnp.ndarray:
-    """``[B, T]`` token ids -> ``[B, F]`` pooled (and standardised) features.
-
-    Parameter-free unless the embeddings are trainable or ``token_hidden_sizes`` adds per-token
-    dense layers before pooling.
-    """
-    table = consts.table
-    if trainable:
-        table = hk.get_parameter("embeddings", consts.table.shape, init=lambda *_: consts.table)
-    x = table[tokens]  # [B, T, D]
-    if cfg.weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
-        x = x * consts.token_weights[tokens][..., None]
-    if cfg.token_hidden_sizes:
-        x = MLP(cfg.token_hidden_sizes, cfg.activation, cfg.dropout, cfg.init, name="token_mlp")(x, is_training)
-    mask = (tokens != PAD).astype(x.dtype) if cfg.mask_padding else jnp.ones(tokens.shape, x.dtype)
-    features = pool(x, mask, cfg.pooling, cfg.hier_window)
-    return (features - consts.feature_mean) / consts.feature_scale if cfg.standardize else features
-
-
-def is_parameter_free(cfg: ModelConfig, trainable: bool) -> bool:
-    """Whether :func:`featurize` has no parameters, so features can be computed once per run."""
-    return not trainable and not cfg.token_hidden_sizes
-
-
-def feature_dim(cfg: ModelConfig, max_tokens: int, embedding_dim: int) -> int:
-    size = cfg.token_hidden_sizes[-1] if cfg.token_hidden_sizes else embedding_dim
-    return output_dim(cfg.pooling, max_tokens, size)
+def uses_precomputed_features(pooling: Pooling, token_hidden_sizes: Sequence[int], trainable: bool, precompute: bool) -> bool:
+    """Whether features can be computed once per run: the featurisation has no parameters, and
+    it is not ``flatten``, which keeps the per-batch lookup (``T * D`` wide features)."""
+    return precompute and not trainable and not token_hidden_sizes and Pooling(pooling) != Pooling.flatten
 
 
 class Model(NamedTuple):
@@ -123,28 +104,74 @@ class Model(NamedTuple):
     ``forward``: ``init(rng, tokens, consts, is_training)`` / ``apply(params, rng, tokens, consts,
     is_training) -> [B, C]``. ``head``: the same with pooled features ``[B, F]`` in place of tokens.
     ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).
+    ``hyperparams``: the keyword arguments of :func:`build_model`, which rebuild it.
     """
 
     forward: hk.Transformed
     head: hk.Transformed
     features: hk.Transformed
+    hyperparams: dict[str, Any]
 
 
-def build_model(cfg: ModelConfig, num_classes: int, trainable: bool = False) -> Model:
+def build_model(
+    num_classes: int,
+    *,
+    pooling: Pooling,
+    mask_padding: bool,
+    hier_window: int,
+    weighting: Weighting,
+    standardize: bool,
+    token_hidden_sizes: Sequence[int],
+    hidden_sizes: Sequence[int],
+    activation: Activation,
+    dropout: float,
+    init: Init,
+    trainable: bool,
+) -> Model:
+    """Token ids -> (trainable) lookup -> SIF weights -> per-token MLP -> pooling -> standardisation
+    -> MLP head. Enum arguments may be given as their string values."""
+    pooling, weighting, activation, init = Pooling(pooling), Weighting(weighting), Activation(activation), Init(init)
+    hyperparams = {
+        "num_classes": num_classes, "pooling": pooling, "mask_padding": mask_padding, "hier_window": hier_window,
+        "weighting": weighting, "standardize": standardize, "token_hidden_sizes": list(token_hidden_sizes),
+        "hidden_sizes": list(hidden_sizes), "activation": activation, "dropout": dropout, "init": init, "trainable": trainable,
+    }  # fmt: skip
+
+    def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool) -> jax.Array:
+        """Dense layers on the last axis, dropout (training only) before each activation."""
+        net = hk.nets.MLP(
+            sizes, w_init=INITIALISERS[init], activation=ACTIVATIONS[activation],
+            activate_final=activate_final, name=name,
+        )  # fmt: skip
+        if is_training and dropout > 0:
+            return net(x, dropout_rate=dropout, rng=hk.next_rng_key())
+        return net(x)
+
+    def featurize(tokens: jax.Array, consts: Constants, is_training: bool) -> jax.Array:
+        """``[B, T]`` token ids -> ``[B, F]`` pooled (and standardised) features."""
+        table = consts.table
+        if trainable:
+            table = hk.get_parameter("embeddings", consts.table.shape, init=lambda *_: consts.table)
+        x = table[tokens]  # [B, T, D]
+        if weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
+            x = x * consts.token_weights[tokens][..., None]
+        if token_hidden_sizes:
+            x = mlp(token_hidden_sizes, True, "token_mlp", x, is_training)
+        mask = (tokens != PAD).astype(x.dtype) if mask_padding else jnp.ones(tokens.shape, x.dtype)
+        features = pool(x, mask, pooling, hier_window)
+        return (features - consts.feature_mean) / consts.feature_scale if standardize else features
+
+    def head_logits(features: jax.Array, is_training: bool) -> jax.Array:
+        return mlp([*hidden_sizes, num_classes], False, "head", features, is_training)
+
     def forward(tokens, consts, is_training):
-        features = featurize(tokens, consts, cfg, trainable, is_training)
-        return DenseHead(cfg, num_classes)(features, is_training)
+        return head_logits(featurize(tokens, consts, is_training), is_training)
 
     def head(features, consts, is_training):
         del consts  # same signature as forward
-        return DenseHead(cfg, num_classes)(features, is_training)
+        return head_logits(features, is_training)
 
     def features(tokens, consts):
-        return featurize(tokens, consts, cfg, trainable, is_training=False)
+        return featurize(tokens, consts, is_training=False)
 
-    return Model(hk.transform(forward), hk.transform(head), hk.transform(features))
-
-
-def uses_precomputed_features(cfg: ModelConfig, trainable: bool, precompute: bool) -> bool:
-    """Flatten keeps the per-batch lookup: its features are ``T * D`` wide per document."""
-    return precompute and is_parameter_free(cfg, trainable) and cfg.pooling != Pooling.flatten
+    return Model(hk.transform(forward), hk.transform(head), hk.transform(features), hyperparams)

@@ -8,20 +8,20 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import jax
 
 from glove_exp import tracking
-from glove_exp.config import Config, Weighting
+from glove_exp.config import Config
 from glove_exp.data import Splits, load_splits
 from glove_exp.embeddings import load_word_vectors
 from glove_exp.evaluate import evaluate
 from glove_exp.explain import choose_examples, explain_examples
 from glove_exp.features import Inputs, make_inputs
 from glove_exp.interrupts import Interrupts
-from glove_exp.models import Model, build_model, feature_dim, make_constants, uses_precomputed_features
+from glove_exp.models import Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
 from glove_exp.serving import Predictor, TextSettings
 from glove_exp.text import Encoded, encode_splits, sif_weights
 from glove_exp.train import EpochMetrics, FitResult, fit, make_optimizer, make_predict
@@ -102,7 +102,10 @@ def run(config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None 
             apply = (model.head if inputs.precomputed else model.forward).apply
             logits = make_predict(apply, config.trainer.eval_batch_size)(result.params, inputs.test, inputs.consts)
             evaluation = evaluate(splits.test.labels, logits.argmax(-1), config.dataset.class_names)
-            predictor = _predictor(config, encoded, result, inputs)
+            text = TextSettings(config.embeddings.lowercase, config.embeddings.drop_oov, config.trainer.max_tokens)
+            predictor = Predictor(
+                model, config.dataset.class_names, text, encoded.words, result.params, inputs.consts, config.trainer.eval_batch_size
+            )
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):
             test = splits.test
             pages = explain_examples(
@@ -123,32 +126,35 @@ def run(config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None 
 
 
 def model_from_config(config: Config) -> Model:
-    """The Haiku model the config describes (the one place that maps config onto hyperparameters)."""
-    return build_model(config.model, len(config.dataset.class_names), config.embeddings.trainable)
+    """The Haiku model the config describes: the one place where the config meets
+    :func:`glove_exp.models.build_model` (``sif_a`` shapes the constants, not the model)."""
+    m = config.model
+    return build_model(
+        len(config.dataset.class_names), pooling=m.pooling, mask_padding=m.mask_padding, hier_window=m.hier_window,
+        weighting=m.weighting, standardize=m.standardize, token_hidden_sizes=m.token_hidden_sizes,
+        hidden_sizes=m.hidden_sizes, activation=m.activation, dropout=m.dropout, init=m.init,
+        trainable=config.embeddings.trainable,
+    )  # fmt: skip
 
 
 def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
     weights = sif_weights(encoded.counts, config.model.sif_a) if config.model.weighting == Weighting.sif else None
-    dim = feature_dim(config.model, config.trainer.max_tokens, encoded.table.shape[1])
+    m = config.model
+    dim = feature_dim(m.pooling, m.token_hidden_sizes, config.trainer.max_tokens, encoded.table.shape[1])
     consts = make_constants(encoded.table, weights, dim)
-    precompute = uses_precomputed_features(config.model, config.embeddings.trainable, config.trainer.precompute_features)
+    precompute = uses_precomputed_features(m.pooling, m.token_hidden_sizes, config.embeddings.trainable, config.trainer.precompute_features)
     batch = config.trainer.eval_batch_size
     return make_inputs(model, encoded.ids, consts, standardize=config.model.standardize, precompute=precompute, batch_size=batch)
 
 
 def _fit(model: Model, inputs: Inputs, splits: Splits, config: Config, on_epoch: Callable[[EpochMetrics], None], progress: bool) -> FitResult:
     steps_per_epoch = -(-len(splits.train) // config.trainer.batch_size)
-    optimizer = make_optimizer(config.optimizer, steps_per_epoch, config.trainer.epochs)
+    optimizer = make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs)
     val = None if splits.val is None else (inputs.val, splits.val.labels)
-    transformed = model.head if inputs.precomputed else model.forward
-    key = jax.random.PRNGKey(config.trainer.seed)
-    return fit(transformed, optimizer, (inputs.train, splits.train.labels), val, inputs.consts, config.trainer, key, on_epoch, progress)
-
-
-def _predictor(config: Config, encoded: Encoded, result: FitResult, inputs: Inputs) -> Predictor:
-    text = TextSettings(config.embeddings.lowercase, config.embeddings.drop_oov, config.trainer.max_tokens)
-    return Predictor(
-        config.model, config.dataset.class_names, text, encoded.words, result.params, inputs.consts,
-        config.embeddings.trainable, config.trainer.eval_batch_size,
+    t = config.trainer
+    return fit(
+        model.head if inputs.precomputed else model.forward, optimizer, (inputs.train, splits.train.labels), val,
+        inputs.consts, jax.random.PRNGKey(t.seed), epochs=t.epochs, batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size, shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience,
+        on_epoch=on_epoch, progress=progress,
     )  # fmt: skip
-

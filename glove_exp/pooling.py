@@ -7,61 +7,70 @@ tutorial's behaviour, where padding counts as tokens.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from enum import Enum
 
+import jax
 import jax.numpy as jnp
 
-from glove_exp.config import Pooling
 
-Array = jnp.ndarray
+class Pooling(str, Enum):
+    flatten = "flatten"
+    mean = "mean"
+    sum = "sum"
+    max = "max"
+    min = "min"
+    std = "std"
+    mean_max = "mean_max"
+    hier = "hier"
 
 
-def _count(mask: Array) -> Array:
+def _count(mask: jax.Array) -> jax.Array:
     """``[B, 1]`` number of tokens, at least 1 so empty documents pool to zeros."""
     return jnp.maximum(mask.sum(axis=1, keepdims=True), 1.0)
 
 
-def flatten(x: Array, mask: Array) -> Array:
+def flatten(x: jax.Array, mask: jax.Array) -> jax.Array:
     """``[B, T * D]``: the vectors side by side (padding is already zero)."""
     return x.reshape(x.shape[0], -1)
 
 
-def mean(x: Array, mask: Array) -> Array:
+def mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x * mask[..., None]).sum(axis=1) / _count(mask)
 
 
-def sum_(x: Array, mask: Array) -> Array:
+def sum_(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x * mask[..., None]).sum(axis=1)
 
 
-def _masked_extreme(x: Array, mask: Array, reduce: Callable, fill: float) -> Array:
+def _masked_extreme(x: jax.Array, mask: jax.Array, reduce: Callable, fill: float) -> jax.Array:
     """Max/min over tokens; documents without tokens give zeros rather than +-inf."""
     valid = mask[..., None] > 0
     value = reduce(jnp.where(valid, x, fill), axis=1)
     return jnp.where(valid.any(axis=1), value, 0.0)
 
 
-def max_(x: Array, mask: Array) -> Array:
+def max_(x: jax.Array, mask: jax.Array) -> jax.Array:
     return _masked_extreme(x, mask, jnp.max, -jnp.inf)
 
 
-def min_(x: Array, mask: Array) -> Array:
+def min_(x: jax.Array, mask: jax.Array) -> jax.Array:
     return _masked_extreme(x, mask, jnp.min, jnp.inf)
 
 
-def std(x: Array, mask: Array) -> Array:
+def std(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Per-dimension population standard deviation over tokens."""
     mu = mean(x, mask)
     var = ((x - mu[:, None, :]) ** 2 * mask[..., None]).sum(axis=1) / _count(mask)
     return jnp.sqrt(var + 1e-12)
 
 
-def mean_max(x: Array, mask: Array) -> Array:
+def mean_max(x: jax.Array, mask: jax.Array) -> jax.Array:
     """``[B, 2 * D]``: SWEM-concat."""
     return jnp.concatenate([mean(x, mask), max_(x, mask)], axis=-1)
 
 
-def hier(x: Array, mask: Array, window: int) -> Array:
+def hier(x: jax.Array, mask: jax.Array, window: int) -> jax.Array:
     """SWEM-hier: average each ``window``-gram, then max over the windows.
 
     A window counts when all its positions are tokens; a document shorter than the window is
@@ -78,7 +87,7 @@ def hier(x: Array, mask: Array, window: int) -> Array:
     return _masked_extreme(averages, valid.astype(x.dtype), jnp.max, -jnp.inf)
 
 
-_POOLINGS: dict[Pooling, Callable[[Array, Array], Array]] = {
+_POOLINGS: dict[Pooling, Callable[[jax.Array, jax.Array], jax.Array]] = {
     Pooling.flatten: flatten,
     Pooling.mean: mean,
     Pooling.sum: sum_,
@@ -89,7 +98,7 @@ _POOLINGS: dict[Pooling, Callable[[Array, Array], Array]] = {
 }
 
 
-def pool(x: Array, mask: Array, method: Pooling, hier_window: int = 3) -> Array:
+def pool(x: jax.Array, mask: jax.Array, method: Pooling, hier_window: int = 3) -> jax.Array:
     """Dispatch on ``method``; returns ``[B, F]`` with F given by :func:`output_dim`."""
     if method == Pooling.hier:
         return hier(x, mask, hier_window)

@@ -9,20 +9,20 @@ wraps that folder as an MLflow pyfunc model (``mlflow.pyfunc.load_model`` /
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+import haiku as hk
 import jax
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from glove_exp.config import ModelConfig
-from glove_exp.models import Constants, build_model
+from glove_exp.models import Constants, Model, build_model
 from glove_exp.text import NUM_SPECIAL, encode, tokenize_all
-from glove_exp.train import Params, make_predict
+from glove_exp.train import make_predict
 
 TEXT_COLUMN = "text"
 
@@ -38,14 +38,13 @@ class Predictor:
     """``predict_proba(texts) -> [N, C]`` for a trained model (jitted, batched)."""
 
     def __init__(
-        self, model_cfg: ModelConfig, class_names: Sequence[str], text: TextSettings, words: list[str],
-        params: Params, consts: Constants, trainable: bool, batch_size: int = 4096,
+        self, model: Model, class_names: Sequence[str], text: TextSettings, words: list[str],
+        params: hk.Params, consts: Constants, batch_size: int = 4096,
     ):  # fmt: skip
-        self.model_cfg, self.class_names, self.text, self.words = model_cfg, list(class_names), text, words
-        self.params, self.consts, self.trainable = params, consts, trainable
+        self.model, self.class_names, self.text, self.words = model, list(class_names), text, words
+        self.params, self.consts = params, consts
         self._index = {word: i + NUM_SPECIAL for i, word in enumerate(words)}
-        forward = build_model(model_cfg, len(class_names), trainable).forward
-        self._predict = make_predict(forward.apply, batch_size)
+        self._predict = make_predict(model.forward.apply, batch_size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Raw strings -> ``[N, max_tokens]`` int32 token ids."""
@@ -60,10 +59,9 @@ class Predictor:
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
-            "model": OmegaConf.to_container(OmegaConf.structured(self.model_cfg), enum_to_str=True),
+            "model": self.model.hyperparams,  # build_model's keyword arguments
             "class_names": self.class_names,
             "text": asdict(self.text),
-            "trainable": self.trainable,
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (folder / "vocab.txt").write_text("\n".join(self.words), encoding="utf-8")
@@ -73,9 +71,8 @@ class Predictor:
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> "Predictor":
+    def load(cls, folder: Path) -> Predictor:
         meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
         words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
         with np.load(folder / "constants.npz") as data:
             consts = Constants(**{k: jax.numpy.asarray(data[k]) for k in Constants._fields})
@@ -84,7 +81,8 @@ class Predictor:
             for key in data.files:
                 module, name = key.split("::")
                 params.setdefault(module, {})[name] = jax.numpy.asarray(data[key])
-        return cls(model_cfg, meta["class_names"], TextSettings(**meta["text"]), words, params, consts, meta["trainable"])
+        model = build_model(**meta["model"])
+        return cls(model, meta["class_names"], TextSettings(**meta["text"]), words, params, consts)
 
 
 def texts_from_input(model_input: Any) -> list[str]:
@@ -106,7 +104,7 @@ class GloveClassifier(mlflow.pyfunc.PythonModel):
     # The hint must be one MLflow infers no schema from (the signature comes from the input example):
     # without any, defining this class prints a multi-line warning in every run and every process that
     # loads the model. pyfunc hands lists and Series over as a DataFrame; texts_from_input takes all three.
-    def predict(self, context, model_input: pd.DataFrame, params=None):  # noqa: ANN001
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         """Strings (list, Series or DataFrame) -> ``[N, C]`` DataFrame of class probabilities."""
         probabilities = self.predictor.predict_proba(texts_from_input(model_input))
         return pd.DataFrame(probabilities.astype(np.float64), columns=self.predictor.class_names)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from enum import Enum
+from typing import NamedTuple
 
 import haiku as hk
 import jax
@@ -20,53 +22,84 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from glove_exp.config import OptimizerConfig, OptimizerName, Schedule, TrainerConfig
 from glove_exp.errors import TrainingError
 from glove_exp.models import Constants
 
 log = logging.getLogger(__name__)
 
-Params = Any  # a Haiku parameter tree
-ApplyFn = Callable[..., jnp.ndarray]  # (params, rng, inputs [B, ...], consts, is_training) -> [B, C]
+ApplyFn = Callable[..., jax.Array]  # (params, rng, inputs [B, ...], consts, is_training) -> [B, C]
 
 
-def make_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> optax.Schedule | float:
+class OptimizerName(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+    adagrad = "adagrad"
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    warmup_cosine = "warmup_cosine"
+    exponential = "exponential"
+
+
+def make_schedule(
+    schedule: Schedule, lr: float, warmup_fraction: float, decay_rate: float, steps_per_epoch: int, epochs: int
+) -> optax.Schedule | float:
     total = max(steps_per_epoch * epochs, 1)
-    if cfg.schedule == Schedule.cosine:
-        return optax.cosine_decay_schedule(cfg.lr, total)
-    if cfg.schedule == Schedule.warmup_cosine:
-        return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(int(cfg.warmup_fraction * total), 1), total)
-    if cfg.schedule == Schedule.exponential:  # decay_rate per epoch
-        return optax.exponential_decay(cfg.lr, steps_per_epoch, cfg.decay_rate)
-    return cfg.lr
+    schedule = Schedule(schedule)
+    if schedule == Schedule.cosine:
+        return optax.cosine_decay_schedule(lr, total)
+    if schedule == Schedule.warmup_cosine:
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(int(warmup_fraction * total), 1), total)
+    if schedule == Schedule.exponential:  # decay_rate per epoch
+        return optax.exponential_decay(lr, steps_per_epoch, decay_rate)
+    return lr
 
 
-def make_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
-    """The configured optax chain: optional global-norm clipping, then the optimizer.
+def make_optimizer(
+    *,
+    name: OptimizerName,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    clip_norm: float | None,
+    schedule: Schedule,
+    warmup_fraction: float,
+    decay_rate: float,
+    steps_per_epoch: int,
+    epochs: int,
+) -> optax.GradientTransformation:
+    """An optax chain: optional global-norm clipping, then the optimizer.
 
-    ``weight_decay`` is decoupled for adamw and an L2 term added to the gradient otherwise.
+    ``weight_decay`` is decoupled for adamw and an L2 term added to the gradient otherwise;
+    ``warmup_fraction`` (of all steps) is for ``warmup_cosine``, ``decay_rate`` (per epoch) for
+    ``exponential``.
     """
-    lr = make_schedule(cfg, steps_per_epoch, epochs)
-    momentum = cfg.momentum or None
+    name = OptimizerName(name)
+    lr = make_schedule(schedule, lr, warmup_fraction, decay_rate, steps_per_epoch, epochs)
+    momentum = momentum or None
     optimizers = {
         OptimizerName.adam: lambda: optax.adam(lr),
-        OptimizerName.adamw: lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+        OptimizerName.adamw: lambda: optax.adamw(lr, weight_decay=weight_decay),
         OptimizerName.sgd: lambda: optax.sgd(lr, momentum=momentum),
         OptimizerName.rmsprop: lambda: optax.rmsprop(lr, momentum=momentum),
         OptimizerName.adagrad: lambda: optax.adagrad(lr),
     }
-    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
-    if cfg.weight_decay and cfg.name != OptimizerName.adamw:
-        chain.append(optax.add_decayed_weights(cfg.weight_decay))
-    return optax.chain(*chain, optimizers[cfg.name]())
+    chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    if weight_decay and name != OptimizerName.adamw:
+        chain.append(optax.add_decayed_weights(weight_decay))
+    return optax.chain(*chain, optimizers[name]())
 
 
 class EpochResult(NamedTuple):
-    params: Params
+    params: hk.Params
     opt_state: optax.OptState
     rng: jax.Array
-    loss: jnp.ndarray  # mean training cross-entropy over the epoch's examples
-    accuracy: jnp.ndarray
+    loss: jax.Array  # mean training cross-entropy over the epoch's examples
+    accuracy: jax.Array
 
 
 def make_train_epoch(
@@ -107,7 +140,7 @@ def make_train_epoch(
     return jax.jit(epoch)
 
 
-def make_predict(apply: ApplyFn, batch_size: int) -> Callable[[Params, np.ndarray, Constants], np.ndarray]:
+def make_predict(apply: ApplyFn, batch_size: int) -> Callable[[hk.Params, np.ndarray, Constants], np.ndarray]:
     """``predict(params, inputs [N, ...], consts) -> [N, C]`` logits, in fixed-size jitted batches.
 
     Small inputs use the next power of two (at least 16) as batch size, so serving a handful of
@@ -115,7 +148,7 @@ def make_predict(apply: ApplyFn, batch_size: int) -> Callable[[Params, np.ndarra
     """
     batch_logits = jax.jit(lambda params, x, consts: apply(params, None, x, consts, False))
 
-    def predict(params: Params, inputs: np.ndarray, consts: Constants) -> np.ndarray:
+    def predict(params: hk.Params, inputs: np.ndarray, consts: Constants) -> np.ndarray:
         n = inputs.shape[0]
         size = min(batch_size, max(16, 1 << max(n - 1, 0).bit_length()))
         chunks = []
@@ -132,8 +165,9 @@ def make_predict(apply: ApplyFn, batch_size: int) -> Callable[[Params, np.ndarra
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean softmax cross-entropy of ``[N, C]`` logits against ``[N]`` labels (NumPy: no dispatch or compile)."""
     logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    with np.errstate(all="ignore"):  # diverged parameters give NaN logits: NaN is the answer, not a warning
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
@@ -142,14 +176,14 @@ class EpochMetrics:
     epoch: int  # 1-based
     train_loss: float
     train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+    val_loss: float | None  # None without a validation split
+    val_accuracy: float | None
     epoch_time_s: float
 
 
 @dataclass
 class FitResult:
-    params: Params
+    params: hk.Params
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0  # epoch of the best validation accuracy
     selected_epoch: int = 0  # epoch whose parameters are returned: best with early stopping, else last
@@ -165,32 +199,41 @@ def fit(
     transformed: hk.Transformed,
     optimizer: optax.GradientTransformation,
     train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
     consts: Constants,
-    cfg: TrainerConfig,
     rng: jax.Array,
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    shuffle: bool,
+    early_stopping_patience: int | None,
     on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
     progress: bool = True,
 ) -> FitResult:
-    """Train ``transformed`` on ``train = (inputs [N, ...], labels [N])``, validating each epoch.
+    """Train ``transformed`` on ``train = (inputs [N, ...], labels [N])``, validating each epoch
+    on ``val`` (same layout) when there is one.
 
-    With ``cfg.early_stopping_patience`` set, stops after that many epochs without a better
+    With ``early_stopping_patience`` set, stops after that many epochs without a better
     validation accuracy and returns the best epoch's parameters; otherwise the last epoch's.
     A non-finite training loss raises :class:`TrainingError` naming the epoch.
     """
+    if val is None and early_stopping_patience is not None:
+        raise ValueError("early stopping needs a validation split")
     inputs, labels = jnp.asarray(train[0]), jnp.asarray(train[1])
     init_key, rng = jax.random.split(rng)
     params = transformed.init(init_key, inputs[:1], consts, True)
     opt_state = optimizer.init(params)
-    epoch_fn = make_train_epoch(transformed.apply, optimizer, len(labels), cfg.batch_size, cfg.shuffle)
-    predict = make_predict(transformed.apply, cfg.eval_batch_size)
+    epoch_fn = make_train_epoch(transformed.apply, optimizer, len(labels), batch_size, shuffle)
+    predict = make_predict(transformed.apply, eval_batch_size)
 
     tic = time.perf_counter()  # compile outside the epoch timings: the epoch and the validation shapes
     epoch_fn = epoch_fn.lower(params, opt_state, rng, inputs, labels, consts).compile()
-    predict(params, val[0], consts)
+    if val is not None:
+        predict(params, val[0], consts)
     result = FitResult(params=params, compile_time_s=time.perf_counter() - tic)
     best_params, best_accuracy, waited = params, -1.0, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         tic = time.perf_counter()
         params, opt_state, rng, loss, accuracy = epoch_fn(params, opt_state, rng, inputs, labels, consts)
@@ -199,27 +242,26 @@ def fit(
             raise TrainingError(
                 f"training diverged: train loss is {loss} in epoch {epoch}; lower optimizer.lr or set optimizer.clip_norm"
             )
-        val_logits = predict(params, val[0], consts)
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=loss,
-            train_accuracy=float(accuracy),
-            val_loss=cross_entropy(val_logits, val[1]),
-            val_accuracy=float((val_logits.argmax(-1) == val[1]).mean()),
-            epoch_time_s=time.perf_counter() - tic,
-        )
+        val_loss = val_accuracy = None
+        if val is not None:
+            val_logits = predict(params, val[0], consts)
+            val_loss, val_accuracy = cross_entropy(val_logits, val[1]), float((val_logits.argmax(-1) == val[1]).mean())
+        metrics = EpochMetrics(epoch, loss, float(accuracy), val_loss, val_accuracy, time.perf_counter() - tic)
         result.history.append(metrics)
         result.train_time_s += metrics.epoch_time_s
         on_epoch(metrics)
-        bar.set_postfix(loss=f"{metrics.train_loss:.4f}", val_acc=f"{metrics.val_accuracy:.4f}")
-        if metrics.val_accuracy > best_accuracy:
-            best_params, best_accuracy, result.best_epoch, waited = params, metrics.val_accuracy, epoch, 0
+        log.debug("epoch %d: train loss %.4f, val accuracy %s", epoch, loss, val_accuracy)
+        bar.set_postfix(loss=f"{loss:.4f}", **({} if val_accuracy is None else {"val_acc": f"{val_accuracy:.4f}"}))
+        if val_accuracy is None:
+            continue
+        if val_accuracy > best_accuracy:
+            best_params, best_accuracy, result.best_epoch, waited = params, val_accuracy, epoch, 0
         else:
             waited += 1
-        if cfg.early_stopping_patience is not None and waited >= cfg.early_stopping_patience:
+        if early_stopping_patience is not None and waited >= early_stopping_patience:
             log.info("early stopping after epoch %d (best %d)", epoch, result.best_epoch)
             break
-    stopping = cfg.early_stopping_patience is not None
+    stopping = early_stopping_patience is not None
     result.params = best_params if stopping else params
     result.selected_epoch = result.best_epoch if stopping else len(result.history)
     return result

@@ -1,6 +1,8 @@
 """Every config option composes and validates; bad values fail fast with the key in the message."""
 
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,6 +14,11 @@ from glove_exp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 URI = "tracking.uri=sqlite:////tmp/unused.db"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+SCHEMA_GROUPS = [f.name for f in fields(Config)]  # groups whose options fill one section of the schema
+LAUNCHERS = {  # the plugins' own configs (conf/ has no copies)
+    "basic": "BasicLauncher", "joblib": "JoblibLauncher", "submitit_local": "LocalLauncher", "submitit_slurm": "SlurmLauncher",
+}  # fmt: skip
 register()
 
 
@@ -57,27 +64,39 @@ def test_tracking_uri_honours_mlflow_env(monkeypatch):
     assert resolve_with_hydra(compose_config([], hydra=True))["uri"] == "http://127.0.0.1:5000"
 
 
-@pytest.mark.parametrize(
-    "group, option",
-    [(g, o) for g in ("dataset", "embeddings", "model", "optimizer", "trainer", "tracking", "explain") for o in options(g)],
-)
-def test_every_group_option_composes(group, option):
+def test_cache_dir_comes_from_the_environment_for_every_vector_option(monkeypatch):
+    monkeypatch.setenv("GLOVE_EXP_CACHE_DIR", "/cache/glove")
+    assert to_config(compose_config([URI, "embeddings=glove_6b_100d"])).embeddings.cache_dir == "/cache/glove"
+    monkeypatch.delenv("GLOVE_EXP_CACHE_DIR")
+    assert to_config(compose_config([URI])).embeddings.cache_dir == "~/.cache/glove-exp"
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes_and_validates(group, option):
     extra = ["embeddings.path=/v.txt", "embeddings.dim=300"] if (group, option) == ("embeddings", "local") else []
     config = to_config(compose_config([f"{group}={option}", URI, *extra]))
-    section = getattr(config, group)
-    if hasattr(section, "name") and group in ("dataset", "embeddings"):
-        assert section.name == option
-    if group == "optimizer":
-        assert section.name.value == option
+    if group in ("dataset", "embeddings", "optimizer"):
+        assert getattr(config, group).name == option
 
 
-@pytest.mark.parametrize("option", options("experiment"))
-def test_every_experiment_composes(option):
-    to_config(compose_config([f"+experiment={option}", URI]))
+@pytest.mark.parametrize("group, option", [(g, o) for g in SCHEMA_GROUPS for o in options(g)])
+def test_group_options_hold_only_what_differs_from_the_schema(group, option):
+    """One source of defaults: a key an option repeats with the schema's value is dead weight
+    that goes stale when the default changes (``name`` identifies the option)."""
+    schema = OmegaConf.to_container(OmegaConf.structured(get_type_hints(Config)[group]), enum_to_str=True)
+    values = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml") or OmegaConf.create())
+    repeated = [key for key, value in values.items() if key != "name" and schema.get(key) == value]
+    assert not repeated, f"{group}/{option}.yaml repeats schema defaults: {repeated}"
+
+
+def test_environment_interpolations_appear_once():
+    text = "".join(p.read_text() for p in CONF.rglob("*.yaml"))
+    for variable in ("GLOVE_EXP_DATA_DIR", "GLOVE_EXP_CACHE_DIR", "MLFLOW_TRACKING_URI"):
+        assert text.count(f"oc.env:{variable}") == 1, variable
 
 
 def test_seed_tutorial_pins_the_tutorial_and_sweep_overrides_win():
-    config = to_config(compose_config(["+experiment=seed_tutorial", "model.pooling=flatten", URI]))
+    config = to_config(compose_config(["experiment=seed_tutorial", "model.pooling=flatten", URI]))
     assert config.model.pooling.value == "flatten"
     assert (config.trainer.max_tokens, config.trainer.batch_size, config.trainer.epochs) == (50, 1024, 8)
     assert config.model.hidden_sizes == [128] and config.model.activation.value == "none"
@@ -87,15 +106,22 @@ def test_seed_tutorial_pins_the_tutorial_and_sweep_overrides_win():
 
 @pytest.mark.parametrize("option", options("hparams_search"))
 def test_hparams_search_composes_with_a_fixed_seed(option):
-    cfg = compose_config([f"+hparams_search={option}", URI], hydra=True)
+    cfg = compose_config([f"hparams_search={option}", URI], hydra=True)
     assert cfg.hydra.sweeper.sampler.seed is not None
     assert "model.pooling" in cfg.hydra.sweeper.params
 
 
-@pytest.mark.parametrize("option", options("hydra/launcher"))
-def test_every_launcher_composes(option):
-    cfg = compose_config([f"hydra/launcher={option}", URI], hydra=True)
-    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+@pytest.mark.parametrize("option", LAUNCHERS)
+def test_every_launcher_composes_from_its_plugin(option, recwarn):
+    cfg = compose_config([f"hydra/launcher={option}", "hparams_search=optuna", URI], hydra=True)
+    assert cfg.hydra.launcher._target_.endswith(f".{LAUNCHERS[option]}")
+    assert not [w for w in recwarn if "ConfigStore schema" in str(w.message)]
+
+
+@pytest.mark.parametrize("other", ["embeddings.trainable=true", "model.token_hidden_sizes=[8]"])
+def test_standardize_needs_parameter_free_features(other):
+    with pytest.raises(ConfigError, match=r"model.standardize=true needs parameter-free features"):
+        to_config(compose_config(["model.standardize=true", other, URI]))
 
 
 @pytest.mark.parametrize(

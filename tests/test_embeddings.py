@@ -103,16 +103,22 @@ def test_missing_and_empty_files(tmp_path):
 
 def test_cache_is_used_memory_mapped_and_keyed_by_the_file(glove_file, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
+    parses = []
+    parse = embeddings.parse_glove_text
+    monkeypatch.setattr(embeddings, "parse_glove_text", lambda *a, **k: parses.append(a[0]) or parse(*a, **k))
     first = load_glove_text_cached(glove_file, 8, cache, progress=False)
+    assert parses == [glove_file]  # the conversion goes through the patched parser
     folder = cache_folder(glove_file, 8, cache)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "vectors.npy", "words.txt"]
-    monkeypatch.setattr(embeddings, "read_glove_text", lambda *a, **k: pytest.fail("parsed again instead of the cache"))
     again = load_glove_text_cached(glove_file, 8, cache, progress=False)
+    assert parses == [glove_file], "parsed the text again instead of reading the cache"
     assert isinstance(again.vectors, np.memmap) and again.words == first.words
     np.testing.assert_array_equal(again.vectors, first.vectors)
     with glove_file.open("a") as handle:  # a changed source gets a new cache entry
         handle.write("extra " + " ".join(["0.5"] * 8) + "\n")
     assert cache_folder(glove_file, 8, cache) != folder
+    assert load_glove_text_cached(glove_file, 8, cache, progress=False).words[-1] == "extra"
+    assert parses == [glove_file, glove_file]
 
 
 @pytest.mark.parametrize("damage", ["truncate_vectors", "drop_words", "garble_manifest", "delete_manifest"])

@@ -32,7 +32,7 @@ def store(tmp_path):
 
 
 def test_optuna_search_reports_the_best_validation_accuracy(store, ag_dir, glove_file):
-    out = glove_exp(store, ag_dir, glove_file, "+hparams_search=optuna", "hydra.sweeper.n_trials=3")
+    out = glove_exp(store, ag_dir, glove_file, "hparams_search=optuna", "hydra.sweeper.n_trials=3")
     assert out.returncode == 0, out.stderr
     runs = finished_runs()
     assert len(runs) == 3 and len({r.data.tags["sweep_id"] for r in runs}) == 1

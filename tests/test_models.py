@@ -1,0 +1,83 @@
+"""The Haiku model's behaviour from its plain hyperparameters, and the saved predictor."""
+
+import json
+
+import haiku as hk
+import jax
+import numpy as np
+import pytest
+
+from glove_exp.models import Init, build_model, make_constants
+from glove_exp.serving import Predictor, TextSettings
+
+V, D, T, C = 20, 4, 6, 3
+MODEL = {
+    "pooling": "mean", "mask_padding": True, "hier_window": 3, "weighting": "none", "standardize": False,
+    "token_hidden_sizes": [], "hidden_sizes": [16], "activation": "none", "dropout": 0.0, "init": "haiku", "trainable": False,
+}  # fmt: skip
+RNG = jax.random.PRNGKey(0)
+
+
+def features(n: int = 5, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, D)).astype(np.float32)
+
+
+def head(**kw):
+    model = build_model(C, **{**MODEL, **kw})
+    consts = make_constants(np.zeros((V, D), np.float32), None, D)
+    params = model.head.init(RNG, features(), consts, False)
+    return model, params, consts
+
+
+def affine_gap(activation: str) -> float:
+    """``max |f(x) + f(-x) - 2 f(0)|`` of a fresh two-layer head: 0 exactly when it is affine."""
+    model, params, consts = head(hidden_sizes=[16, 8], activation=activation)
+    x = features()
+    at_x, at_minus_x, at_0 = (np.asarray(model.head.apply(params, None, v, consts, False)) for v in (x, -x, 0 * x))
+    return float(np.abs(at_x + at_minus_x - 2 * at_0).max())
+
+
+def test_activation_none_makes_the_head_affine():
+    assert affine_gap("none") < 1e-4
+    assert affine_gap("relu") > 1e-2
+
+
+def test_dropout_only_while_training():
+    model, params, consts = head(dropout=0.5, activation="relu")
+    x = features(64)
+
+    def apply(rng: jax.Array | None, training: bool) -> np.ndarray:
+        return np.asarray(model.head.apply(params, rng, x, consts, training))
+
+    np.testing.assert_array_equal(apply(None, False), apply(jax.random.PRNGKey(1), False))
+    assert not np.allclose(apply(jax.random.PRNGKey(1), True), apply(jax.random.PRNGKey(2), True))
+    assert not np.allclose(apply(jax.random.PRNGKey(1), True), apply(None, False))
+
+
+@pytest.mark.parametrize(
+    "init, limit",
+    [("glorot_uniform", np.sqrt(6 / (D + 64))), ("he_uniform", np.sqrt(12 / D)), ("haiku", 2 / np.sqrt(D))],  # haiku: truncated at 2 stddev
+)
+def test_init_sets_the_weight_scale_and_biases_start_at_zero(init, limit):
+    _, params, _ = head(init=Init(init), hidden_sizes=[64])
+    [first] = [w for w in jax.tree.leaves(params) if w.shape == (D, 64)]
+    assert np.abs(first).max() <= limit * 1.0001 and np.abs(first).max() > limit / 4
+    assert all(not np.any(b) for b in jax.tree.leaves(params) if b.ndim == 1)
+
+
+def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
+    model = build_model(C, **{**MODEL, "pooling": "mean_max", "hidden_sizes": [8], "activation": "relu"})
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(V, D)).astype(np.float32)
+    table[:2] = 0
+    consts = make_constants(table, None, 2 * D)
+    params = model.forward.init(RNG, np.zeros((1, T), np.int32), consts, False)
+    words = [f"w{i}" for i in range(V - 2)]
+    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, consts)
+    texts = ["w1 w2 w3", "W4 unknown w5", ""]
+    folder = predictor.save(tmp_path / "predictor")
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["model"]["pooling"] == "mean_max" and meta["model"]["num_classes"] == C
+    loaded = Predictor.load(folder)
+    np.testing.assert_allclose(loaded.predict_proba(texts), predictor.predict_proba(texts), rtol=1e-6)
+    assert hk.data_structures.tree_size(loaded.params) == hk.data_structures.tree_size(params)
