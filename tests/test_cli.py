@@ -26,7 +26,9 @@ def run_main(monkeypatch, tmp_path, capsys):
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def main(*args: str) -> tuple[int, list[str]]:
-        monkeypatch.setattr(sys, "argv", ["glove-exp", *args])
+        # Hydra's log handlers must not keep pytest's captured stderr, which closes after the test
+        real = [f"hydra.{kind}.handlers.console.stream=ext://sys.__stderr__" for kind in ("job_logging", "hydra_logging")]
+        monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *real])
         try:
             with pytest.raises(SystemExit) as exit_info:
                 cli.main()
@@ -74,7 +76,7 @@ sys.argv = ["glove-exp", "trainer.max_tokens=0"]
 try:
     cli.main()
 except SystemExit as exit:
-    heavy = sorted(m for m in ("jax", "haiku", "mlflow", "datasets", "sklearn", "lime") if m in sys.modules)
+    heavy = sorted(m for m in ("mlflow", "datasets", "sklearn", "lime", "matplotlib", "pandas") if m in sys.modules)
     print(f"exit {exit.code} heavy {heavy}")
 """
 
