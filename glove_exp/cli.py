@@ -28,7 +28,9 @@ from glove_exp.config import check_paths, register, to_config
 from glove_exp.errors import GloveExpError
 
 log = logging.getLogger("glove_exp")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# conf/ lies inside the package in a wheel (pyproject.toml maps it there), beside it in a checkout
+CONF_DIR = _PACKAGE_DIR / "conf" if (_PACKAGE_DIR / "conf").is_dir() else _PACKAGE_DIR.parent / "conf"
 register()
 
 
