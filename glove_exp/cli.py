@@ -19,7 +19,9 @@ from glove_exp.errors import ConfigError, GloveExpError
 from glove_exp.interrupts import Interrupts, interrupted_message, signal_number
 
 PROG = "glove-exp"
-CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "conf")
+PACKAGE_DIR = Path(__file__).resolve().parent
+# conf/ lies inside the package in a wheel (pyproject.toml maps it there), beside it in a checkout
+CONFIG_PATH = str(PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf")
 log = logging.getLogger("glove_exp")
 
 
