@@ -62,7 +62,17 @@ def bench_glove_loading(workdir: Path, num_words: int | None = None) -> list[dic
     cache = workdir / "cache"
     rows = []
     for loader in LOADERS:  # order matters: the first glove-exp load fills the cache
-        command = [sys.executable, "-m", "benchmarks.glove_loading", "--loader", loader, "--path", str(path), "--cache", str(cache)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.glove_loading",
+            "--loader",
+            loader,
+            "--path",
+            str(path),
+            "--cache",
+            str(cache),
+        ]
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     size_mb = path.stat().st_size / 2**20

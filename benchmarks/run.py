@@ -49,7 +49,12 @@ def compose_seed_tutorial(data_dir: str, pooling: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=["experiment=seed_tutorial", f"model.pooling={pooling}", f"dataset.data_dir={data_dir}", "tracking.uri=unused"],
+            overrides=[
+                "experiment=seed_tutorial",
+                f"model.pooling={pooling}",
+                f"dataset.data_dir={data_dir}",
+                "tracking.uri=unused",
+            ],
         )
     return to_config(cfg)
 
@@ -75,12 +80,23 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
         batch = config.trainer.batch_size
         tutorial = {}
         for whole in (False, True):
-            matrix, ids = tutorial_inputs(splits.train.texts, splits.test.texts, glove.lookup(), np.asarray(glove.vectors), config.trainer.max_tokens, whole)
+            matrix, ids = tutorial_inputs(
+                splits.train.texts,
+                splits.test.texts,
+                glove.lookup(),
+                np.asarray(glove.vectors),
+                config.trainer.max_tokens,
+                whole,
+            )
             tutorial_epoch_seconds(matrix, ids[:batch], labels[:batch], pooling, num_classes)  # warm-up: one batch
-            seconds = [tutorial_epoch_seconds(matrix, ids, labels, pooling, num_classes) for _ in range(tutorial_epochs)]
+            seconds = [
+                tutorial_epoch_seconds(matrix, ids, labels, pooling, num_classes) for _ in range(tutorial_epochs)
+            ]
             tutorial[len(matrix)] = float(np.median(seconds))
         model = model_from_config(config.model, num_classes, trainable=False)
-        precomputed = uses_precomputed_features(config.model.pooling, config.model.token_hidden_sizes, False, config.trainer.precompute_features)
+        precomputed = uses_precomputed_features(
+            config.model.pooling, config.model.token_hidden_sizes, False, config.trainer.precompute_features
+        )
         with timer("features"):
             inputs = _inputs(model, prepared, config, precomputed)
         steps = -(-len(labels) // config.trainer.batch_size)
@@ -128,14 +144,24 @@ def bench_text(data_dir: str, num_docs: int = 120_000) -> list[dict]:
     with timer("encode"):
         encode(tokens, index, config.trainer.max_tokens)
         oov_rate(tokens, index)
-    return [{"documents": num_docs, **{f"{stage} s": seconds for stage, seconds in timer.seconds.items()}, "total s": sum(timer.seconds.values())}]
+    return [
+        {
+            "documents": num_docs,
+            **{f"{stage} s": seconds for stage, seconds in timer.seconds.items()},
+            "total s": sum(timer.seconds.values()),
+        }
+    ]
 
 
 def bench_scaling(sizes: list[int]) -> list[dict]:
     rows = []
     for size in sizes:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.scaling", "--docs", str(size)], cwd=ROOT, capture_output=True, text=True, check=True
+            [sys.executable, "-m", "benchmarks.scaling", "--docs", str(size)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
@@ -143,17 +169,23 @@ def bench_scaling(sizes: list[int]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("GLOVE_EXP_DATA_DIR", str(ROOT.parent / "shared/data/ag_news")))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("GLOVE_EXP_DATA_DIR", str(ROOT.parent / "shared/data/ag_news"))
+    )
     parser.add_argument("--tutorial-epochs", type=int, default=1, help="epochs of the (slow) tutorial loop per pooling")
     parser.add_argument("--epochs", type=int, default=8, help="glove-exp epochs per pooling (the median is reported)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="synthetic corpus sizes for the scaling table")
     parser.add_argument("--text-docs", type=int, default=120_000, help="documents for the text pipeline table")
-    parser.add_argument("--glove-words", type=int, default=None, help="lines of glove.6B.50d.txt to load (default all 400,000)")
+    parser.add_argument(
+        "--glove-words", type=int, default=None, help="lines of glove.6B.50d.txt to load (default all 400,000)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/benchmark.md")
     args = parser.parse_args(argv)
     from benchmarks.glove_loading import bench_glove_loading
 
-    sections = [f"# glove-exp benchmark\n\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"]
+    sections = [
+        f"# glove-exp benchmark\n\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"
+    ]
     training = bench_training(args.data_dir, args.tutorial_epochs, args.epochs)
     sections.append("## Training epoch: tutorial loop vs glove-exp (AG News, seed_tutorial)\n\n" + table(training))
     text = bench_text(args.data_dir, args.text_docs)

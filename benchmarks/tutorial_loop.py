@@ -17,7 +17,12 @@ import optax
 
 
 def tutorial_inputs(
-    train_texts: list[str], test_texts: list[str], lookup: dict[str, int], vectors: np.ndarray, max_tokens: int, whole_table: bool = False
+    train_texts: list[str],
+    test_texts: list[str],
+    lookup: dict[str, int],
+    vectors: np.ndarray,
+    max_tokens: int,
+    whole_table: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The tutorial's own preprocessing: post-padded train ids ``[N, max_tokens]`` (0 is padding)
     into an embedding matrix ``[R, D]`` whose rows are zero where GloVe has no vector.
@@ -31,7 +36,9 @@ def tutorial_inputs(
     if whole_table:
         missing = len(vectors) + 1  # one zero row for every word without a vector
         index = {word: row + 1 for word, row in lookup.items()}
-        matrix = np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors, np.zeros((1, vectors.shape[1]), np.float32)])
+        matrix = np.concatenate(
+            [np.zeros((1, vectors.shape[1]), np.float32), vectors, np.zeros((1, vectors.shape[1]), np.float32)]
+        )
     else:
         index = {}
         for tokens in train_tokens + tokenize_all(test_texts):
@@ -49,12 +56,16 @@ def tutorial_inputs(
     return matrix, ids
 
 
-def tutorial_epoch_seconds(matrix: np.ndarray, tokens: np.ndarray, labels: np.ndarray, pooling: str, num_classes: int, batch_size: int = 1024) -> float:
+def tutorial_epoch_seconds(
+    matrix: np.ndarray, tokens: np.ndarray, labels: np.ndarray, pooling: str, num_classes: int, batch_size: int = 1024
+) -> float:
     """Seconds for one epoch over ``tokens [N, T]`` with the tutorial's model and loop."""
 
     def model_fn(x):
         emb = hk.Embed(embedding_matrix=matrix, name="embed")(x)  # [B, T, D]
-        pooled = emb.reshape(x.shape[0], -1) if pooling == "flatten" else (emb.mean(1) if pooling == "mean" else emb.sum(1))
+        pooled = (
+            emb.reshape(x.shape[0], -1) if pooling == "flatten" else (emb.mean(1) if pooling == "mean" else emb.sum(1))
+        )
         return hk.Linear(num_classes)(hk.Linear(128)(pooled))
 
     model = hk.without_apply_rng(hk.transform(model_fn))

@@ -12,8 +12,9 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from glove_exp.errors import ConfigError, GloveExpError
 from glove_exp.interrupts import Interrupts, interrupted_message, signal_number
@@ -38,7 +39,9 @@ def one_line(err: BaseException) -> str:
     error and of its cause, and the available options of a missing group option."""
     from hydra.errors import MissingConfigException
 
-    firsts = [str(e).strip().splitlines()[0].rstrip(".:") for e in (err, err.__cause__) if e is not None and str(e).strip()]
+    firsts = [
+        str(e).strip().splitlines()[0].rstrip(".:") for e in (err, err.__cause__) if e is not None and str(e).strip()
+    ]
     if isinstance(err, MissingConfigException) and err.options:
         firsts.append(f"available options: {', '.join(err.options)}")
     return "; ".join(firsts) or type(err).__name__
@@ -90,7 +93,9 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
     from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
 
-    job = JobInfo(hydra_cfg.job.name, hydra_cfg.job.num if sweep_dir else None, sweep_dir, tuple(hydra_cfg.overrides.task))
+    job = JobInfo(
+        hydra_cfg.job.name, hydra_cfg.job.num if sweep_dir else None, sweep_dir, tuple(hydra_cfg.overrides.task)
+    )
     result = run(config, job, interrupts, progress=sys.stderr.isatty())
     print(f"{PROG}: {result.summary}", flush=True)
     return result
@@ -120,7 +125,9 @@ def main() -> None:
 
     # experiment and hparams_search are in the defaults list (as null), so Hydra wants them without
     # "+"; the README's older commands used "+", which would be "Multiple values for experiment".
-    sys.argv = [arg.removeprefix("+") if arg.startswith(("+experiment=", "+hparams_search=")) else arg for arg in sys.argv]
+    sys.argv = [
+        arg.removeprefix("+") if arg.startswith(("+experiment=", "+hparams_search=")) else arg for arg in sys.argv
+    ]
     try:
         _hydra_app(interrupts)()
     except (HydraException, OmegaConfBaseException) as err:

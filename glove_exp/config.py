@@ -10,7 +10,7 @@ is read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -30,23 +30,25 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
 class DatasetConfig:
     name: str = MISSING
     hub_id: str = MISSING
-    hub_config: Optional[str] = None
+    hub_config: str | None = None
     text_fields: list[str] = field(default_factory=lambda: ["text"])
     label_field: str = "label"
     class_names: list[str] = MISSING
     train_split: str = "train"
     test_split: str = "test"
     val_fraction: float = 0.1
-    data_dir: Optional[str] = None  # conf/config.yaml: ${oc.env:GLOVE_EXP_DATA_DIR,null}; null: the hub
-    headless_columns: Optional[list[str]] = None  # original CSV without header: 1-based class first
-    max_train_samples: Optional[int] = None
+    data_dir: str | None = None  # conf/config.yaml: ${oc.env:GLOVE_EXP_DATA_DIR,null}; null: the hub
+    headless_columns: list[str] | None = None  # original CSV without header: 1-based class first
+    max_train_samples: int | None = None
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "must be in [0, 1)", self.val_fraction)
         _check(len(self.class_names) >= 2, "dataset.class_names", "needs at least 2 classes", self.class_names)
         _check(len(self.text_fields) >= 1, "dataset.text_fields", "needs at least one field", self.text_fields)
         if self.max_train_samples is not None:
-            _check(self.max_train_samples >= 2, "dataset.max_train_samples", "must be >= 2 or null", self.max_train_samples)
+            _check(
+                self.max_train_samples >= 2, "dataset.max_train_samples", "must be >= 2 or null", self.max_train_samples
+            )
 
 
 @dataclass
@@ -57,11 +59,11 @@ class EmbeddingsConfig:
 
     name: str = MISSING
     dim: int = MISSING
-    package: Optional[str] = None
-    url: Optional[str] = None
-    member: Optional[str] = None
-    sha256: Optional[str] = None
-    path: Optional[str] = None
+    package: str | None = None
+    url: str | None = None
+    member: str | None = None
+    sha256: str | None = None
+    path: str | None = None
     cache_dir: str = "~/.cache/glove-exp"  # conf/config.yaml: GLOVE_EXP_CACHE_DIR if set
     lowercase: bool = True
     drop_oov: bool = False
@@ -97,7 +99,10 @@ class ModelConfig:
         _check(self.hier_window >= 1, "model.hier_window", "must be >= 1", self.hier_window)
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)", self.dropout)
         _check(self.sif_a > 0, "model.sif_a", "must be > 0", self.sif_a)
-        for key, sizes in (("model.hidden_sizes", self.hidden_sizes), ("model.token_hidden_sizes", self.token_hidden_sizes)):
+        for key, sizes in (
+            ("model.hidden_sizes", self.hidden_sizes),
+            ("model.token_hidden_sizes", self.token_hidden_sizes),
+        ):
             _check(all(s >= 1 for s in sizes), key, "must all be >= 1", list(sizes))
 
 
@@ -107,7 +112,7 @@ class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
-    clip_norm: Optional[float] = None  # global gradient-norm clipping
+    clip_norm: float | None = None  # global gradient-norm clipping
     schedule: Schedule = Schedule.constant
     warmup_fraction: float = 0.1  # of all steps, for warmup_cosine
     decay_rate: float = 0.5  # per epoch, for exponential
@@ -130,7 +135,7 @@ class TrainerConfig:
     max_tokens: int = 50  # post-padded / post-truncated document length
     seed: int = 0  # drives the split, shuffling, initialisation, dropout and LIME
     shuffle: bool = True
-    early_stopping_patience: Optional[int] = None  # epochs without a better val accuracy; null: keep the last epoch
+    early_stopping_patience: int | None = None  # epochs without a better val accuracy; null: keep the last epoch
     precompute_features: bool = True  # pool frozen vectors once per run (same results, much faster)
 
     def __post_init__(self) -> None:
@@ -151,7 +156,7 @@ class TrainerConfig:
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = "glove-exp"
-    run_name: Optional[str] = None  # default: <dataset>-<embeddings>-<pooling>
+    run_name: str | None = None  # default: <dataset>-<embeddings>-<pooling>
     log_model: bool = True  # log the classifier as an MLflow pyfunc model named `model`
 
 

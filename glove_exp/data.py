@@ -12,9 +12,10 @@ import csv
 import functools
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -130,7 +131,9 @@ def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: _Layout) 
             f"could not load {hub_id} from the Hugging Face hub ({type(err).__name__}: {first}); "
             "download it elsewhere and point dataset.data_dir (or GLOVE_EXP_DATA_DIR) at a folder with train/test files"
         ) from None
-    return _to_split(table.to_dict(), layout.text_fields, layout.label_field, 0, layout.num_classes, f"{hub_id}:{split}")
+    return _to_split(
+        table.to_dict(), layout.text_fields, layout.label_field, 0, layout.num_classes, f"{hub_id}:{split}"
+    )
 
 
 def _from_file(path: Path, layout: _Layout) -> Split:
@@ -171,7 +174,9 @@ def _check_utf8(path: Path) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{path}: line {line}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: line {line}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8"
+        ) from None
 
 
 def _first_row(path: Path) -> list[str]:
@@ -183,8 +188,13 @@ def _has_columns(header: list[str], layout: _Layout) -> bool:
     return all(c in header for c in (*layout.text_fields, layout.label_field))
 
 
-def _to_split(columns: dict[str, list[Any]], text_fields, label_field: str, offset: int, num_classes: int, where: str) -> Split:
-    texts = [" ".join("" if part is None else str(part) for part in parts) for parts in zip(*(columns[f] for f in text_fields))]
+def _to_split(
+    columns: dict[str, list[Any]], text_fields, label_field: str, offset: int, num_classes: int, where: str
+) -> Split:
+    texts = [
+        " ".join("" if part is None else str(part) for part in parts)
+        for parts in zip(*(columns[f] for f in text_fields))
+    ]
     labels = _labels(columns[label_field], offset, num_classes, where)
     empty = sum(not text.strip() for text in texts)
     if empty:
@@ -223,7 +233,9 @@ def _stratified(split: Split, train_size: int, seed: int, key: str) -> tuple[Spl
     """Seeded stratified partition into ``train_size`` and the rest."""
     classes = np.unique(split.labels)
     if classes.size < 2:
-        raise DataError(f"the train split has a single class (label {int(classes[0])}); a classifier needs at least two")
+        raise DataError(
+            f"the train split has a single class (label {int(classes[0])}); a classifier needs at least two"
+        )
     try:
         keep, rest = train_test_split(
             np.arange(len(split)), train_size=train_size, stratify=split.labels, random_state=seed

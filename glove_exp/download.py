@@ -16,8 +16,9 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -64,7 +65,7 @@ def download(url: str, dest: Path, sha256: str | None = None, progress: bool = T
     return dest
 
 
-def _fetch(url: str, part: Path, progress: bool) -> Optional[int]:
+def _fetch(url: str, part: Path, progress: bool) -> int | None:
     """Fill ``part`` from ``url``, resuming it if it exists; returns the expected total size."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "glove-exp", **({"Range": f"bytes={offset}-"} if offset else {})}
@@ -86,7 +87,9 @@ def _fetch(url: str, part: Path, progress: bool) -> Optional[int]:
             start, total = _content_range(response.headers.get("Content-Range"))
             if start != offset:
                 part.unlink()
-                raise EmbeddingsError(f"download of {url}: asked for bytes from {offset}, the server sent from {start}; run again")
+                raise EmbeddingsError(
+                    f"download of {url}: asked for bytes from {offset}, the server sent from {start}; run again"
+                )
             total = total if total is not None else _plus(offset, _content_length(response))
         else:  # 200: the server ignored the Range header (or there was none), start over
             offset, total = 0, _content_length(response)
@@ -94,10 +97,19 @@ def _fetch(url: str, part: Path, progress: bool) -> Optional[int]:
     return total
 
 
-def _stream(url: str, response: BinaryIO, part: Path, offset: int, total: Optional[int], progress: bool) -> None:
-    with open(part, "ab" if offset else "wb") as out, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[: -len(".part")], disable=not progress
-    ) as bar:
+def _stream(url: str, response: BinaryIO, part: Path, offset: int, total: int | None, progress: bool) -> None:
+    with (
+        open(part, "ab" if offset else "wb") as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.name[: -len(".part")],
+            disable=not progress,
+        ) as bar,
+    ):
         for chunk in _chunks(url, response):
             out.write(chunk)
             bar.update(len(chunk))
@@ -114,16 +126,20 @@ def _chunks(url: str, response: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _verify(url: str, part: Path, expected: Optional[int], sha256: Optional[str]) -> None:
+def _verify(url: str, part: Path, expected: int | None, sha256: str | None) -> None:
     got = part.stat().st_size
     if expected is not None and got != expected:
         part.unlink()
-        raise EmbeddingsError(f"download of {url} is incomplete: expected {expected} bytes, got {got}; deleted it, run again to retry")
+        raise EmbeddingsError(
+            f"download of {url} is incomplete: expected {expected} bytes, got {got}; deleted it, run again to retry"
+        )
     if sha256:
         digest = sha256_file(part)
         if digest != sha256.strip().lower():
             part.unlink()
-            raise EmbeddingsError(f"download of {url} has the wrong checksum: expected sha256 {sha256.strip().lower()}, got {digest}; deleted it")
+            raise EmbeddingsError(
+                f"download of {url} has the wrong checksum: expected sha256 {sha256.strip().lower()}, got {digest}; deleted it"
+            )
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
@@ -141,12 +157,12 @@ def _opener(url: str) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(*handlers)
 
 
-def _content_length(response: http.client.HTTPResponse) -> Optional[int]:
+def _content_length(response: http.client.HTTPResponse) -> int | None:
     value = response.headers.get("Content-Length")
     return int(value) if value and value.strip().isdigit() else None
 
 
-def _content_range(value: Optional[str]) -> tuple[Optional[int], Optional[int]]:
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
     """``"bytes 100-199/200"`` -> ``(100, 200)``; ``"bytes */200"`` -> ``(None, 200)``."""
     match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
     if not match:
@@ -155,7 +171,7 @@ def _content_range(value: Optional[str]) -> tuple[Optional[int], Optional[int]]:
     return (int(start) if start else None), (int(total) if total != "*" else None)
 
 
-def _plus(offset: int, length: Optional[int]) -> Optional[int]:
+def _plus(offset: int, length: int | None) -> int | None:
     return None if length is None else offset + length
 
 
@@ -171,7 +187,9 @@ def member_path(dest_dir: Path, member: str) -> Path:
     """Where :func:`extract_member` puts ``member``; refuses absolute names and ``..`` parts."""
     parts = PurePosixPath(member.replace("\\", "/")).parts
     if not member or member.startswith(("/", "\\")) or PureWindowsPath(member).drive or ".." in parts:
-        raise EmbeddingsError(f"refusing to extract {member!r}: absolute paths and '..' are not allowed in a zip member name")
+        raise EmbeddingsError(
+            f"refusing to extract {member!r}: absolute paths and '..' are not allowed in a zip member name"
+        )
     return Path(dest_dir).joinpath(*parts)
 
 
@@ -192,7 +210,9 @@ def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool =
             atomic_write(target, lambda out: _copy_member(archive, info, out, progress))
     except (zipfile.BadZipFile, EOFError, zlib.error) as err:
         zip_path.unlink(missing_ok=True)
-        raise EmbeddingsError(f"{zip_path} is corrupt ({err}); deleted it so that the next run downloads it again") from None
+        raise EmbeddingsError(
+            f"{zip_path} is corrupt ({err}); deleted it so that the next run downloads it again"
+        ) from None
     log.info("extracted %s from %s", target, zip_path)
     return target
 
@@ -207,9 +227,17 @@ def _member_info(archive: zipfile.ZipFile, member: str, zip_path: Path) -> zipfi
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, progress: bool) -> None:
     # Reading to the end makes zipfile compare the CRC-32 (BadZipFile on mismatch).
-    with archive.open(info) as src, tqdm(
-        total=info.file_size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {info.filename}", disable=not progress
-    ) as bar:
+    with (
+        archive.open(info) as src,
+        tqdm(
+            total=info.file_size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"extract {info.filename}",
+            disable=not progress,
+        ) as bar,
+    ):
         for block in iter(lambda: src.read(CHUNK_BYTES), b""):
             out.write(block)
             bar.update(len(block))

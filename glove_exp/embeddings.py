@@ -86,7 +86,9 @@ def load_word_vectors(cfg: EmbeddingsConfig, progress: bool = True) -> WordVecto
     else:
         vectors = load_package_vectors(str(cfg.package))
     if vectors.dim != cfg.dim:
-        raise EmbeddingsError(f"{vectors.source} has {vectors.dim}-d vectors but embeddings.dim={cfg.dim}; set embeddings.dim={vectors.dim}")
+        raise EmbeddingsError(
+            f"{vectors.source} has {vectors.dim}-d vectors but embeddings.dim={cfg.dim}; set embeddings.dim={vectors.dim}"
+        )
     return vectors
 
 
@@ -119,7 +121,9 @@ def load_package_vectors(package: str) -> WordVectors:
     vectors = np.load(str(arrays[0]), mmap_mode="r")
     words = pq.read_table(str(indexes[0]), columns=["index"]).column("index").to_pylist()
     if vectors.ndim != 2 or len(words) != len(vectors):
-        raise EmbeddingsError(f"the package {package} is inconsistent: {len(words)} words for vectors of shape {vectors.shape}")
+        raise EmbeddingsError(
+            f"the package {package} is inconsistent: {len(words)} words for vectors of shape {vectors.shape}"
+        )
     return WordVectors(words, vectors, source=f"package {package}")
 
 
@@ -192,8 +196,15 @@ def read_cache(folder: Path, path: Path) -> WordVectors:
     vectors = np.load(folder / "vectors.npy", mmap_mode="r")
     words = (folder / "words.txt").read_text(encoding="utf-8").split("\n")
     expected = (manifest["count"], manifest["dim"])
-    if manifest["format"] != CACHE_FORMAT or vectors.shape != expected or len(words) != expected[0] or vectors.dtype != np.float32:
-        raise EmbeddingsError(f"{len(words)} words and vectors {vectors.shape} {vectors.dtype}, manifest says {expected}")
+    if (
+        manifest["format"] != CACHE_FORMAT
+        or vectors.shape != expected
+        or len(words) != expected[0]
+        or vectors.dtype != np.float32
+    ):
+        raise EmbeddingsError(
+            f"{len(words)} words and vectors {vectors.shape} {vectors.dtype}, manifest says {expected}"
+        )
     return WordVectors(words, vectors, source=str(path))
 
 
@@ -236,7 +247,9 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
         ),
     }  # fmt: skip
     size = path.stat().st_size
-    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress) as bar:
+    with tqdm(
+        total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress
+    ) as bar:
         for chunk in _line_chunks(path):
             other_width.clear()
             try:

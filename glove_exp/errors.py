@@ -29,4 +29,3 @@ class TrainingError(GloveExpError):
 
 class TrackingError(GloveExpError):
     """A tracking store or experiment that cannot be used."""
-

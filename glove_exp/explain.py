@@ -10,18 +10,15 @@ is exact.
 from __future__ import annotations
 
 import html
-import logging
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from lime.lime_text import LimeTextExplainer
 from tqdm import tqdm
 
 from glove_exp.files import atomic_write
-
-log = logging.getLogger(__name__)
 
 # The page ``Explanation.as_html`` (lime 0.2.0.1) returns: its d3 bundle in a <script> in <head>,
 # then in <body> a div with a random alphanumeric id and one data <script> that ends the page.
@@ -79,10 +76,12 @@ def explain_examples(
         explanation = explainer.explain_instance(
             text, predict_proba, num_features=num_features, num_samples=num_samples, labels=(predicted,)
         )
-        header = _header(index, text, class_names[int(labels[index])], class_names[predicted], float(probabilities[predicted]))
+        header = _header(
+            index, text, class_names[int(labels[index])], class_names[predicted], float(probabilities[predicted])
+        )
         path = out_dir / f"example_{index}.html"
-        page = _page(header, explanation.as_html(labels=(predicted,)), index)
-        atomic_write(path, lambda out: out.write(page.encode("utf-8")))
+        page = _page(header, explanation.as_html(labels=(predicted,)), index).encode("utf-8")
+        atomic_write(path, lambda out, data=page: out.write(data))
         paths.append(path)
     return paths
 

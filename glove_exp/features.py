@@ -41,11 +41,20 @@ def standardized(consts: Constants, train_features: np.ndarray) -> Constants:
 
 
 def make_inputs(
-    model: Model, tokens: dict[str, np.ndarray | None], consts: Constants, *, standardize: bool, precompute: bool, batch_size: int
+    model: Model,
+    tokens: dict[str, np.ndarray | None],
+    consts: Constants,
+    *,
+    standardize: bool,
+    precompute: bool,
+    batch_size: int,
 ) -> Inputs:
     """The inputs of training and evaluation from ``tokens`` (split -> ``[N, T]`` ids or None)."""
     if standardize:
         consts = standardized(consts, compute_features(model, tokens["train"], consts, batch_size))
     if precompute:
-        tokens = {split: None if ids is None else compute_features(model, ids, consts, batch_size) for split, ids in tokens.items()}
+        tokens = {
+            split: None if ids is None else compute_features(model, ids, consts, batch_size)
+            for split, ids in tokens.items()
+        }
     return Inputs(tokens["train"], tokens["val"], tokens["test"], consts, precompute)

@@ -92,7 +92,9 @@ def feature_dim(pooling: Pooling, token_hidden_sizes: Sequence[int], max_tokens:
     return output_dim(pooling, max_tokens, size)
 
 
-def uses_precomputed_features(pooling: Pooling, token_hidden_sizes: Sequence[int], trainable: bool, precompute: bool) -> bool:
+def uses_precomputed_features(
+    pooling: Pooling, token_hidden_sizes: Sequence[int], trainable: bool, precompute: bool
+) -> bool:
     """Whether features can be computed once per run: the featurisation has no parameters, and
     it is not ``flatten``, which keeps the per-batch lookup (``T * D`` wide features)."""
     return precompute and not trainable and not token_hidden_sizes and Pooling(pooling) != Pooling.flatten

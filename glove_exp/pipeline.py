@@ -78,7 +78,9 @@ def run_name(config: Config) -> str:
     return config.tracking.run_name or f"{config.dataset.name}-{config.embeddings.name}-{config.model.pooling.value}"
 
 
-def run(config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None = None, progress: bool = False) -> RunResult:
+def run(
+    config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None = None, progress: bool = False
+) -> RunResult:
     """Train, evaluate, explain and log one configuration."""
     interrupts = interrupts or Interrupts()
     timer = StageTimer()
@@ -89,7 +91,9 @@ def run(config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None 
         vectors = load_word_vectors(config.embeddings, progress=progress)
     with timer("tokens"):
         texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
-        encoded = encode_splits(texts, vectors, config.embeddings.lowercase, config.trainer.max_tokens, config.embeddings.drop_oov)
+        encoded = encode_splits(
+            texts, vectors, config.embeddings.lowercase, config.trainer.max_tokens, config.embeddings.drop_oov
+        )
     model = model_from_config(config)
     with timer("features"):
         inputs = frozen_inputs(model, encoded, config)
@@ -104,7 +108,13 @@ def run(config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None 
             evaluation = evaluate(splits.test.labels, logits.argmax(-1), config.dataset.class_names)
             text = TextSettings(config.embeddings.lowercase, config.embeddings.drop_oov, config.trainer.max_tokens)
             predictor = Predictor(
-                model, config.dataset.class_names, text, encoded.words, result.params, inputs.consts, config.trainer.eval_batch_size
+                model,
+                config.dataset.class_names,
+                text,
+                encoded.words,
+                result.params,
+                inputs.consts,
+                config.trainer.eval_batch_size,
             )
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):
             test = splits.test
@@ -120,7 +130,9 @@ def run(config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None 
             tracked.log_outcome(result, evaluation, config.dataset.class_names, title)
             if config.tracking.log_model:
                 tracked.log_model(predictor, splits.test.texts[:2])
-        tracked.log_metrics({f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total})
+        tracked.log_metrics(
+            {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
+        )
     val = result.selected.val_accuracy if inputs.val is not None else None
     return RunResult(tracked.run_id, run_name(config), val, evaluation.accuracy, timer.summary())
 
@@ -142,14 +154,27 @@ def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
     m = config.model
     dim = feature_dim(m.pooling, m.token_hidden_sizes, config.trainer.max_tokens, encoded.table.shape[1])
     consts = make_constants(encoded.table, weights, dim)
-    precompute = uses_precomputed_features(m.pooling, m.token_hidden_sizes, config.embeddings.trainable, config.trainer.precompute_features)
+    precompute = uses_precomputed_features(
+        m.pooling, m.token_hidden_sizes, config.embeddings.trainable, config.trainer.precompute_features
+    )
     batch = config.trainer.eval_batch_size
-    return make_inputs(model, encoded.ids, consts, standardize=config.model.standardize, precompute=precompute, batch_size=batch)
+    return make_inputs(
+        model, encoded.ids, consts, standardize=config.model.standardize, precompute=precompute, batch_size=batch
+    )
 
 
-def _fit(model: Model, inputs: Inputs, splits: Splits, config: Config, on_epoch: Callable[[EpochMetrics], None], progress: bool) -> FitResult:
+def _fit(
+    model: Model,
+    inputs: Inputs,
+    splits: Splits,
+    config: Config,
+    on_epoch: Callable[[EpochMetrics], None],
+    progress: bool,
+) -> FitResult:
     steps_per_epoch = -(-len(splits.train) // config.trainer.batch_size)
-    optimizer = make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs)
+    optimizer = make_optimizer(
+        **asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs
+    )
     val = None if splits.val is None else (inputs.val, splits.val.labels)
     t = config.trainer
     return fit(

@@ -294,7 +294,9 @@ def _interval(values: pd.Series) -> pd.Series:
     return pd.Series({"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half})
 
 
-def group_runs(runs: pd.DataFrame, by: list[str] | None = None, sort: str = DEFAULT_SORT) -> tuple[pd.DataFrame, pd.DataFrame]:
+def group_runs(
+    runs: pd.DataFrame, by: list[str] | None = None, sort: str = DEFAULT_SORT
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(groups, run rows)``: one row per group (see the module docstring), best mean ``sort`` first,
     and :func:`run_table` with a ``group`` column, in group order and best ``sort`` first within a group."""
     sort = check_sort(runs, sort)
@@ -369,12 +371,18 @@ def _span(low: pd.Series, high: pd.Series, fmt: Callable[[object], str], templat
 
 def _display(table: pd.DataFrame, columns: dict[str, tuple[str, Callable[[object], str]]]) -> pd.DataFrame:
     """Cells as text: ``columns`` maps a table column to (header, formatter); absent columns are skipped."""
-    return pd.DataFrame({header: table[name].map(fmt) for name, (header, fmt) in columns.items() if name in table.columns})
+    return pd.DataFrame(
+        {header: table[name].map(fmt) for name, (header, fmt) in columns.items() if name in table.columns}
+    )
 
 
 def common_settings(groups: pd.DataFrame) -> dict[str, object]:
     """The :data:`DESCRIBE` columns with one value in every group (the group table leaves them out)."""
-    return {name: groups[name].iloc[0] for name in DESCRIBE if name in groups.columns and groups[name].nunique(dropna=False) == 1}
+    return {
+        name: groups[name].iloc[0]
+        for name in DESCRIBE
+        if name in groups.columns and groups[name].nunique(dropna=False) == 1
+    }
 
 
 def group_display(groups: pd.DataFrame) -> pd.DataFrame:
@@ -384,7 +392,10 @@ def group_display(groups: pd.DataFrame) -> pd.DataFrame:
     shown = groups.drop(columns=list(common_settings(groups))).assign(
         n=[f"{n} ({k} with val)" if p else str(n) for n, k, p in zip(groups["n"], groups["val_accuracy_n"], partial)],
         epochs=_span(groups["epochs_min"], groups["epochs_max"], _number(".0f"), "{}–{}", collapse=True),
-        **{f"{n}_ci": _span(groups[f"{n}_ci_low"], groups[f"{n}_ci_high"], _percent, "[{}, {}]", False) for n in INTERVALS},
+        **{
+            f"{n}_ci": _span(groups[f"{n}_ci_low"], groups[f"{n}_ci_high"], _percent, "[{}, {}]", False)
+            for n in INTERVALS
+        },
     )
     columns = {"group": ("config", _text)}
     columns |= {name: (name.replace("_", " "), _text) for name in DESCRIBE if name != "lr"}
@@ -425,7 +436,12 @@ def run_display(run_rows: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(display: pd.DataFrame) -> str:
     """A GitHub Markdown table of text cells (from :func:`group_display` / :func:`run_display`)."""
-    left = {"config", "run", *(name.replace("_", " ") for name in DESCRIBE if name not in ("lr", "max_tokens")), "run id"}
+    left = {
+        "config",
+        "run",
+        *(name.replace("_", " ") for name in DESCRIBE if name not in ("lr", "max_tokens")),
+        "run id",
+    }
     align = ["left" if header in left else "right" for header in display.columns]
     return display.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
@@ -467,7 +483,9 @@ def accuracy_figure(groups: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def write_report(groups: pd.DataFrame, run_rows: pd.DataFrame, out: Path, title: str, note: str) -> tuple[list[Path], Figure]:
+def write_report(
+    groups: pd.DataFrame, run_rows: pd.DataFrame, out: Path, title: str, note: str
+) -> tuple[list[Path], Figure]:
     """:data:`FILES` in ``out``; returns their paths and the figure. A folder that cannot be written is a user error."""
     md, groups_csv, runs_csv, png = (out / name for name in FILES)
     text = (
@@ -509,7 +527,11 @@ def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple
     ...), the group table (:data:`TABLE_ARTIFACT`), the figure and the files; for a sweep, the parent of
     the sweep's runs that have none (the MLflow UI nests them under it). Returns its id."""
     files, figure = report_files
-    tags = {REPORT_TAG: "true", "best_group": str(groups["group"].iloc[0])[:5000], **({"sweep_id": sweep} if sweep else {})}
+    tags = {
+        REPORT_TAG: "true",
+        "best_group": str(groups["group"].iloc[0])[:5000],
+        **({"sweep_id": sweep} if sweep else {}),
+    }
     try:
         with tracking.tracked_run(uri, experiment, f"report-{sweep or experiment}", tags) as active:
             mlflow.log_params(params)

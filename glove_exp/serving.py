@@ -66,7 +66,11 @@ class Predictor:
         (folder / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (folder / "vocab.txt").write_text("\n".join(self.words), encoding="utf-8")
         np.savez(folder / "constants.npz", **{k: np.asarray(v) for k, v in self.consts._asdict().items()})
-        flat = {f"{module}::{name}": np.asarray(value) for module, names in self.params.items() for name, value in names.items()}
+        flat = {
+            f"{module}::{name}": np.asarray(value)
+            for module, names in self.params.items()
+            for name, value in names.items()
+        }
         np.savez(folder / "params.npz", **flat)
         return folder
 

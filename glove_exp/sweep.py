@@ -41,7 +41,9 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
     failed = [job for job in jobs if job["status"] != "FINISHED"]
     lines = [f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"]
     for job in sorted(failed, key=lambda j: j.get("num", 0)):
-        lines.append(f"  job {job.get('num')} ({' '.join(job.get('overrides', []))}) {job['status']}: {job.get('error')}")
+        lines.append(
+            f"  job {job.get('num')} ({' '.join(job.get('overrides', []))}) {job['status']}: {job.get('error')}"
+        )
     return "\n".join(lines)
 
 

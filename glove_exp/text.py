@@ -8,9 +8,10 @@ the embedding matrix. Vocabulary words start at index 2, most frequent first.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import chain, repeat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from itertools import chain, repeat
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -76,14 +77,18 @@ def build_vocabulary(
     return Vocabulary(words=words, vector_rows=rows, counts=counts)
 
 
-def encode(token_lists: Sequence[list[str]], index: dict[str, int], max_tokens: int, drop_oov: bool = False) -> np.ndarray:
+def encode(
+    token_lists: Sequence[list[str]], index: dict[str, int], max_tokens: int, drop_oov: bool = False
+) -> np.ndarray:
     """Token lists -> ``[N, max_tokens]`` int32 ids, post-padded with 0 and post-truncated.
 
     Unknown words become ``OOV`` (a zero vector that still takes a position, as in the tutorial)
     or, with ``drop_oov``, are removed before truncation.
     """
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-    flat = np.fromiter(map(index.get, chain.from_iterable(token_lists), repeat(OOV)), dtype=np.int32, count=int(lengths.sum()))
+    flat = np.fromiter(
+        map(index.get, chain.from_iterable(token_lists), repeat(OOV)), dtype=np.int32, count=int(lengths.sum())
+    )
     if drop_oov:
         kept = flat != OOV
         lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[kept], minlength=len(lengths))
@@ -140,7 +145,9 @@ class Encoded:
         }
 
 
-def encode_splits(texts: dict[str, list[str] | None], vectors: WordVectors, lowercase: bool, max_tokens: int, drop_oov: bool) -> Encoded:
+def encode_splits(
+    texts: dict[str, list[str] | None], vectors: WordVectors, lowercase: bool, max_tokens: int, drop_oov: bool
+) -> Encoded:
     """Tokenise every split, build the vocabulary (frequencies from ``train``) and encode."""
     tokens = {split: tokenize_all(docs, lowercase) for split, docs in texts.items() if docs is not None}
     vocab = build_vocabulary([t for lists in tokens.values() for t in lists], vectors, count_lists=tokens["train"])

@@ -18,9 +18,9 @@ import re
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import mlflow
@@ -94,7 +94,9 @@ def open_experiment(uri: str, experiment: str) -> str:
         raise TrackingError("tracking.experiment must not be empty")
     scheme = urlparse(uri).scheme
     if scheme.split("+")[0] not in SCHEMES:
-        raise TrackingError(f"tracking.uri={uri}: unsupported scheme {scheme!r}; use sqlite:///path/mlflow.db or http://host:port")
+        raise TrackingError(
+            f"tracking.uri={uri}: unsupported scheme {scheme!r}; use sqlite:///path/mlflow.db or http://host:port"
+        )
     if scheme in ("http", "https"):
         for name, value in HTTP_SETTINGS.items():  # MLflow's own defaults retry for minutes
             os.environ.setdefault(name, value)
@@ -120,10 +122,19 @@ def open_experiment(uri: str, experiment: str) -> str:
 
 
 def git_commit() -> str:
+    """The checkout's commit (``-dirty`` with local changes), or ``unknown`` for an installed wheel."""
+    if not (PROJECT_ROOT / ".git").exists():
+        return "unknown"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+        )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -181,7 +192,10 @@ class TrackedRun:
             {
                 "test/accuracy": evaluation.accuracy,
                 "test/macro_f1": evaluation.macro_f1,
-                **{f"test/f1/{name}": evaluation.per_class_f1[cls] for cls, name in zip(class_names, metric_names(class_names))},
+                **{
+                    f"test/f1/{name}": evaluation.per_class_f1[cls]
+                    for cls, name in zip(class_names, metric_names(class_names))
+                },
                 **selection,
                 "time/compile_s": result.compile_time_s,
             }
@@ -274,7 +288,9 @@ def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source
 
 
 @contextlib.contextmanager
-def tracked_run(experiment_id: str, run_name: str, tags: dict[str, str], interrupts: Interrupts) -> Iterator[TrackedRun]:
+def tracked_run(
+    experiment_id: str, run_name: str, tags: dict[str, str], interrupts: Interrupts
+) -> Iterator[TrackedRun]:
     """Start an MLflow run in the store :func:`open_experiment` set; end it FINISHED, FAILED
     (exception) or KILLED (Ctrl-C, SIGTERM)."""
     status = RunStatus.FAILED

@@ -47,7 +47,7 @@ def write_glove(path: Path, dim: int = 8, seed: int = 0) -> Path:
     """A GloVe text file covering the synthetic vocabulary; topic words cluster by class."""
     rng = np.random.default_rng(seed)
     lines = []
-    for label, words in enumerate(TOPICS):
+    for words in TOPICS:
         centre = rng.normal(size=dim) * 2
         for word in words:
             lines.append((word, centre + rng.normal(scale=0.3, size=dim)))

@@ -12,7 +12,20 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_writes_every_table(ag_dir, tmp_path, capsys):
     out = tmp_path / "bench.md"
-    argv = ["--data-dir", str(ag_dir), "--epochs", "2", "--sizes", "2000", "--glove-words", "3000", "--text-docs", "1000", "--out", str(out)]
+    argv = [
+        "--data-dir",
+        str(ag_dir),
+        "--epochs",
+        "2",
+        "--sizes",
+        "2000",
+        "--glove-words",
+        "3000",
+        "--text-docs",
+        "1000",
+        "--out",
+        str(out),
+    ]
     assert run.main(argv) == 0
     report = out.read_text()
     assert report in capsys.readouterr().out

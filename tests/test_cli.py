@@ -27,7 +27,9 @@ def run_main(monkeypatch, tmp_path, capsys):
 
     def main(*args: str) -> tuple[int, list[str]]:
         # Hydra's log handlers must not keep pytest's captured stderr, which closes after the test
-        real = [f"hydra.{kind}.handlers.console.stream=ext://sys.__stderr__" for kind in ("job_logging", "hydra_logging")]
+        real = [
+            f"hydra.{kind}.handlers.console.stream=ext://sys.__stderr__" for kind in ("job_logging", "hydra_logging")
+        ]
         monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *real])
         try:
             with pytest.raises(SystemExit) as exit_info:
@@ -42,7 +44,10 @@ def run_main(monkeypatch, tmp_path, capsys):
 
 USER_ERRORS = {
     "pooling": (["model.pooling=avg"], r"model\.pooling=avg.*'avg'.*flatten, mean, sum, max, min, std, mean_max, hier"),
-    "group_option": (["embeddings=glove_7b"], r"Could not find 'embeddings/glove_7b'.*available options: .*glove_6b_50d.*local"),
+    "group_option": (
+        ["embeddings=glove_7b"],
+        r"Could not find 'embeddings/glove_7b'.*available options: .*glove_6b_50d.*local",
+    ),
     "unknown_key": (["+model.foo=1"], r"unknown key model\.foo: glove-exp has no such setting"),
     "max_tokens": (["trainer.max_tokens=0"], r"trainer\.max_tokens must be >= 1, got 0$"),
     "batch_size": (["trainer.batch_size=-1"], r"trainer\.batch_size must be >= 1, got -1$"),
@@ -82,7 +87,14 @@ except SystemExit as exit:
 
 
 def test_a_config_error_comes_before_the_heavy_imports(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", CONFIG_ERROR_SCRIPT], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CONFIG_ERROR_SCRIPT],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.strip() == "exit 2 heavy []", proc.stdout + proc.stderr
     assert proc.stderr.strip() == "glove-exp: error: trainer.max_tokens must be >= 1, got 0"
 
@@ -94,9 +106,15 @@ def interrupt_training(cwd: Path, overrides: list[str], signum: int) -> subproce
     """Start a long run and send ``signum`` once it reports its third epoch on stderr (Hydra's
     ``hydra.verbose`` shows the trainer's per-epoch debug lines)."""
     command = cli_command(
-        *overrides, "embeddings.dim=8", "trainer.epochs=100000", "explain.num_examples=0", "hydra.verbose=glove_exp.train"
+        *overrides,
+        "embeddings.dim=8",
+        "trainer.epochs=100000",
+        "explain.num_examples=0",
+        "hydra.verbose=glove_exp.train",
     )
-    proc = subprocess.Popen(command, cwd=cwd, env=cli_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=cli_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     seen = []
     try:
         for line in proc.stderr:  # blocks until the next line; ends if the process dies

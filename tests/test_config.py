@@ -35,7 +35,11 @@ def test_default_config_is_ag_news_glove_6b_50d_mean(monkeypatch):
     monkeypatch.delenv("GLOVE_EXP_DATA_DIR", raising=False)
     config = to_config(compose_config([URI]))
     assert isinstance(config, Config)
-    assert (config.dataset.name, config.embeddings.name, config.model.pooling.value) == ("ag_news", "glove_6b_50d", "mean")
+    assert (config.dataset.name, config.embeddings.name, config.model.pooling.value) == (
+        "ag_news",
+        "glove_6b_50d",
+        "mean",
+    )
     assert config.dataset.data_dir is None and config.dataset.val_fraction == 0.1
     assert (config.optimizer.name.value, config.optimizer.lr, config.trainer.batch_size) == ("adam", 1e-3, 1024)
 
@@ -140,7 +144,9 @@ def test_out_of_range_values_name_the_key(override, key):
         to_config(compose_config([override, URI]))
 
 
-@pytest.mark.parametrize("override", ["model.pooling=avg", "trainer.epochs=many", "model.activation=swish", "trainer.unknown_key=1"])
+@pytest.mark.parametrize(
+    "override", ["model.pooling=avg", "trainer.epochs=many", "model.activation=swish", "trainer.unknown_key=1"]
+)
 def test_wrong_types_and_values_fail_while_composing(override):
     with pytest.raises(ConfigCompositionException):
         compose_config([override, URI])

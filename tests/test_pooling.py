@@ -49,7 +49,11 @@ def test_flatten_keeps_positions():
     out = run("flatten")
     assert out.shape == (2, 8)
     np.testing.assert_array_equal(out[0], X[0].reshape(-1))
-    assert output_dim(Pooling.flatten, 4, 2) == 8 and output_dim(Pooling.mean_max, 4, 2) == 4 and output_dim(Pooling.hier, 4, 2) == 2
+    assert (
+        output_dim(Pooling.flatten, 4, 2) == 8
+        and output_dim(Pooling.mean_max, 4, 2) == 4
+        and output_dim(Pooling.hier, 4, 2) == 2
+    )
 
 
 def test_hier_averages_windows_then_takes_max():

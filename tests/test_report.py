@@ -68,7 +68,7 @@ def add_run(uri: str, name: str, *, val: float | None, test: float, lr: str = "0
 # kept model; the kept one, the last, does not), one run without validation (best test accuracy)
 A_VAL, A_TEST = [0.90, 0.88, 0.89], [0.85, 0.84, 0.86]
 B_VAL, B_TEST = [0.70, 0.74], [0.71, 0.73]
-HOSTILE = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "<img src=x onerror=alert(1)>&co"]
+HOSTILE = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "<img src=x onerror=alert(1)>&co"]
 
 
 def make_store(folder: Path, empty: Path) -> str:
@@ -78,7 +78,9 @@ def make_store(folder: Path, empty: Path) -> str:
     add_run(uri, "old-a", val=0.80, test=0.79, lr="0.1", start=0, sweep=OLD_SWEEP, old_names=True)
     add_run(uri, "old-b", val=0.78, test=0.83, lr="0.01", start=1000, sweep=OLD_SWEEP, old_names=True,
             history=[0.70, 0.95, 0.78])  # fmt: skip
-    add_run(uri, "old-failed", val=0.99, test=0.99, lr="1.0", start=2000, sweep=OLD_SWEEP, status="FAILED", old_names=True)
+    add_run(
+        uri, "old-failed", val=0.99, test=0.99, lr="1.0", start=2000, sweep=OLD_SWEEP, status="FAILED", old_names=True
+    )
     for seed, (val, test) in enumerate(zip(A_VAL, A_TEST)):
         add_run(uri, f"a-{seed}", val=val, test=test, lr="0.01", seed=seed, start=3000 + seed, sweep=NEW_SWEEP)
     for seed, (val, test) in enumerate(zip(B_VAL, B_TEST)):
@@ -152,7 +154,11 @@ def test_groups_runs_that_differ_only_in_seed(new_sweep):
             assert groups.at[index, f"{name}_ci_low"] == pytest.approx(mean - half)
             assert groups.at[index, f"{name}_ci_high"] == pytest.approx(mean + half)
     lone = groups.iloc[1]
-    assert lone["val_accuracy_mean"] == 0.80 and math.isnan(lone["val_accuracy_std"]) and math.isnan(lone["val_accuracy_ci_low"])
+    assert (
+        lone["val_accuracy_mean"] == 0.80
+        and math.isnan(lone["val_accuracy_std"])
+        and math.isnan(lone["val_accuracy_ci_low"])
+    )
     assert math.isnan(groups.iloc[3]["val_accuracy_mean"])
     assert sorted(groups.iloc[0]["run_ids"].split()) == sorted(runs["run_id"].head(3))
     # runs in group order, best validation first within a group
@@ -196,7 +202,9 @@ def test_latest_sweep_table_and_files(store, tmp_path, capsys):
     assert (cells[3]["val acc %"], cells[3]["val 95% CI"], cells[3]["test acc %"]) == ("–", "–", "99.00")
     groups_csv = csv_rows(tmp_path / "r" / "results.csv")
     assert [r["n"] for r in groups_csv] == ["3", "1", "2", "1"]
-    assert float(groups_csv[0]["test_accuracy_mean"]) == pytest.approx(statistics.fmean(A_TEST))  # raw, not a percentage
+    assert float(groups_csv[0]["test_accuracy_mean"]) == pytest.approx(
+        statistics.fmean(A_TEST)
+    )  # raw, not a percentage
     runs_csv = csv_rows(tmp_path / "r" / "runs.csv")
     assert [r["run"] for r in runs_csv] == ["a-0", "a-2", "a-1", "kept-last", "new|pipe", "new|pipe", "no-val"]
     assert float(runs_csv[3]["lr"]) == float(LONG_LR)
@@ -213,14 +221,26 @@ def test_whole_experiment_default_out_and_old_names(store, tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     run_cli(capsys)
     runs = csv_rows(tmp_path / "reports" / "glove-exp" / "all" / "runs.csv")
-    assert {r["run"] for r in runs} == {"a-0", "a-1", "a-2", "new|pipe", "kept-last", "no-val", "old-a", "old-b", "lone"}
+    assert {r["run"] for r in runs} == {
+        "a-0",
+        "a-1",
+        "a-2",
+        "new|pipe",
+        "kept-last",
+        "no-val",
+        "old-a",
+        "old-b",
+        "lone",
+    }
     assert len(runs) == 10  # two new|pipe seeds; FAILED runs left out
     # old-a (lr 0.1, seed 0) and the lr=0.1 seeds of the new sweep share a configuration: one group of 3
     groups = csv_rows(tmp_path / "reports" / "glove-exp" / "all" / "results.csv")
     by_label = {g["group"]: g for g in groups}
     assert by_label["dataset.val_fraction=0.1 model.pooling=mean optimizer.lr=0.1"]["n"] == "3"
     mean = statistics.fmean([*B_VAL, 0.80])
-    assert float(by_label["dataset.val_fraction=0.1 model.pooling=mean optimizer.lr=0.1"]["val_accuracy_mean"]) == pytest.approx(mean)
+    assert float(
+        by_label["dataset.val_fraction=0.1 model.pooling=mean optimizer.lr=0.1"]["val_accuracy_mean"]
+    ) == pytest.approx(mean)
 
 
 def test_by_keys(store, tmp_path, capsys):
@@ -232,10 +252,16 @@ def test_by_keys(store, tmp_path, capsys):
     assert "pooling" in groups.columns and "lr" not in groups.columns  # context columns only where one value per group
     values = [0.80, 0.78, *A_VAL, *B_VAL, 0.80]  # no-val has no validation value
     mean, std = statistics.fmean(values), statistics.stdev(values)
-    assert groups.at[0, "val_accuracy_mean"] == pytest.approx(mean) and groups.at[0, "val_accuracy_std"] == pytest.approx(std)
+    assert groups.at[0, "val_accuracy_mean"] == pytest.approx(mean) and groups.at[
+        0, "val_accuracy_std"
+    ] == pytest.approx(std)
     twice, _ = report.group_runs(runs, ["optimizer.lr", "model.pooling"])
-    out, _ = run_cli(capsys, "--tracking-uri", store, "--by", "optimizer.lr,model.pooling", "--out", str(tmp_path / "a"))
-    run_cli(capsys, "--tracking-uri", store, "--by", "optimizer.lr", "--by", "model.pooling", "--out", str(tmp_path / "b"))
+    out, _ = run_cli(
+        capsys, "--tracking-uri", store, "--by", "optimizer.lr,model.pooling", "--out", str(tmp_path / "a")
+    )
+    run_cli(
+        capsys, "--tracking-uri", store, "--by", "optimizer.lr", "--by", "model.pooling", "--out", str(tmp_path / "b")
+    )
     assert [g["group"] for g in csv_rows(tmp_path / "a" / "results.csv")] == twice["group"].tolist()
     assert (tmp_path / "a" / "results.csv").read_text() == (tmp_path / "b" / "results.csv").read_text()
     assert "grouped by optimizer.lr, model.pooling" in out
@@ -248,9 +274,13 @@ def test_sort_accepts_either_spelling(store, tmp_path, capsys):
     old, _ = report.group_runs(runs, sort="test_accuracy")
     assert new["group"].tolist() == old["group"].tolist()
     assert new["group"].iloc[0] == "dataset.val_fraction=0 optimizer.lr=0.01"  # the best test accuracy
-    out, _ = run_cli(capsys, "--tracking-uri", store, "--sweep", NEW_SWEEP, "--sort", "time/total_s", "--out", str(tmp_path))
+    out, _ = run_cli(
+        capsys, "--tracking-uri", store, "--sweep", NEW_SWEEP, "--sort", "time/total_s", "--out", str(tmp_path)
+    )
     assert "best mean time/total_s first" in out and "mean time/total_s" in out.splitlines()[4]
-    out, _ = run_cli(capsys, "--tracking-uri", store, "--sweep", NEW_SWEEP, "--sort", "test_macro_f1", "--out", str(tmp_path))
+    out, _ = run_cli(
+        capsys, "--tracking-uri", store, "--sweep", NEW_SWEEP, "--sort", "test_macro_f1", "--out", str(tmp_path)
+    )
     assert md_rows(out.split("wrote")[0])[0][0] == "dataset.val_fraction=0 optimizer.lr=0.01"
 
 
@@ -277,8 +307,18 @@ def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     mlflow.set_experiment("glove-exp")
     table = mlflow.load_table(report.TABLE_ARTIFACT, run_ids=[run_id])
     assert table["group"].tolist()[0] == row["tags.best_group"] and table["n"].tolist() == [3, 1, 2, 1]
-    children = mlflow.search_runs(experiment_names=["glove-exp"], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
-    assert sorted(children["tags.mlflow.runName"]) == ["a-0", "a-1", "a-2", "kept-last", "new|pipe", "new|pipe", "no-val"]
+    children = mlflow.search_runs(
+        experiment_names=["glove-exp"], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'"
+    )
+    assert sorted(children["tags.mlflow.runName"]) == [
+        "a-0",
+        "a-1",
+        "a-2",
+        "kept-last",
+        "new|pipe",
+        "new|pipe",
+        "no-val",
+    ]
     # the report run carries the sweep's tag and is newest, yet neither rows nor `latest` see it
     run_cli(capsys, "--tracking-uri", uri, "--sweep", "latest", "--out", str(tmp_path / "r2"))
     assert len(csv_rows(tmp_path / "r2" / "runs.csv")) == 7
@@ -306,6 +346,7 @@ def test_plot_labels_fit_and_no_warnings(store, new_sweep, tmp_path):
 
 # --- safety ---
 
+
 def test_csv_cells_cannot_be_formulas(store, tmp_path, capsys):
     run_cli(capsys, "--tracking-uri", store, "--experiment", "..", "--out", str(tmp_path))
     runs = csv_rows(tmp_path / "runs.csv")
@@ -314,7 +355,9 @@ def test_csv_cells_cannot_be_formulas(store, tmp_path, capsys):
     assert "-0.5" in {r["lr"] for r in runs}  # a negative number stays a number
     groups = csv_rows(tmp_path / "results.csv")
     assert {g["activation"] for g in groups} == {"'=evil()"}
-    assert report.csv_safe("-3.5e-2") == "-3.5e-2" and report.csv_safe(-2.0) == -2.0 and report.csv_safe("\rx") == "'\rx"
+    assert (
+        report.csv_safe("-3.5e-2") == "-3.5e-2" and report.csv_safe(-2.0) == -2.0 and report.csv_safe("\rx") == "'\rx"
+    )
 
 
 def test_markdown_has_no_raw_html(store, tmp_path, capsys):
@@ -322,13 +365,22 @@ def test_markdown_has_no_raw_html(store, tmp_path, capsys):
     md = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;&amp;co" in md
     assert "<b>" not in md and "pooling &lt;b&gt;x&lt;/b&gt;" in md  # in the settings common to all groups
-    display = report.run_display(pd.DataFrame({"run": ["a|b\nc <b>"], "val_accuracy": [0.85412], "run_id": ["0123456789"]}))
+    display = report.run_display(
+        pd.DataFrame({"run": ["a|b\nc <b>"], "val_accuracy": [0.85412], "run_id": ["0123456789"]})
+    )
     assert report.to_markdown(display).splitlines()[2] == "| a\\|b c &lt;b&gt; |       85.41 | 01234567 |"
 
 
 @pytest.mark.parametrize(
     ("experiment", "sweep"),
-    [("..", None), ("../..", "../../etc"), ("a/../../b", "/abs/../../x"), (".", ".."), ("/", "."), (".hidden", "multirun/x")],
+    [
+        ("..", None),
+        ("../..", "../../etc"),
+        ("a/../../b", "/abs/../../x"),
+        (".", ".."),
+        ("/", "."),
+        (".hidden", "multirun/x"),
+    ],
 )
 def test_default_out_stays_in_reports(experiment, sweep, tmp_path):
     out = report.default_out(experiment, sweep)
@@ -363,7 +415,9 @@ def test_out_is_a_file(store, tmp_path, capsys):
 
 
 def test_unknown_by_and_sort_list_the_available(store, tmp_path, capsys):
-    line = assert_user_error(capsys, "--tracking-uri", store, "--by", "model.pooling,model.nope", "--out", str(tmp_path))
+    line = assert_user_error(
+        capsys, "--tracking-uri", store, "--by", "model.pooling,model.nope", "--out", str(tmp_path)
+    )
     assert "'model.nope'" in line and "model.pooling" in line and "trainer.seed" in line
     line = assert_user_error(capsys, "--tracking-uri", store, "--sort", "nope", "--out", str(tmp_path))
     assert "'nope'" in line and "val/selected_accuracy" in line and "test/accuracy" in line
@@ -397,4 +451,3 @@ def test_missing_or_broken_store(tmp_path, capsys):
     (tmp_path / "bad.db").write_text("not a database")
     line = assert_user_error(capsys, "--tracking-uri", f"sqlite:///{tmp_path}/bad.db")
     assert "cannot read the tracking store" in line
-

@@ -3,14 +3,13 @@ MLflow run per job in a shared SQLite store, then ``glove-exp-report`` over the 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import experiment_runs, metric_steps, run_cli, run_report
+from tests.conftest import experiment_runs, metric_steps, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +48,13 @@ def test_basic_sweep_with_a_failing_job_exits_1_and_names_it(tmp_path, tiny_over
     assert run.data.tags["hydra_job_num"] == "0"
     [sweep] = sweep_dirs(tmp_path)
     assert run.data.tags["sweep_id"] == sweep.relative_to(tmp_path).as_posix()
-    assert f"model.pooling=mean" not in run.data.tags["hydra_overrides"]
+    assert "model.pooling=mean" not in run.data.tags["hydra_overrides"]
     summary = proc.stdout.splitlines()[-2:]
     assert summary[0] == "sweep: 1 of 2 jobs finished"
     assert summary[1].startswith("  job 1 (") and "embeddings.dim=9" in summary[1]
-    assert summary[1].endswith(f") FAILED: {tiny_overrides[2].split('=', 1)[1]} holds 8-d vectors but embeddings.dim=9; set embeddings.dim=8")
+    assert summary[1].endswith(
+        f") FAILED: {tiny_overrides[2].split('=', 1)[1]} holds 8-d vectors but embeddings.dim=9; set embeddings.dim=8"
+    )
     assert {job["num"]: (job["status"], job.get("run_id")) for job in jobs_file(sweep)} == {
         0: ("FINISHED", run.info.run_id),
         1: ("FAILED", None),

@@ -3,7 +3,17 @@ import pytest
 
 from glove_exp.embeddings import WordVectors
 from glove_exp.errors import EmbeddingsError
-from glove_exp.text import KERAS_FILTERS, OOV, PAD, build_vocabulary, embedding_matrix, encode, oov_rate, sif_weights, tokenize
+from glove_exp.text import (
+    KERAS_FILTERS,
+    OOV,
+    PAD,
+    build_vocabulary,
+    embedding_matrix,
+    encode,
+    oov_rate,
+    sif_weights,
+    tokenize,
+)
 
 
 def keras_text_to_word_sequence(text, filters=KERAS_FILTERS, lower=True, split=" "):
@@ -36,7 +46,9 @@ def test_tokenize_keeps_apostrophes_and_case_option():
 
 
 def vectors(words, dim=3):
-    return WordVectors(words=words, vectors=np.arange(len(words) * dim, dtype=np.float32).reshape(len(words), dim) + 1, source="test")
+    return WordVectors(
+        words=words, vectors=np.arange(len(words) * dim, dtype=np.float32).reshape(len(words), dim) + 1, source="test"
+    )
 
 
 def test_vocabulary_orders_by_frequency_and_skips_words_without_vectors():

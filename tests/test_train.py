@@ -84,9 +84,14 @@ def test_trainable_embeddings_are_a_parameter_that_moves(data):
 
 def test_token_mlp_adds_a_trained_layer_of_the_given_width(data):
     plain, _, _ = train(data, {"pooling": "max", "activation": "relu"}, precomputed=False, epochs=1)
-    token, _, _ = train(data, {"pooling": "max", "token_hidden_sizes": [8], "activation": "relu"}, precomputed=False, epochs=1)
+    token, _, _ = train(
+        data, {"pooling": "max", "token_hidden_sizes": [8], "activation": "relu"}, precomputed=False, epochs=1
+    )
     # D -> 8 per token (weights and biases); the head then reads 8-wide features instead of D-wide ones
-    assert hk.data_structures.tree_size(token.params) == hk.data_structures.tree_size(plain.params) + D * 8 + 8 + (8 - D) * 128
+    assert (
+        hk.data_structures.tree_size(token.params)
+        == hk.data_structures.tree_size(plain.params) + D * 8 + 8 + (8 - D) * 128
+    )
 
 
 def test_early_stopping_restores_the_best_epoch(data):
@@ -107,11 +112,20 @@ def test_non_finite_loss_stops_with_the_epoch(data):
 
 @pytest.mark.parametrize(
     "name, schedule",
-    [(name, Schedule.constant) for name in OptimizerName] + [(OptimizerName.adam, s) for s in Schedule if s != Schedule.constant],
+    [(name, Schedule.constant) for name in OptimizerName]
+    + [(OptimizerName.adam, s) for s in Schedule if s != Schedule.constant],
 )
 def test_every_optimizer_and_schedule_learns(data, name, schedule):
     lr = 0.05 if name in (OptimizerName.sgd, OptimizerName.adagrad) else 0.01
     momentum = 0.9 if name == OptimizerName.sgd else 0.0
-    optimizer = {**ADAM, "name": name, "lr": lr, "schedule": schedule, "momentum": momentum, "weight_decay": 1e-4, "clip_norm": 1.0}
+    optimizer = {
+        **ADAM,
+        "name": name,
+        "lr": lr,
+        "schedule": schedule,
+        "momentum": momentum,
+        "weight_decay": 1e-4,
+        "clip_norm": 1.0,
+    }
     result, _, _ = train(data, {}, precomputed=True, epochs=5, optimizer=optimizer)
     assert result.history[-1].train_loss < result.history[0].train_loss
