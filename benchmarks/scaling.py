@@ -12,10 +12,10 @@ import jax
 import numpy as np
 
 from benchmarks.memory import status_mb
-from glove_exp.config import ModelConfig, OptimizerConfig
-from glove_exp.models import feature_dim, make_constants
-from glove_exp.pipeline import model_from_config
-from glove_exp.train import fit, make_optimizer, make_predict
+from glove_exp.config import OptimizerConfig
+from glove_exp.features import compute_features
+from glove_exp.models import build_model, make_constants
+from glove_exp.train import fit, make_optimizer
 
 
 def measure(num_docs: int, max_tokens: int = 50, dim: int = 50, vocab: int = 100_000, epochs: int = 2) -> dict:
@@ -23,11 +23,13 @@ def measure(num_docs: int, max_tokens: int = 50, dim: int = 50, vocab: int = 100
     table = rng.normal(size=(vocab, dim)).astype(np.float32)
     tokens = rng.integers(2, vocab, size=(num_docs, max_tokens), dtype=np.int32)
     labels = rng.integers(0, 4, size=num_docs, dtype=np.int32)
-    cfg = ModelConfig()  # mean pooling
-    model = model_from_config(cfg, 4, trainable=False)
-    consts = make_constants(table, None, feature_dim(cfg.pooling, cfg.token_hidden_sizes, max_tokens, dim))
+    model = build_model(
+        4, pooling="mean", mask_padding=True, hier_window=3, weighting="none", standardize=False,
+        token_hidden_sizes=[], hidden_sizes=[128], activation="none", dropout=0.0, init="haiku", trainable=False,
+    )  # fmt: skip
+    consts = make_constants(table, None, dim)
     tic = time.perf_counter()
-    features = make_predict(lambda p, r, x, c, t: model.features.apply(p, r, x, c), 4096)({}, tokens, consts)
+    features = compute_features(model, tokens, consts, 4096)
     feature_s = time.perf_counter() - tic
     val = min(10_000, num_docs // 10)
     steps = -(-num_docs // 1024)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from glove_exp.errors import ConfigError, GloveExpError
+from glove_exp.errors import GloveExpError
 from glove_exp.interrupts import Interrupts, interrupted_message, signal_number
 
 PROG = "glove-exp"
@@ -70,10 +70,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
     outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task)}
     try:
-        config = to_config(cfg)
-        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")) and config.dataset.val_fraction == 0:
-            raise ConfigError("an Optuna search maximises validation accuracy: set dataset.val_fraction > 0")
-        result = _run(config, hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
+        result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
         outcome.update(status="FINISHED", val_accuracy=result.val_accuracy, run_id=result.run_id)
         return result.val_accuracy
     except KeyboardInterrupt:  # the MLflow run ended KILLED; stop the sweep too

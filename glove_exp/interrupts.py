@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,10 +42,14 @@ class Interrupts:
     pending: int | None = None
 
     def install(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                signal.signal(signum, self._handle)
+        self._swap_handlers()
         return self
+
+    def _swap_handlers(self) -> dict[int, Any]:
+        """Install :meth:`_handle` (only the main thread may); returns the handlers it replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {signum: signal.signal(signum, self._handle) for signum in SIGNALS}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.run_active:
@@ -57,14 +62,17 @@ class Interrupts:
 
     @contextlib.contextmanager
     def run(self) -> Iterator[None]:
-        """While a tracked run is active, signals raise ``KeyboardInterrupt`` (the run ends KILLED)."""
-        self.install()  # a launcher's worker process runs jobs without calling main()
+        """While a tracked run is active, signals raise ``KeyboardInterrupt`` (the run ends KILLED);
+        the handlers in place before (a launcher's worker, a notebook) come back afterwards."""
+        previous = self._swap_handlers()
         self.run_active = True
         try:
             yield
         finally:
             self.run_active = False
             self.pending = None
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     @contextlib.contextmanager
     def store_call(self) -> Iterator[None]:

@@ -5,6 +5,7 @@ data, vectors) before the MLflow run is created, so a user error leaves no run b
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from glove_exp.models import Model, Weighting, build_model, feature_dim, make_co
 from glove_exp.serving import Predictor, TextSettings
 from glove_exp.text import Encoded, encode_splits, sif_weights
 from glove_exp.train import EpochMetrics, FitResult, fit, make_optimizer, make_predict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,63 +81,75 @@ def run_name(config: Config) -> str:
     return config.tracking.run_name or f"{config.dataset.name}-{config.embeddings.name}-{config.model.pooling.value}"
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything training needs, built and checked before any MLflow run exists."""
+
+    splits: Splits
+    vectors_source: str
+    encoded: Encoded
+    model: Model
+    inputs: Inputs
+
+
 def run(
     config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None = None, progress: bool = False
 ) -> RunResult:
     """Train, evaluate, explain and log one configuration."""
-    interrupts = interrupts or Interrupts()
     timer = StageTimer()
     experiment_id = tracking.open_experiment(config.tracking.uri, config.tracking.experiment)
-    with timer("data"):
-        splits = load_splits(config.dataset, config.trainer.seed)
-    with timer("vectors"):
-        vectors = load_word_vectors(config.embeddings, progress=progress)
-    with timer("tokens"):
-        texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
-        encoded = encode_splits(
-            texts, vectors, config.embeddings.lowercase, config.trainer.max_tokens, config.embeddings.drop_oov
-        )
-    model = model_from_config(config)
-    with timer("features"):
-        inputs = frozen_inputs(model, encoded, config)
-    tags = tracking.run_tags(config, job, splits.files, vectors.source)
-    with tracking.tracked_run(experiment_id, run_name(config), tags, interrupts) as tracked:
+    prepared = prepare(config, timer, progress)
+    splits, encoded, model, inputs = prepared.splits, prepared.encoded, prepared.model, prepared.inputs
+    tags = tracking.run_tags(config, job, splits.files, prepared.vectors_source)
+    with tracking.tracked_run(experiment_id, run_name(config), tags, interrupts or Interrupts()) as tracked:
         tracked.log_config(config, encoded, int(inputs.consts.feature_mean.shape[0]))
         with timer("train"):
-            result = _fit(model, inputs, splits, config, tracked.log_epoch, progress)
+            result = fit_model(prepared, config, tracked.log_epoch, progress)
         with timer("evaluate"):
             apply = (model.head if inputs.precomputed else model.forward).apply
             logits = make_predict(apply, config.trainer.eval_batch_size)(result.params, inputs.test, inputs.consts)
             evaluation = evaluate(splits.test.labels, logits.argmax(-1), config.dataset.class_names)
             text = TextSettings(config.embeddings.lowercase, config.embeddings.drop_oov, config.trainer.max_tokens)
-            predictor = Predictor(
-                model,
-                config.dataset.class_names,
-                text,
-                encoded.words,
-                result.params,
-                inputs.consts,
-                config.trainer.eval_batch_size,
-            )
+            names, batch = config.dataset.class_names, config.trainer.eval_batch_size
+            predictor = Predictor(model, names, text, encoded.words, result.params, inputs.consts, batch)
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):
             test = splits.test
             pages = explain_examples(
-                predictor.predict_proba, test.texts, test.labels, config.dataset.class_names,
+                predictor.predict_proba, test.texts, test.labels, names,
                 choose_examples(config.explain.num_examples, len(test), config.trainer.seed), Path(tmp) / "lime",
                 num_features=config.explain.num_features, num_samples=config.explain.num_samples,
                 seed=config.trainer.seed, progress=progress,
             )  # fmt: skip
             tracked.log_pages(pages, "lime")
         with timer("log"):
-            title = f"{run_name(config)}: test accuracy {evaluation.accuracy:.1%}"
-            tracked.log_outcome(result, evaluation, config.dataset.class_names, title)
+            tracked.log_outcome(
+                result, evaluation, names, f"{run_name(config)}: test accuracy {evaluation.accuracy:.1%}"
+            )
             if config.tracking.log_model:
-                tracked.log_model(predictor, splits.test.texts[:2])
+                tracked.log_model(predictor, test.texts[:2])
         tracked.log_metrics(
             {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
         )
     val = result.selected.val_accuracy if inputs.val is not None else None
     return RunResult(tracked.run_id, run_name(config), val, evaluation.accuracy, timer.summary())
+
+
+def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepared:
+    """Splits -> vectors -> encoded tokens -> model and frozen inputs, timed per stage."""
+    with timer("data"):
+        splits = load_splits(config.dataset, config.trainer.seed)
+    with timer("vectors"):
+        vectors = load_word_vectors(config.embeddings, progress=progress)
+    with timer("tokens"):
+        texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
+        e = config.embeddings
+        encoded = encode_splits(texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov)
+    if encoded.oov_rate > 0.5:
+        log.warning("%.0f%% of training tokens have no vector in %s", 100 * encoded.oov_rate, vectors.source)
+    model = model_from_config(config)
+    with timer("features"):
+        inputs = frozen_inputs(model, encoded, config)
+    return Prepared(splits, vectors.source, encoded, model, inputs)
 
 
 def model_from_config(config: Config) -> Model:
@@ -163,22 +178,23 @@ def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
     )
 
 
-def _fit(
-    model: Model,
-    inputs: Inputs,
-    splits: Splits,
+def fit_model(
+    prepared: Prepared,
     config: Config,
-    on_epoch: Callable[[EpochMetrics], None],
-    progress: bool,
+    on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
+    progress: bool = False,
 ) -> FitResult:
+    """Train the prepared model with the configured optimizer and trainer settings."""
+    splits, inputs = prepared.splits, prepared.inputs
     steps_per_epoch = -(-len(splits.train) // config.trainer.batch_size)
     optimizer = make_optimizer(
         **asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs
     )
     val = None if splits.val is None else (inputs.val, splits.val.labels)
+    transformed = prepared.model.head if inputs.precomputed else prepared.model.forward
     t = config.trainer
     return fit(
-        model.head if inputs.precomputed else model.forward, optimizer, (inputs.train, splits.train.labels), val,
+        transformed, optimizer, (inputs.train, splits.train.labels), val,
         inputs.consts, jax.random.PRNGKey(t.seed), epochs=t.epochs, batch_size=t.batch_size,
         eval_batch_size=t.eval_batch_size, shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience,
         on_epoch=on_epoch, progress=progress,

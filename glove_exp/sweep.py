@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
 
 class SweepSummary(Callback):
     """Registered under ``hydra.callbacks`` in conf/config.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")) and config.dataset.val_fraction == 0:
+            print(
+                "glove-exp: error: an Optuna search maximises validation accuracy: set dataset.val_fraction > 0",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)  # Hydra turns an Exception from a callback into a warning
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = read_jobs(config.hydra.sweep.dir)

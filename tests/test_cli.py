@@ -17,13 +17,21 @@ from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
 
 
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """``cli.main`` installs its handlers in this process; pytest's own come back afterwards."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture
 def run_main(monkeypatch, tmp_path, capsys):
     """``glove-exp <args>`` in this process (in ``tmp_path``): exit status and stderr lines."""
     for name in ("HYDRA_FULL_ERROR", "NO_COLOR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
         monkeypatch.delenv(name, raising=False)  # main() sets them; restored after the test
     monkeypatch.chdir(tmp_path)
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def main(*args: str) -> tuple[int, list[str]]:
         # Hydra's log handlers must not keep pytest's captured stderr, which closes after the test
@@ -31,12 +39,8 @@ def run_main(monkeypatch, tmp_path, capsys):
             f"hydra.{kind}.handlers.console.stream=ext://sys.__stderr__" for kind in ("job_logging", "hydra_logging")
         ]
         monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *real])
-        try:
-            with pytest.raises(SystemExit) as exit_info:
-                cli.main()
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
         return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
 
     return main
@@ -160,22 +164,36 @@ def test_an_interrupt_during_a_tracking_call_waits_for_it(tmp_path):
     from glove_exp import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     steps = []
 
     def write() -> None:
         os.kill(os.getpid(), signal.SIGINT)  # delivered at the next bytecode, inside this call
         steps.append("write finished")
 
-    try:
-        experiment_id = tracking.open_experiment(uri, "glove-exp")
-        with pytest.raises(KeyboardInterrupt, match="signal 2"):
-            with tracking.tracked_run(experiment_id, "interrupted", {}, Interrupts()) as run:
-                run.call(write)
-                steps.append("after the write")
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    experiment_id = tracking.open_experiment(uri, "glove-exp")
+    with pytest.raises(KeyboardInterrupt, match="signal 2"):
+        with tracking.tracked_run(experiment_id, "interrupted", {}, Interrupts()) as run:
+            run.call(write)
+            steps.append("after the write")
     assert steps == ["write finished"]
     [run] = experiment_runs(tmp_path)
     assert run.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("spelling", ["experiment=seed_tutorial", "+experiment=seed_tutorial"])
+def test_experiment_presets_compose_with_or_without_plus(spelling, monkeypatch, capsys):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["glove-exp", spelling, "--cfg", "job"])
+    cli.main()
+    job = capsys.readouterr().out
+    assert "val_fraction: 0" in job and "shuffle: false" in job
+
+
+def test_a_tracked_run_gives_back_the_signal_handlers_it_found(tmp_path):
+    from glove_exp import tracking
+
+    before = signal.getsignal(signal.SIGINT)
+    experiment_id = tracking.open_experiment(f"sqlite:///{tmp_path}/mlflow.db", "glove-exp")
+    with tracking.tracked_run(experiment_id, "run", {}, Interrupts()):
+        assert signal.getsignal(signal.SIGINT) is not before
+    assert signal.getsignal(signal.SIGINT) is before

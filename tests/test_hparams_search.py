@@ -60,3 +60,12 @@ def test_submitit_local_launcher_runs_each_job(store, ag_dir, glove_file):
     assert out.returncode == 0, out.stderr
     assert sorted(r.data.tags["pooling"] for r in finished_runs()) == ["max", "mean"]
     assert "sweep: 2 of 2 jobs finished" in out.stdout + out.stderr
+
+
+def test_optuna_without_a_validation_split_is_refused_in_one_line(store, ag_dir, glove_file):
+    out = glove_exp(store, ag_dir, glove_file, "hparams_search=optuna", "dataset.val_fraction=0")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "glove-exp: error: an Optuna search maximises validation accuracy: set dataset.val_fraction > 0"
+    ]
+    assert not list((store / "multirun").glob("*/*/0"))  # no job ran
