@@ -3,6 +3,8 @@ config error, and Ctrl-C / SIGTERM ending the run KILLED with exit 128 + signal.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import subprocess
 import sys
@@ -27,21 +29,20 @@ def restore_signal_handlers():
 
 
 @pytest.fixture
-def run_main(monkeypatch, tmp_path, capsys):
+def run_main(monkeypatch, tmp_path):
     """``glove-exp <args>`` in this process (in ``tmp_path``): exit status and stderr lines."""
     for name in ("HYDRA_FULL_ERROR", "NO_COLOR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
         monkeypatch.delenv(name, raising=False)  # main() sets them; restored after the test
     monkeypatch.chdir(tmp_path)
 
     def main(*args: str) -> tuple[int, list[str]]:
-        # Hydra's log handlers must not keep pytest's captured stderr, which closes after the test
-        real = [
-            f"hydra.{kind}.handlers.console.stream=ext://sys.__stderr__" for kind in ("job_logging", "hydra_logging")
-        ]
-        monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *real])
-        with pytest.raises(SystemExit) as exit_info:
+        # no logging set-up: its dictConfig closes handlers, and absl's closes the stream it was made with
+        no_logging = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+        monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *no_logging])
+        err = io.StringIO()
+        with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(err):
             cli.main()
-        return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+        return exit_info.value.code, err.getvalue().strip().splitlines()
 
     return main
 

@@ -60,7 +60,8 @@ def resolve_with_hydra(cfg):
 def test_tracking_uri_defaults_to_an_absolute_sqlite_store_in_the_launch_dir(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = resolve_with_hydra(compose_config([], hydra=True))["uri"]
-    assert uri == f"sqlite:///{Path.cwd()}/mlflow.db" and Path(uri.removeprefix("sqlite:///")).is_absolute()
+    assert uri == f"sqlite:///{Path.cwd()}/mlflow.db?timeout=10"  # SQLite's busy timeout for parallel jobs
+    assert Path(uri.removeprefix("sqlite:///")).is_absolute()
 
 
 def test_tracking_uri_honours_mlflow_env(monkeypatch):
