@@ -40,22 +40,11 @@ def table(rows: list[dict]) -> str:
 
 
 def compose_seed_tutorial(data_dir: str, pooling: str):
-    from hydra import compose, initialize_config_dir
+    from benchmarks.seeds import compose
 
-    from glove_exp.config import register, to_config
-
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "experiment=seed_tutorial",
-                f"model.pooling={pooling}",
-                f"dataset.data_dir={data_dir}",
-                "tracking.uri=unused",
-            ],
-        )
-    return to_config(cfg)
+    return compose(
+        ["experiment=seed_tutorial", f"model.pooling={pooling}", f"dataset.data_dir={data_dir}", "tracking.uri=unused"]
+    )
 
 
 def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dict]:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from benchmarks import glove_loading, run
+from benchmarks import glove_loading, run, seeds
 
 pytestmark = pytest.mark.slow
 
@@ -42,3 +42,30 @@ def test_loaders_agree_and_the_cache_is_used(tmp_path):
     assert all(r["words"] == 2000 and r["seconds"] > 0 and r["peak_mb"] >= 0 for r in rows)
     assert len(list((tmp_path / "cache" / "vectors").iterdir())) == 1
     json.dumps(rows)  # what python -m benchmarks.glove_loading prints
+
+
+def test_seeds_tables_hold_every_pooling_and_seed(ag_dir, tmp_path, capsys):
+    out = tmp_path / "seeds.md"
+    assert seeds.main(["--data-dir", str(ag_dir), "--seeds", "0,1", "--epochs", "1", "--out", str(out)]) == 0
+    report = out.read_text()
+    assert report in capsys.readouterr().out
+    summary, per_seed = report.split("## Per seed")
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in summary.splitlines()
+        if line.startswith("| ") and "pooling" not in line
+    }
+    assert list(rows) == list(seeds.POOLINGS)
+    seed_rows = [
+        line.split("|")[1:5] for line in per_seed.splitlines() if line.startswith("| ") and "pooling" not in line
+    ]
+    assert [(p.strip(), int(s)) for p, s, *_ in seed_rows] == [(p, s) for p in seeds.POOLINGS for s in (0, 1)]
+    for pooling, line in rows.items():
+        # seeds; mean, std, min and max of the tutorial loop, then of glove-exp; the difference of means
+        count, *sides, difference = [float(x) for x in re.findall(r"[-+]?\d+(?:\.\d+)?", line)]
+        assert count == 2 and len(sides) == 8
+        values = [[float(row[2 + side]) for row in seed_rows if row[0].strip() == pooling] for side in (0, 1)]
+        for (mean, std, low, high), accuracies in zip((sides[:4], sides[4:]), values):
+            assert 0 <= low <= mean <= high <= 100 and std >= 0
+            assert (low, high) == (min(accuracies), max(accuracies))
+        assert difference == pytest.approx(sides[4] - sides[0], abs=0.011)
