@@ -7,7 +7,7 @@ For flatten, mean and sum pooling and every seed, both sides train on the train 
 ``--data-dir`` (all rows with ``--val-fraction 0``, as the tutorial does) and report accuracy on
 the whole test split. The tutorial side is :mod:`benchmarks.tutorial_loop` (its step jitted unless
 ``--eager``; the seed drives Haiku's init); glove-exp's side is ``pipeline.run`` on
-``+experiment=seed_tutorial model.pooling=P trainer.seed=S`` composed with Hydra's compose API,
+``experiment=seed_tutorial model.pooling=P trainer.seed=S`` composed with Hydra's compose API,
 tracked into a throw-away SQLite store. Prints Markdown tables and writes them to ``--out``.
 """
 
@@ -75,7 +75,7 @@ def glove_exp_accuracies(data_dir: Path, seeds: list[int], epochs: int, val_frac
             for seed in seeds:
                 config = compose(
                     [
-                        "+experiment=seed_tutorial", f"model.pooling={pooling}", f"trainer.seed={seed}", f"trainer.epochs={epochs}",
+                        "experiment=seed_tutorial", f"model.pooling={pooling}", f"trainer.seed={seed}", f"trainer.epochs={epochs}",
                         f"dataset.val_fraction={val_fraction}", f"dataset.data_dir={data_dir}", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
                         "explain.num_examples=0", "tracking.log_model=false",
                     ]
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/seeds.md")
     args = parser.parse_args(argv)
-    from glove_exp.config import existing_data_dir
+    from glove_exp.data import existing_data_dir
     from glove_exp.errors import GloveExpError
 
     seeds = [int(s) for s in args.seeds.split(",")]

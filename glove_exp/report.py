@@ -46,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from glove_exp import tracking
 from glove_exp.errors import GloveExpError
+from glove_exp.interrupts import Interrupts
 
 PROG = "glove-exp-report"
 REPORT_TAG = "glove_exp.report"
@@ -532,22 +533,23 @@ def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple
         "best_group": str(groups["group"].iloc[0])[:5000],
         **({"sweep_id": sweep} if sweep else {}),
     }
+    experiment_id = tracking.open_experiment(uri, experiment)
     try:
-        with tracking.tracked_run(uri, experiment, f"report-{sweep or experiment}", tags) as active:
-            mlflow.log_params(params)
-            mlflow.log_metrics(best_group_metrics(groups))
-            mlflow.log_table(groups, artifact_file=TABLE_ARTIFACT)
-            mlflow.log_figure(figure, FILES[-1])
+        with tracking.tracked_run(experiment_id, f"report-{sweep or experiment}", tags, Interrupts(PROG)) as report_run:
+            report_run.log_params(params)
+            report_run.log_metrics(best_group_metrics(groups))
+            report_run.call(mlflow.log_table, groups, artifact_file=TABLE_ARTIFACT)
+            report_run.call(mlflow.log_figure, figure, FILES[-1])
             for path in files[:-1]:
-                mlflow.log_artifact(str(path))
+                report_run.call(mlflow.log_artifact, str(path))
         if sweep:
             client = mlflow.MlflowClient(uri)
             for run_id in run_ids:
                 if PARENT_TAG not in client.get_run(run_id).data.tags:
-                    client.set_tag(run_id, PARENT_TAG, active.info.run_id)
+                    client.set_tag(run_id, PARENT_TAG, report_run.run_id)
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the report to {uri}: {str(err).strip().splitlines()[0]}") from err
-    return active.info.run_id
+    return report_run.run_id
 
 
 def _path_part(text: str, fallback: str) -> str:

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# What `glove-exp` sets before it imports MLflow (cli.quiet_environment); here before any test does.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 # Each class has its own topic words; documents mix them with shared filler words.
 TOPICS = [

@@ -129,6 +129,9 @@ def test_non_utf8_bytes_name_file_and_line(tmp_path):
 
 def test_hub_unreachable_points_at_data_dir(monkeypatch):
     import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # past the reachability check, into datasets
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'fancyzhx/ag_news' on the Hub (LocalEntryNotFoundError)")
@@ -142,9 +145,12 @@ def test_hub_unreachable_points_at_data_dir(monkeypatch):
         load_splits(cfg, seed=0)
 
 
-def test_hub_path_joins_text_fields(tmp_path):
+def test_hub_path_joins_text_fields(tmp_path, monkeypatch):
     """The hub branch through `datasets.load_dataset`, fed a local dataset folder instead of a hub id."""
     import pandas as pd
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no reachability check for a local folder
 
     repo = tmp_path / "dbpedia_like"
     repo.mkdir()

@@ -33,7 +33,7 @@ def add_run(uri: str, name: str, *, val: float | None, test: float, lr: str = "0
     validation split). ``history`` is the per-epoch validation accuracy; the kept model is the last
     epoch, ``val``. ``old_names``: the metric names of stores written before the rename."""
     client = mlflow.MlflowClient(uri)
-    experiment_id = tracking.ensure_experiment(uri, experiment)
+    experiment_id = tracking.open_experiment(uri, experiment)
     tags = {"mlflow.runName": name, "dataset": "ag_news", "embeddings": "glove50", "pooling": pooling}
     if sweep:
         tags |= {"sweep_id": sweep, "hydra_job_num": "0", "hydra_overrides": f"optimizer.lr={lr} trainer.seed={seed}"}
