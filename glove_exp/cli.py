@@ -90,12 +90,32 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
     from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
 
+    search = sweep_dir is not None and "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
     job = JobInfo(
-        hydra_cfg.job.name, hydra_cfg.job.num if sweep_dir else None, sweep_dir, tuple(hydra_cfg.overrides.task)
+        name=hydra_cfg.job.name,
+        num=hydra_cfg.job.num if sweep_dir else None,
+        sweep_id=sweep_dir,
+        overrides=tuple(hydra_cfg.overrides.task),
+        preset=hydra_cfg.runtime.choices.get("experiment"),
+        varying=sweep_keys(sweep_dir) if sweep_dir and not search else (),
+        search=search,
     )
     result = run(config, job, interrupts, progress=sys.stderr.isatty())
     print(f"{PROG}: {result.summary}", flush=True)
     return result
+
+
+def sweep_keys(sweep_dir: str) -> tuple[str, ...]:
+    """The keys a sweep varies (``model.pooling=mean,max``), from the ``multirun.yaml`` Hydra saves
+    in the sweep folder before it launches the jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        return ()
+    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.load(saved).hydra.overrides.task))
+    return tuple(o.key_or_group for o in overrides if o.is_sweep_override())
 
 
 def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:

@@ -156,8 +156,9 @@ class TrainerConfig:
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = "glove-exp"
-    run_name: str | None = None  # default: <dataset>-<embeddings>-<pooling>
-    log_model: bool = True  # log the classifier as an MLflow pyfunc model named `model`
+    run_name: str | None = None  # default: the preset (or the pooling) and the values a sweep varies
+    log_model: bool = True  # log the classifier as an MLflow pyfunc model
+    model_name: str = "model"  # its name: runs:/<run id>/<model_name>
 
 
 @dataclass

@@ -32,12 +32,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JobInfo:
-    """Where the run sits in Hydra: job name, number in a sweep, and the sweep's folder."""
+    """Where the run sits in Hydra: job name, number in a sweep, the sweep's folder, the job's
+    overrides, the experiment preset, the keys the sweep varies, and whether it is a search."""
 
     name: str = "glove-exp"
     num: int | None = None
     sweep_id: str | None = None
     overrides: tuple[str, ...] = ()
+    preset: str | None = None
+    varying: tuple[str, ...] = ()
+    search: bool = False
 
 
 @dataclass
@@ -77,8 +81,23 @@ class RunResult:
         return f"{self.name}: {val} test {self.test_accuracy:.2%} | {self.timings}"
 
 
-def run_name(config: Config) -> str:
-    return config.tracking.run_name or f"{config.dataset.name}-{config.embeddings.name}-{config.model.pooling.value}"
+def run_name(config: Config, job: JobInfo = JobInfo()) -> str:
+    """Short and unique within a sweep: the preset (else the pooling), then the values the sweep
+    varies (``seed_tutorial-flatten-seed=0``, ``mean-max_tokens=100``) or a search's trial number."""
+    base = config.tracking.run_name or job.preset or config.model.pooling.value
+    if job.search:
+        return f"{base}-trial{job.num}"
+    values = dict(override.split("=", 1) for override in job.overrides if "=" in override)
+    parts = [base]
+    for key in job.varying:
+        value = values.get(key, "").rstrip("/").rsplit("/", 1)[-1][:20]
+        if key == "model.pooling":
+            parts += [value] if value != base else []
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    if job.num is not None and len(parts) == 1:  # a sweep that varies nothing visible: keep names apart
+        parts.append(str(job.num))
+    return "-".join(parts)
 
 
 @dataclass(frozen=True)
@@ -101,8 +120,10 @@ def run(
     prepared = prepare(config, timer, progress)
     splits, encoded, model, inputs = prepared.splits, prepared.encoded, prepared.model, prepared.inputs
     tags = tracking.run_tags(config, job, splits.files, prepared.vectors_source)
-    with tracking.tracked_run(experiment_id, run_name(config), tags, interrupts or Interrupts()) as tracked:
+    name = run_name(config, job)
+    with tracking.tracked_run(experiment_id, name, tags, interrupts or Interrupts()) as tracked:
         tracked.log_config(config, encoded, int(inputs.consts.feature_mean.shape[0]))
+        tracked.log_datasets(splits, config.dataset)
         with timer("train"):
             result = fit_model(prepared, config, tracked.log_epoch, progress)
         with timer("evaluate"):
@@ -122,16 +143,14 @@ def run(
             )  # fmt: skip
             tracked.log_pages(pages, "lime")
         with timer("log"):
-            tracked.log_outcome(
-                result, evaluation, names, f"{run_name(config)}: test accuracy {evaluation.accuracy:.1%}"
-            )
+            tracked.log_outcome(result, evaluation, names, f"{name}: test accuracy {evaluation.accuracy:.1%}")
             if config.tracking.log_model:
-                tracked.log_model(predictor, test.texts[:2])
+                tracked.log_model(predictor, test.texts[:2], config.tracking.model_name, name)
         tracked.log_metrics(
             {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
         )
     val = result.selected.val_accuracy if inputs.val is not None else None
-    return RunResult(tracked.run_id, run_name(config), val, evaluation.accuracy, timer.summary())
+    return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary())
 
 
 def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepared:

@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +36,8 @@ from glove_exp.files import sha256_file
 from glove_exp.interrupts import Interrupts
 
 if TYPE_CHECKING:
+    from glove_exp.config import DatasetConfig
+    from glove_exp.data import Splits
     from glove_exp.evaluate import Evaluation
     from glove_exp.pipeline import JobInfo
     from glove_exp.serving import Predictor
@@ -48,6 +51,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 LOCK_SECONDS = 15
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "lime", "hydra-core")
 
 
@@ -118,7 +122,28 @@ def open_experiment(uri: str, experiment: str) -> str:
         raise TrackingError(
             f"tracking.experiment={experiment!r} is deleted in {uri}; restore it (mlflow experiments restore) or pick another name"
         )
+    end_dead_runs(client, found.experiment_id)
     return found.experiment_id
+
+
+def end_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> None:
+    """Runs left RUNNING by a process of this host that no longer exists (SIGKILL, power loss) end KILLED."""
+    host = socket.gethostname().replace("'", "")
+    for run in client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'"):
+        pid = int(run.data.tags.get("pid", "0"))
+        if pid and not _alive(pid):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            log.warning("run %s of process %d was left RUNNING; marked KILLED", run.info.run_id, pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def git_commit() -> str:
@@ -208,7 +233,30 @@ class TrackedRun:
 
         self.call(mlflow.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
 
-    def log_model(self, predictor: Predictor, example_texts: list[str]) -> None:
+    def log_datasets(self, splits: Splits, dataset: DatasetConfig) -> None:
+        """Each split as an MLflow dataset input (the runs table's Dataset column), with its source:
+        the local file, or the hub id and split (validation rows are carved from train)."""
+        import pandas as pd
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        for split, part in splits.parts().items():
+            if part is None:
+                continue
+            hub_split = dataset.test_split if split == "test" else dataset.train_split  # val is carved from train
+            path = splits.files.get(hub_split)
+            source = (
+                Path(path).resolve().as_uri()
+                if path
+                else HuggingFaceDatasetSource(dataset.hub_id, dataset.hub_config, split=hub_split)
+            )
+            labels = np.asarray(dataset.class_names, dtype=object)[part.labels]
+            frame = pd.DataFrame({"text": part.texts, "label": labels})
+            with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+                data = mlflow.data.from_pandas(frame, source=source, targets="label", name=f"{dataset.name}-{split}")
+            self.call(mlflow.log_input, data, context=DATASET_CONTEXTS[split])
+
+    def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> None:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example."""
         import pandas as pd
         from mlflow.models import infer_signature
@@ -221,7 +269,8 @@ class TrackedRun:
             output = pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
             self.call(
                 mlflow.pyfunc.log_model,
-                name="model",
+                name=name,
+                tags={"run_name": run_name},
                 python_model=str(Path(__file__).with_name("mlflow_model.py")),
                 artifacts={"predictor": str(folder)},
                 code_paths=[str(Path(__file__).resolve().parent)],

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import importlib.metadata
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -48,18 +49,16 @@ def single(tmp_path_factory, tiny_data):
 def test_run_returns_its_run_and_accuracies(single):
     _, result, run = single
     assert result.run_id == run.info.run_id
-    assert result.name == "ag_news-local-mean"
+    assert result.name == "mean"  # no preset, no sweep: the pooling
     assert result.val_accuracy == run.data.metrics["val/selected_accuracy"]
     assert result.test_accuracy == run.data.metrics["test/accuracy"]
-    assert re.fullmatch(
-        r"ag_news-local-mean: val \d+\.\d\d% test \d+\.\d\d% \| data .* \| total \d+\.\ds", result.summary
-    )
+    assert re.fullmatch(r"mean: val \d+\.\d\d% test \d+\.\d\d% \| data .* \| total \d+\.\ds", result.summary)
 
 
 def test_run_is_finished_with_its_artifacts_beside_the_store(single):
     store, _, run = single
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "ag_news-local-mean"
+    assert run.info.run_name == "mean"
     assert artifact_dir(run).is_relative_to(store / "mlartifacts")
 
 
@@ -224,7 +223,7 @@ def test_val_fraction_0_trains_on_all_rows_and_logs_no_val_metrics(tiny_data, tm
 def test_a_diverging_run_names_the_epoch_warns_nothing_and_ends_failed(tiny_data, tmp_path):
     config = tiny_config(tiny_data, tmp_path, "optimizer.lr=1e30", "trainer.epochs=20")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no floating-point warning may reach the user, whatever the CPU
+        warnings.simplefilter("error", RuntimeWarning)  # no floating-point warning may reach the user, whatever the CPU
         with pytest.raises(
             TrainingError, match=r"training diverged: train loss is nan in epoch (\d+); lower optimizer\.lr"
         ) as err:
@@ -269,3 +268,56 @@ def test_an_unreachable_hub_fails_at_once_naming_the_fixes(tiny_data, tmp_path, 
         pipeline.run(config)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_each_split_is_an_mlflow_dataset_input_with_its_source(single, tiny_data):
+    _, _, run = single
+    inputs = {
+        tag.value: d.dataset for d in run.inputs.dataset_inputs for tag in d.tags if tag.key == "mlflow.data.context"
+    }
+    assert sorted(inputs) == ["test", "training", "validation"]
+    assert inputs["training"].name == "ag_news-train" and inputs["test"].name == "ag_news-test"
+    assert json.loads(inputs["training"].source)["uri"] == (tiny_data["ag_dir"] / "train.csv").as_uri()
+    assert json.loads(inputs["validation"].source)["uri"] == (tiny_data["ag_dir"] / "train.csv").as_uri()
+    assert json.loads(inputs["test"].source)["uri"] == (tiny_data["ag_dir"] / "test.csv").as_uri()
+    assert json.loads(inputs["test"].profile)["num_rows"] == NUM_TEST
+    assert len({d.digest for d in inputs.values()}) == 3
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (pipeline.JobInfo(), "mean"),
+        (pipeline.JobInfo(preset="swem"), "swem"),
+        (
+            pipeline.JobInfo(num=4, overrides=("model.pooling=flatten", "trainer.seed=1", "a.b=c"), preset="seed_tutorial",
+                             varying=("model.pooling", "trainer.seed")),
+            "seed_tutorial-flatten-seed=1",
+        ),
+        (pipeline.JobInfo(num=1, overrides=("model.pooling=mean", "trainer.max_tokens=100"), varying=("model.pooling", "trainer.max_tokens")), "mean-max_tokens=100"),
+        (pipeline.JobInfo(num=7, overrides=("model.pooling=mean",), search=True), "mean-trial7"),
+        (pipeline.JobInfo(num=2, overrides=("trainer.epochs=3",)), "mean-2"),
+    ],
+)  # fmt: skip
+def test_run_names_say_what_differs(job, expected, tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path, *(o for o in job.overrides if not o.startswith("a.")))
+    assert pipeline.run_name(config, job) == expected
+
+
+def test_runs_left_running_by_a_dead_process_end_killed(tmp_path):
+    import socket
+    import subprocess
+
+    from glove_exp import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = tracking.open_experiment(uri, "glove-exp")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client = mlflow.MlflowClient(uri)
+    tags = {"host": socket.gethostname()}
+    orphan = client.create_run(experiment_id, tags={**tags, "pid": str(dead.pid)}).info.run_id
+    alive = client.create_run(experiment_id, tags={**tags, "pid": str(os.getpid())}).info.run_id
+    tracking.open_experiment(uri, "glove-exp")
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(alive).info.status == "RUNNING"

@@ -90,6 +90,9 @@ def test_eight_parallel_jobs_share_the_store(parallel_sweep):
         (pooling, seed) for pooling in ("mean", "max", "sum", "min") for seed in ("0", "1")
     )
     assert_one_sweep(tmp_path, runs, jobs=8)
+    names = sorted(run.info.run_name for run in runs)  # what the sweep varies, and nothing else
+    assert names == sorted(f"{pooling}-seed={seed}" for pooling in ("mean", "max", "sum", "min") for seed in (0, 1))
+    assert "ConfigStore schema" not in proc.stderr  # no copies of the launcher plugins' configs
     for run in runs:
         assert {"test/accuracy", "test/macro_f1", "val/selected_accuracy", "time/total_s"} <= set(run.data.metrics)
         assert [step for step, _ in metric_steps(tmp_path, run.info.run_id, "val/loss")] == [1, 2]
