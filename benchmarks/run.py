@@ -49,7 +49,7 @@ def compose_seed_tutorial(data_dir: str, pooling: str):
 
 def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dict]:
     """Per-epoch seconds of the tutorial's loop and of glove-exp's, same data and config."""
-    from benchmarks.tutorial_loop import tutorial_epoch_seconds, tutorial_inputs
+    from benchmarks.tutorial_loop import tutorial_encode, tutorial_epoch_seconds
     from glove_exp.embeddings import load_package_vectors
     from glove_exp.pipeline import StageTimer, fit_model, prepare
 
@@ -67,7 +67,7 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
         steps = -(-len(labels) // batch)
         tutorial = {}
         for whole in (False, True):
-            matrix, ids = tutorial_inputs(
+            matrix, ids, _ = tutorial_encode(
                 splits.train.texts,
                 splits.test.texts,
                 glove.lookup(),
@@ -169,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     sections.append("## GloVe 6B-50d text loading\n\n" + table(loading))
     scaling = bench_scaling([int(s) for s in args.sizes.split(",")])
     sections.append("## Scaling: synthetic documents x 50 tokens x 50-d, mean pooling\n\n" + table(scaling))
-    report = "\n\n".join(sections) + "\n"
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    publish("\n\n".join(sections) + "\n", args.out)
     return 0
+
+
+def publish(report: str, out: Path) -> None:
+    """Print a Markdown report and write it to ``out``."""
+    print(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

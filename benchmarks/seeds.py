@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from benchmarks.run import ROOT
+from benchmarks.run import ROOT, publish
 
 if TYPE_CHECKING:
     from glove_exp.config import Config
@@ -150,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Summary\n\n{summary(results).to_markdown(index=False, disable_numparse=True)}\n\n"
         f"## Per seed\n\n{per_seed(results).to_markdown(index=False, floatfmt='.2f')}\n"
     )
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    publish(report, args.out)
     return 0
 
 

@@ -67,19 +67,6 @@ def tutorial_encode(
     return matrix, ids(train_tokens), ids(test_tokens)
 
 
-def tutorial_inputs(
-    train_texts: list[str],
-    test_texts: list[str],
-    lookup: dict[str, int],
-    vectors: np.ndarray,
-    max_tokens: int,
-    whole_table: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The embedding matrix and the train ids of :func:`tutorial_encode` (what the timing needs)."""
-    matrix, train_ids, _ = tutorial_encode(train_texts, test_texts, lookup, vectors, max_tokens, whole_table)
-    return matrix, train_ids
-
-
 def tutorial_model(matrix: np.ndarray, pooling: str, num_classes: int) -> hk.Transformed:
     """Embedding (a parameter initialised to ``matrix``) -> flatten / mean / sum over all
     positions, padding included -> Dense(128), no activation -> Dense(num_classes)."""

@@ -46,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from glove_exp import tracking
 from glove_exp.errors import GloveExpError
+from glove_exp.files import spreadsheet_safe
 from glove_exp.interrupts import Interrupts
 
 PROG = "glove-exp-report"
@@ -447,20 +448,8 @@ def to_markdown(display: pd.DataFrame) -> str:
     return display.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
 
-def csv_safe(value: object) -> object:
-    """A cell a spreadsheet will not run as a formula: text starting ``= + - @`` (or tab / CR) gets a
-    leading ``'``; numbers, also negative ones written as text, stay as they are."""
-    if not isinstance(value, str) or not value.startswith(("=", "+", "-", "@", "\t", "\r")):
-        return value
-    try:
-        float(value)
-        return value
-    except ValueError:
-        return "'" + value
-
-
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    table.map(csv_safe).to_csv(path, index=False)
+    table.map(spreadsheet_safe).to_csv(path, index=False)
 
 
 def accuracy_figure(groups: pd.DataFrame, title: str) -> Figure:

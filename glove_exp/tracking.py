@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from glove_exp.config import Config, flatten
 from glove_exp.errors import TrackingError
-from glove_exp.files import sha256_file
+from glove_exp.files import sha256_file, spreadsheet_safe
 from glove_exp.interrupts import Interrupts
 
 if TYPE_CHECKING:
@@ -298,11 +298,6 @@ def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:
     for name, row in zip(class_names, confusion):
         writer.writerow([spreadsheet_safe(name), *(int(v) for v in row)])
     return out.getvalue()
-
-
-def spreadsheet_safe(text: str) -> str:
-    """A leading ``= + - @`` (or tab, CR) would make a spreadsheet evaluate the cell."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def package_versions(prefix: str = "version.") -> dict[str, str]:

@@ -4,6 +4,7 @@ a sweep with the old names, FAILED runs, a lone run, and an experiment ``..`` of
 from __future__ import annotations
 
 import csv
+import io
 import math
 import shutil
 import statistics
@@ -15,7 +16,8 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from glove_exp import report, tracking
+from glove_exp import report
+from glove_exp.files import spreadsheet_safe, tracking
 
 OLD_SWEEP = "multirun/2026-11-24/10-00-00"
 NEW_SWEEP = "multirun/2026-11-25/12-00-00"
@@ -355,9 +357,17 @@ def test_csv_cells_cannot_be_formulas(store, tmp_path, capsys):
     assert "-0.5" in {r["lr"] for r in runs}  # a negative number stays a number
     groups = csv_rows(tmp_path / "results.csv")
     assert {g["activation"] for g in groups} == {"'=evil()"}
-    assert (
-        report.csv_safe("-3.5e-2") == "-3.5e-2" and report.csv_safe(-2.0) == -2.0 and report.csv_safe("\rx") == "'\rx"
-    )
+    assert spreadsheet_safe("-3.5e-2") == "-3.5e-2" and spreadsheet_safe(-2.0) == -2.0
+    assert spreadsheet_safe("\rx") == "'\rx"
+
+
+def test_confusion_matrix_csv_cells_cannot_be_formulas():
+    import numpy as np
+
+    from glove_exp.tracking import confusion_csv
+
+    rows = list(csv.reader(io.StringIO(confusion_csv(np.eye(2, dtype=int), ["=HYPERLINK()", "@b"]))))
+    assert rows[0][1:] == ["'=HYPERLINK()", "'@b"] and [r[0] for r in rows[1:]] == ["'=HYPERLINK()", "'@b"]
 
 
 def test_markdown_has_no_raw_html(store, tmp_path, capsys):
