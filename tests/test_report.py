@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from glove_exp import report
-from glove_exp.files import spreadsheet_safe, tracking
+from glove_exp import report, tracking
+from glove_exp.files import spreadsheet_safe
 
 OLD_SWEEP = "multirun/2026-11-24/10-00-00"
 NEW_SWEEP = "multirun/2026-11-25/12-00-00"
