@@ -3,6 +3,7 @@ poolings, the pooled features, computed once per run (pure functions of arrays).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -58,3 +59,39 @@ def make_inputs(
             for split, ids in tokens.items()
         }
     return Inputs(tokens["train"], tokens["val"], tokens["test"], consts, precompute)
+
+
+def memory_needs(
+    *,
+    num_docs: int,
+    max_tokens: int,
+    dim: int,
+    feature_dim: int,
+    layer_sizes: list[int],
+    batch_size: int,
+    lime_samples: int,
+    precompute: bool,
+) -> dict[str, int]:
+    """Rough peak bytes of a run's largest arrays, by the setting that drives each (float32, int32)."""
+    sizes = [feature_dim, *layer_sizes]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    width = feature_dim if precompute else max_tokens * dim  # what one training example carries
+    return {
+        "trainer.max_tokens": num_docs * max_tokens * 4 + (num_docs * feature_dim * 4 if precompute else 0),
+        # parameters, gradients and Adam's two moments; the layers' activations, both passes
+        "model.hidden_sizes": params * 4 * 4 + batch_size * sum(sizes) * 4 * 2,
+        "trainer.batch_size": batch_size * width * 4 * 2,  # one batch of inputs and its gradient
+        "explain.num_samples": lime_samples * (max_tokens * (4 + dim * 4) + 1024),  # perturbed texts and their ids
+    }  # fmt: skip
+
+
+def available_memory() -> int:
+    """Bytes the kernel says are available (``MemAvailable``), else the free pages."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -18,9 +18,10 @@ from glove_exp import tracking
 from glove_exp.config import Config
 from glove_exp.data import Splits, load_splits
 from glove_exp.embeddings import load_word_vectors
+from glove_exp.errors import ConfigError
 from glove_exp.evaluate import evaluate
 from glove_exp.explain import choose_examples, explain_examples
-from glove_exp.features import Inputs, make_inputs
+from glove_exp.features import Inputs, available_memory, make_inputs, memory_needs
 from glove_exp.interrupts import Interrupts
 from glove_exp.models import Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
 from glove_exp.serving import Predictor, TextSettings
@@ -159,6 +160,7 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
         splits = load_splits(config.dataset, config.trainer.seed)
     with timer("vectors"):
         vectors = load_word_vectors(config.embeddings, progress=progress)
+    check_memory(config, sum(len(part) for part in splits.parts().values() if part is not None), vectors.dim)
     with timer("tokens"):
         texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
         e = config.embeddings
@@ -169,6 +171,27 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
     with timer("features"):
         inputs = frozen_inputs(model, encoded, config)
     return Prepared(splits, vectors.source, encoded, model, inputs)
+
+
+def check_memory(config: Config, num_docs: int, dim: int) -> None:
+    """Refuse, before any array is built, a run whose largest arrays cannot fit in this machine."""
+    m, t = config.model, config.trainer
+    precompute = uses_precomputed_features(
+        m.pooling, m.token_hidden_sizes, config.embeddings.trainable, t.precompute_features
+    )
+    needs = memory_needs(
+        num_docs=num_docs, max_tokens=t.max_tokens, dim=dim,
+        feature_dim=feature_dim(m.pooling, m.token_hidden_sizes, t.max_tokens, dim),
+        layer_sizes=[*m.hidden_sizes, len(config.dataset.class_names)], batch_size=min(t.batch_size, num_docs),
+        lime_samples=config.explain.num_samples if config.explain.num_examples else 0, precompute=precompute,
+    )  # fmt: skip
+    total, available = sum(needs.values()), available_memory()
+    if total > available:
+        key = max(needs, key=needs.__getitem__)
+        raise ConfigError(
+            f"this run needs about {total / 2**30:.1f} GiB, mostly for {key} ({needs[key] / 2**30:.1f} GiB), "
+            f"but {available / 2**30:.1f} GiB are available: lower {key}"
+        )
 
 
 def model_from_config(config: Config) -> Model:
@@ -205,16 +228,17 @@ def fit_model(
 ) -> FitResult:
     """Train the prepared model with the configured optimizer and trainer settings."""
     splits, inputs = prepared.splits, prepared.inputs
-    steps_per_epoch = -(-len(splits.train) // config.trainer.batch_size)
+    t = config.trainer
+    batch_size = min(t.batch_size, len(splits.train))  # a larger batch is the whole split, padded
+    steps_per_epoch = -(-len(splits.train) // batch_size)
     optimizer = make_optimizer(
         **asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs
     )
     val = None if splits.val is None else (inputs.val, splits.val.labels)
     transformed = prepared.model.head if inputs.precomputed else prepared.model.forward
-    t = config.trainer
     return fit(
         transformed, optimizer, (inputs.train, splits.train.labels), val,
-        inputs.consts, jax.random.PRNGKey(t.seed), epochs=t.epochs, batch_size=t.batch_size,
+        inputs.consts, jax.random.PRNGKey(t.seed), epochs=t.epochs, batch_size=batch_size,
         eval_batch_size=t.eval_batch_size, shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience,
         on_epoch=on_epoch, progress=progress,
     )  # fmt: skip

@@ -321,3 +321,31 @@ def test_runs_left_running_by_a_dead_process_end_killed(tmp_path):
     tracking.open_experiment(uri, "glove-exp")
     assert client.get_run(orphan).info.status == "KILLED"
     assert client.get_run(alive).info.status == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.max_tokens=100000000", "trainer.max_tokens"),
+        ("model.hidden_sizes=[1000000000]", "model.hidden_sizes"),
+        ("explain.num_samples=1000000000", "explain.num_samples"),
+    ],
+)
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_any_array(override, key, tiny_data, tmp_path):
+    from glove_exp.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError,
+        match=rf"needs about [\d.]+ GiB, mostly for {re.escape(key)} .* GiB are available: lower {re.escape(key)}$",
+    ):
+        pipeline.run(tiny_config(tiny_data, tmp_path, override))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_batch_larger_than_the_data_is_the_whole_split(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, tmp_path, "trainer.batch_size=1000000000", "explain.num_examples=0", "tracking.log_model=false"
+    )
+    result = pipeline.run(config)
+    assert 0.0 <= result.test_accuracy <= 1.0
