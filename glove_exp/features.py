@@ -77,11 +77,14 @@ def memory_needs(
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     width = feature_dim if precompute else max_tokens * dim  # what one training example carries
     return {
-        "trainer.max_tokens": num_docs * max_tokens * 4 + (num_docs * feature_dim * 4 if precompute else 0),
+        # token ids of every document and LIME sample, pooled features, one looked-up batch [B, T, D]
+        "trainer.max_tokens": (num_docs + lime_samples) * max_tokens * 4
+        + (num_docs * feature_dim * 4 if precompute else 0)
+        + min(batch_size, num_docs) * max_tokens * dim * 4,
         # parameters, gradients and Adam's two moments; the layers' activations, both passes
         "model.hidden_sizes": params * 4 * 4 + batch_size * sum(sizes) * 4 * 2,
         "trainer.batch_size": batch_size * width * 4 * 2,  # one batch of inputs and its gradient
-        "explain.num_samples": lime_samples * (max_tokens * (4 + dim * 4) + 1024),  # perturbed texts and their ids
+        "explain.num_samples": lime_samples * 1024,  # LIME's perturbed texts and its sample matrices
     }  # fmt: skip
 
 
