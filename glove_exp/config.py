@@ -45,6 +45,8 @@ class DatasetConfig:
         _check(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "must be in [0, 1)", self.val_fraction)
         _check(len(self.class_names) >= 2, "dataset.class_names", "needs at least 2 classes", self.class_names)
         _check(len(self.text_fields) >= 1, "dataset.text_fields", "needs at least one field", self.text_fields)
+        repeated = sorted({name for name in self.class_names if self.class_names.count(name) > 1})
+        _check(not repeated, "dataset.class_names", f"repeats {repeated}", self.class_names)
         if self.max_train_samples is not None:
             _check(
                 self.max_train_samples >= 2, "dataset.max_train_samples", "must be >= 2 or null", self.max_train_samples
