@@ -40,6 +40,7 @@ class DatasetConfig:
     data_dir: str | None = None  # conf/config.yaml: ${oc.env:GLOVE_EXP_DATA_DIR,null}; null: the hub
     headless_columns: list[str] | None = None  # original CSV without header: 1-based class first
     max_train_samples: int | None = None
+    unescape: bool = False  # repair HTML/escape debris in the texts (data.unescape_text)
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "must be in [0, 1)", self.val_fraction)

@@ -136,13 +136,13 @@ def run(
             predictor = Predictor(model, names, text, encoded.words, result.params, inputs.consts, batch)
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):
             test = splits.test
-            pages = explain_examples(
+            explanations = explain_examples(
                 predictor.predict_proba, test.texts, test.labels, names,
                 choose_examples(config.explain.num_examples, len(test), config.trainer.seed), Path(tmp) / "lime",
                 num_features=config.explain.num_features, num_samples=config.explain.num_samples,
                 seed=config.trainer.seed, progress=progress,
             )  # fmt: skip
-            tracked.log_pages(pages, "lime")
+            tracked.log_explanations(explanations, "lime")
         with timer("log"):
             tracked.log_outcome(result, evaluation, names, f"{name}: test accuracy {evaluation.accuracy:.1%}")
             if config.tracking.log_model:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from glove_exp.config import DatasetConfig
     from glove_exp.data import Splits
     from glove_exp.evaluate import Evaluation
+    from glove_exp.explain import Explanation
     from glove_exp.pipeline import JobInfo
     from glove_exp.serving import Predictor
     from glove_exp.text import Encoded
@@ -203,9 +204,12 @@ class TrackedRun:
         }
         self.log_metrics({k: v for k, v in values.items() if v is not None}, step=metrics.epoch)
 
-    def log_pages(self, pages: list[Path], artifact_path: str) -> None:
-        for page in pages:
+    def log_explanations(self, explanations: list[Explanation], artifact_path: str) -> None:
+        """Each explanation's page and, beside it, its data as ``<page name>.json``."""
+        for explanation in explanations:
+            page = explanation.page
             self.call(mlflow.log_artifact, str(page), artifact_path)
+            self.call(mlflow.log_dict, explanation.data(), f"{artifact_path}/{page.stem}.json")
             log.info("LIME explanation %s/%s", artifact_path, page.name)
 
     def log_outcome(self, result: FitResult, evaluation: Evaluation, class_names: list[str], title: str) -> None:

@@ -152,20 +152,28 @@ def test_confusion_matrix_counts_the_test_split(single):
 
 
 def lime_pages(run) -> dict[int, str]:
-    pages = sorted((artifact_dir(run) / "lime").iterdir())
+    pages = sorted((artifact_dir(run) / "lime").glob("*.html"))
     return {int(re.fullmatch(r"example_(\d+)\.html", p.name)[1]): p.read_text(encoding="utf-8") for p in pages}
+
+
+def lime_data(run, index: int) -> dict:
+    return json.loads((artifact_dir(run) / "lime" / f"example_{index}.json").read_text(encoding="utf-8"))
 
 
 def test_lime_pages_name_true_and_predicted_class(single, tiny_data):
     _, _, run = single
     pages = lime_pages(run)
     assert len(pages) == 3
+    assert len(list((artifact_dir(run) / "lime").iterdir())) == 6  # a page and its data per example
     rows = read_test_csv(tiny_data)
     for index, page in pages.items():
         text, label = rows[index]
+        data = lime_data(run, index)
+        assert (data["index"], data["text"], data["true_class"]) == (index, text, CLASSES[label])
+        assert data["predicted_class"] in CLASSES and list(data["probabilities"]) == CLASSES
+        assert set(data["weights"]) == {data["predicted_class"], data["runner_up"]}
         assert f"True class: <b>{CLASSES[label]}</b>" in page
-        assert re.search(r"Predicted class: <b>(World|Sports|Business|Sci/Tech)</b>", page)
-        assert f'<blockquote style="white-space: pre-wrap">{text}</blockquote>' in page
+        assert f"Predicted class: <b>{data['predicted_class']}</b>" in page
 
 
 def test_logged_model_predicts_what_the_run_evaluated(single, tiny_data):
@@ -190,6 +198,7 @@ def test_logged_model_predicts_what_the_run_evaluated(single, tiny_data):
     assert counts == read_confusion(artifact_dir(run) / "confusion_matrix.csv")
     for index, page in lime_pages(run).items():
         assert f"Predicted class: <b>{CLASSES[predicted[0][index]]}</b>" in page
+        assert lime_data(run, index)["predicted_class"] == CLASSES[predicted[0][index]]
 
 
 def test_same_config_and_seed_reproduce_the_same_numbers(single, tiny_data, tmp_path):
