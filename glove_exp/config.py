@@ -146,6 +146,8 @@ class TrainerConfig:
         _check(self.batch_size >= 1, "trainer.batch_size", "must be >= 1", self.batch_size)
         _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", "must be >= 1", self.eval_batch_size)
         _check(self.max_tokens >= 1, "trainer.max_tokens", "must be >= 1", self.max_tokens)
+        # numpy's RandomState and scikit-learn's random_state take 32-bit unsigned seeds
+        _check(0 <= self.seed < 2**32, "trainer.seed", "must be in [0, 2**32)", self.seed)
         if self.early_stopping_patience is not None:
             _check(
                 self.early_stopping_patience >= 1,
@@ -207,14 +209,16 @@ def to_config(cfg: DictConfig) -> Config:
     unknown = _unknown_keys(cfg)
     if unknown:
         raise ConfigError(f"unknown key {', '.join(unknown)}: glove-exp has no such setting (see glove-exp --cfg job)")
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=...")
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))  # resolves interpolations, so inside the try
+        if missing:
+            raise ConfigError(
+                f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=..."
+            )
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except ConfigError:
         raise
-    except Exception as err:  # omegaconf's own errors: missing values, bad interpolations
+    except Exception as err:  # omegaconf's own errors: bad interpolations such as ${oc.env:UNSET_VAR}
         raise ConfigError(str(err).splitlines()[0] + _full_key(err)) from None
 
 

@@ -2,7 +2,8 @@
 
 Every file appears under its final name only once it is complete: downloads grow in
 ``<dest>.part`` and are renamed after their size (and sha256, when configured) checked out;
-extraction writes to a temporary name in the target folder first.
+extraction writes to a temporary name in the target folder first (one left by a killed process
+is deleted by the next extraction there).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from glove_exp.errors import EmbeddingsError
-from glove_exp.files import atomic_write, sha256_file
+from glove_exp.files import atomic_write, remove_stale_temps, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool =
         with zipfile.ZipFile(zip_path) as archive:
             info = _member_info(archive, member, zip_path)
             target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(target.parent)  # a killed extraction of 840B leaves 5 GB
             atomic_write(target, lambda out: _copy_member(archive, info, out, progress))
     except (zipfile.BadZipFile, EOFError, zlib.error) as err:
         zip_path.unlink(missing_ok=True)

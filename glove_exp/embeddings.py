@@ -6,6 +6,10 @@ quoting) with fixed float32 columns; the few lines that do not have ``dim + 1`` 
 tokens with spaces in them) are parsed again from the right. Converted vectors are cached as
 ``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in a folder named after the source
 file's path, size, mtime and dimension, which appears only once complete (atomic rename).
+
+Before parsing, the first 64 KB are sniffed so that a file that is not GloVe text (compressed,
+a zip, binary, tab-separated) is refused in one line that says what it is; a word2vec header
+line is skipped. Vectors with NaN or infinite values are refused, naming the line.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import io
 import json
 import logging
 import os
-import secrets
+import re
 import shutil
 import struct
 from collections import Counter
@@ -32,6 +36,7 @@ from tqdm import tqdm
 from glove_exp.config import EmbeddingsConfig
 from glove_exp.download import download, extract_member
 from glove_exp.errors import EmbeddingsError
+from glove_exp.files import remove_stale_temps, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,18 @@ CACHE_FORMAT = 1
 CHUNK_BYTES = 4 << 20
 NPY_HEADER_BYTES = 128
 MAX_BAD_FRACTION = 0.5
+HEAD_BYTES = 64 << 10  # sniffed before parsing
+SAMPLE_LINES = 100
+# what a file that is not GloVe text is, by its first bytes, and what to do
+MAGIC = {
+    b"\x1f\x8b": "a gzip-compressed file; decompress it first (gunzip)",
+    b"PK\x03\x04": "a zip archive; extract the .txt inside (unzip), or use embeddings=<variant> (e.g. glove_6b_100d) to download and extract it",
+    b"\xfd7zXZ\x00": "an xz-compressed file; decompress it first (unxz)",
+    b"\xff\xfe": "UTF-16 text; GloVe text files are UTF-8 (iconv -f UTF-16 -t UTF-8)",
+    b"\xfe\xff": "UTF-16 text; GloVe text files are UTF-8 (iconv -f UTF-16 -t UTF-8)",
+}
+CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
+WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
 
 
 @dataclass(frozen=True)
@@ -99,7 +116,7 @@ def fetch_glove_text(cfg: EmbeddingsConfig, cache_dir: Path, progress: bool) -> 
     extracted = cache_dir / "extracted" / member
     if extracted.is_file():  # extraction is atomic: a file under this name is complete
         return extracted
-    archive = download(url, cache_dir / "downloads" / Path(url).name, cfg.sha256, progress)
+    archive = download(url, writable_cache_subdir(cache_dir, "downloads") / Path(url).name, cfg.sha256, progress)
     return extract_member(archive, member, cache_dir / "extracted", progress)
 
 
@@ -131,11 +148,14 @@ def existing_vectors_file(path: str | Path) -> Path:
     file = Path(path).expanduser()
     if not file.is_file():
         raise EmbeddingsError(f"embeddings.path: {file} does not exist; point it at a GloVe text file")
+    if not os.access(file, os.R_OK):
+        raise EmbeddingsError(f"embeddings.path: {file} is not readable")
     return file
 
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
-    """A GloVe text file, converted once into ``cache_dir`` and then reloaded memory-mapped."""
+    """A GloVe text file, converted once into ``cache_dir`` and then reloaded memory-mapped (a
+    complete cache is only read, so it may lie on a read-only file system)."""
     path = existing_vectors_file(path)
     folder = cache_folder(path, dim, cache_dir)
     if folder.exists():
@@ -144,8 +164,29 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
         except (OSError, ValueError, KeyError, EmbeddingsError) as err:
             log.warning("the vector cache %s is corrupt (%s); rebuilding it", folder, err)
             shutil.rmtree(folder, ignore_errors=True)
+    remove_stale_temps(writable_cache_subdir(cache_dir, "vectors"))
     write_cache(path, dim, folder, progress)
     return read_cache(folder, path)
+
+
+def writable_cache_subdir(cache_dir: Path, name: str) -> Path:
+    """``cache_dir / name``, created if need be; refused in one line naming ``embeddings.cache_dir``
+    when it cannot be written (say, ``cache_dir`` is a file)."""
+    folder = cache_dir / name
+    if cache_dir.exists() and not cache_dir.is_dir():
+        problem = "it is a file, not a folder"
+    else:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            problem = None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} is not writable"
+        except OSError as err:
+            problem = f"{err.strerror}: {err.filename}"
+    if problem:
+        raise EmbeddingsError(
+            f"embeddings.cache_dir={cache_dir} cannot be used ({problem}); set embeddings.cache_dir "
+            "(or GLOVE_EXP_CACHE_DIR) to a writable folder"
+        )
+    return folder
 
 
 def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
@@ -157,11 +198,12 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
 def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
     """Convert ``path`` into ``vectors.npy`` (streamed block by block, so memory stays at about
     one 4 MB piece of the file), ``words.txt`` and, last, ``manifest.json`` in a temporary
-    folder, then rename it to ``folder``; a concurrent writer that got there first wins."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
+    folder, then rename it to ``folder``; a concurrent writer that got there first wins. On any
+    error the temporary folder is deleted (one left by a SIGKILL goes with the next build, see
+    :func:`glove_exp.files.remove_stale_temps`)."""
+    tmp = temp_path(folder)
     try:
+        tmp.mkdir()
         words: list[str] = []
         with open(tmp / "vectors.npy", "wb") as out:
             out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
@@ -175,9 +217,12 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> No
         manifest = {"format": CACHE_FORMAT, "count": len(words), "dim": dim, "source": str(path)}
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         os.replace(tmp, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
+    except OSError as err:
+        if not folder.is_dir():  # else a concurrent writer finished first
+            raise EmbeddingsError(
+                f"could not build the vector cache of {path} in {folder.parent} ({err.strerror or err}); "
+                "check the free space there or set embeddings.cache_dir"
+            ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -223,13 +268,14 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
     """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order.
 
-    Each ~4 MB piece of lines goes through pyarrow's multi-threaded CSV reader; lines with
-    another number of fields are parsed from the right (the last ``dim`` fields are the vector,
-    the rest the word: 840B has tokens with spaces), and a piece the reader refuses (say, a word
-    where a number belongs) is parsed line by line. Lines that still fail are skipped and
-    counted; once the file is read, it is refused if most of its lines were bad.
+    The file is sniffed first (:func:`_sniff`). Each ~4 MB piece of lines goes through pyarrow's
+    multi-threaded CSV reader; lines with another number of fields are parsed from the right
+    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces), and
+    a piece the reader refuses (say, a word where a number belongs) is parsed line by line.
+    Lines that still fail are skipped and counted; once the file is read, it is refused if most
+    of its lines were bad. A NaN or infinite value is refused at once, naming its line.
     """
-    _check_dim(path, dim)
+    start = _sniff(path, dim)
     stats = ParseStats()
     names = ["word", *(f"v{i}" for i in range(dim))]
     other_width: list[str] = []
@@ -242,25 +288,28 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
         "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8"),
         "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=keep_other_width),
         "convert_options": pacsv.ConvertOptions(
-            column_types={"word": pa.binary(), **{n: pa.float32() for n in names[1:]}},
+            column_types={"word": pa.string(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
         ),
     }  # fmt: skip
-    size = path.stat().st_size
+    line_number = 2 if start else 1  # of the piece's first line
     with tqdm(
-        total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"parse {path.name}", disable=not progress
-    ) as bar:
-        for chunk in _line_chunks(path):
+        total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+        desc=f"parse {path.name}", disable=not progress,
+    ) as bar:  # fmt: skip
+        for chunk in _line_chunks(path, start):
+            chunk = _valid_utf8(chunk)
             other_width.clear()
             try:
                 table = pacsv.read_csv(pa.BufferReader(chunk), **options)
             except pa.ArrowInvalid as err:
                 log.debug("%s: %s; parsing this part line by line", path, str(err).splitlines()[0])
                 table = None
-                other_width[:] = chunk.decode("utf-8", "replace").splitlines()
+                other_width[:] = chunk.decode("utf-8").splitlines()
+            blocks = []
             if table is not None and len(table):
                 stats.lines += len(table)
-                yield _decode(table.column(0)), _table_vectors(table, dim)
+                blocks.append((table.column(0).to_pylist(), _table_vectors(table, dim)))
             stats.lines += len(other_width)
             parsed = []
             for line in other_width:
@@ -270,15 +319,20 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
                 else:
                     parsed.append(entry)
             if parsed:
-                yield [word for word, _ in parsed], np.stack([vector for _, vector in parsed])
+                blocks.append(([word for word, _ in parsed], np.stack([vector for _, vector in parsed])))
+            for words, vectors in blocks:
+                _check_finite(path, dim, chunk, line_number, words, vectors)
+                yield words, vectors
+            line_number += chunk.count(b"\n")
             bar.update(len(chunk))
     _check_malformed(path, dim, stats)
     log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
-def _line_chunks(path: Path) -> Iterator[bytes]:
-    """The file in pieces of about ``CHUNK_BYTES`` that end at a line break."""
+def _line_chunks(path: Path, start: int = 0) -> Iterator[bytes]:
+    """The file from byte ``start`` on, in pieces of about ``CHUNK_BYTES`` that end at a line break."""
     with open(path, "rb") as handle:
+        handle.seek(start)
         rest = b""
         while block := handle.read(CHUNK_BYTES):
             block = rest + block
@@ -288,6 +342,19 @@ def _line_chunks(path: Path) -> Iterator[bytes]:
                 yield block[:cut]
         if rest:
             yield rest
+
+
+def _valid_utf8(chunk: bytes) -> bytes:
+    """``chunk`` with bytes that are not UTF-8 (seen in some crawled vocabularies) replaced by
+    U+FFFD: pyarrow can only hand valid UTF-8 lines to the handler of lines of another width."""
+    if chunk.isascii():
+        return chunk
+    offsets = pa.py_buffer(np.array([0, len(chunk)], np.int64))
+    try:  # arrow validates ten times faster than bytes.decode
+        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(chunk)]).validate(full=True)
+        return chunk
+    except pa.ArrowInvalid:
+        return chunk.decode("utf-8", "replace").encode("utf-8")
 
 
 def _table_vectors(table: pa.Table, dim: int) -> np.ndarray:
@@ -302,23 +369,47 @@ def _table_vectors(table: pa.Table, dim: int) -> np.ndarray:
     return vectors
 
 
-def _decode(column: pa.ChunkedArray) -> list[str]:
-    """UTF-8 words; invalid bytes (seen in some crawled vocabularies) become U+FFFD."""
-    try:
-        return column.cast(pa.string()).to_pylist()
-    except pa.ArrowInvalid:
-        return [word.decode("utf-8", "replace") for word in column.to_pylist()]
-
-
-def _check_dim(path: Path, dim: int, sample_lines: int = 100) -> None:
-    """Refuse a file whose lines mostly hold another number of values than ``dim``."""
+def _sniff(path: Path, dim: int) -> int:
+    """Refuse, in one line that says what it is, a file that is not GloVe text or whose lines
+    mostly hold another number of values than ``dim``; returns the byte offset where the vectors
+    start (past a word2vec header line ``<count> <dim>``, skipped with a warning: the lines that
+    follow tell the dimension)."""
     with open(path, "rb") as handle:
-        widths = Counter(len(line.rstrip().split(b" ")) - 1 for line, _ in zip(handle, range(sample_lines)))
-    if not widths:
+        head = handle.read(HEAD_BYTES)
+        complete = not handle.read(1)
+    if not head.strip():
         raise EmbeddingsError(f"{path} is empty; point embeddings.path at a GloVe text file")
+    for magic, what in MAGIC.items():
+        if head.startswith(magic):
+            raise EmbeddingsError(f"{path}: {what}")
+    if b"\x00" in head or len(head) - len(head.translate(None, CONTROL_BYTES)) > len(head) // 20:
+        raise EmbeddingsError(f"{path}: binary, not a GloVe text file (a word2vec .bin? convert it to text first)")
+    lines = head.split(b"\n") if complete else head.split(b"\n")[:-1]  # the last one may be cut off
+    start = 0
+    if lines and dim != 1 and WORD2VEC_HEADER.fullmatch(lines[0].strip()):  # "<count> <dim>": no vector
+        log.warning("%s: line 1 is a word2vec header (%s); skipped it", path, lines[0].strip().decode())
+        start = len(lines[0]) + 1
+        lines = lines[1:]
+    sample = [line.strip() for line in lines[:SAMPLE_LINES] if line.strip()]
+    if sum(b"\t" in line for line in sample) * 2 > len(sample):
+        raise EmbeddingsError(f"{path}: tab-separated; GloVe text files separate fields with spaces (tr '\\t' ' ')")
+    _check_width(path, dim, Counter(len(line.split(b" ")) - 1 for line in sample))
+    return start
+
+
+def _check_width(path: Path, dim: int, widths: Counter[int]) -> None:
+    """Refuse a file whose sampled lines mostly hold another number of values than ``dim``."""
+    if not widths:
+        return  # no complete line in the head: the parser judges the lines
     width, count = widths.most_common(1)[0]
-    if width != dim and 2 * count > sum(widths.values()):
-        raise EmbeddingsError(f"{path} holds {width}-d vectors but embeddings.dim={dim}; set embeddings.dim={width}")
+    if width == dim or 2 * count <= widths.total():
+        return
+    if width == 0:
+        raise EmbeddingsError(
+            f"{path}: its lines hold a single field, not a word and {dim} numbers separated by spaces; "
+            "not a GloVe text file"
+        )
+    raise EmbeddingsError(f"{path} holds {width}-d vectors but embeddings.dim={dim}; set embeddings.dim={width}")
 
 
 def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
@@ -326,13 +417,34 @@ def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
     if len(fields) != dim + 1 or not fields[0]:
         return None
     try:
-        vector = np.array(fields[1:], dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by _check_finite
+            vector = np.array(fields[1:], dtype=np.float32)
     except ValueError:
         return None
     return fields[0], vector
 
 
+def _check_finite(path: Path, dim: int, chunk: bytes, first_line: int, words: list[str], vectors: np.ndarray) -> None:
+    """Refuse NaN or infinite values (which would only surface as a diverged training run),
+    naming the first such line of ``chunk``, whose first line is ``first_line`` of the file."""
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if not bad.any():
+        return
+    word = words[int(np.argmax(bad))]
+    lines = enumerate(chunk.decode("utf-8").split("\n"), start=first_line)
+    number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
+    where = f"line {number} ({word!r})" if number else f"the line of {word!r}"  # None: pyarrow split it at a lone \r
+    raise EmbeddingsError(f"{path}: {where} holds NaN, inf or a value beyond float32's range; fix or delete that line")
+
+
+def _is_nonfinite_entry(line: str, dim: int, word: str) -> bool:
+    entry = _parse_from_right(line, dim)
+    return entry is not None and entry[0] == word and not np.isfinite(entry[1]).all()
+
+
 def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
+    if stats.lines == 0:  # say, nothing but a word2vec header
+        raise EmbeddingsError(f"{path} holds no vectors; point embeddings.path at a GloVe text file")
     if stats.malformed == 0:
         return
     message = f"{path}: {stats.malformed} of {stats.lines} lines do not hold a word and {dim} numbers (e.g. {stats.examples[0]!r})"

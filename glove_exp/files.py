@@ -1,14 +1,67 @@
-"""Writing files so that readers see the old file or the complete new one, never a part."""
+"""Writing files so that readers see the old file or the complete new one, never a part, and
+clearing the temporaries of writers that were killed before they could clean up."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import secrets
+import shutil
+import socket
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+# .<final name>.<host>.<pid>.<8 hex>.tmp: the host keeps a shared cache safe from other machines' pids
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+
+
+def temp_path(path: Path) -> Path:
+    """A unique temporary name next to ``path`` that records this host and process (see
+    :func:`remove_stale_temps`)."""
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporaries (files or folders) in ``folder`` whose writer, a process on this
+    host, no longer runs: a SIGKILL mid-write leaves them behind. Those of live processes (a
+    parallel job still writing) and of other hosts are kept. Returns what was deleted."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # no folder yet (or not a folder: the caller reports that)
+        return []
+    stale = []
+    for entry in entries:
+        match = TEMP_NAME.fullmatch(entry.name)
+        if match and match["host"] == _host() and not _pid_alive(int(match["pid"])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            log.info("deleted %s, left behind by process %s that no longer runs", entry, match["pid"])
+            stale.append(entry)
+    return stale
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -17,7 +70,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     Readers see either the old file or the complete new one; on any exception the temporary
     file is removed and the exception propagates.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "xb") as handle:
             write(handle)

@@ -177,3 +177,17 @@ def test_flatten_gives_dotted_keys():
 def test_missing_dimension_names_the_key():
     with pytest.raises(ConfigError, match="missing value for embeddings.dim"):
         to_config(compose_config(["embeddings=local", "embeddings.path=/v.txt", URI]))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 10**20])
+def test_seed_outside_numpy_range_names_trainer_seed(seed):
+    with pytest.raises(ConfigError, match=rf"^trainer.seed must be in \[0, 2\*\*32\), got {seed}$"):
+        to_config(compose_config([f"trainer.seed={seed}", URI]))
+    assert to_config(compose_config([f"trainer.seed={2**32 - 1}", URI])).trainer.seed == 2**32 - 1
+
+
+def test_unset_environment_variable_names_the_key_and_the_variable(monkeypatch):
+    monkeypatch.delenv("SURELY_UNSET_VAR", raising=False)
+    with pytest.raises(ConfigError, match=r"SURELY_UNSET_VAR.* \(key: dataset.data_dir\)$") as caught:
+        to_config(compose_config(["dataset.data_dir=${oc.env:SURELY_UNSET_VAR}", URI]))
+    assert "\n" not in str(caught.value)

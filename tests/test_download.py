@@ -15,6 +15,7 @@ import pytest
 
 from glove_exp.download import download, extract_member
 from glove_exp.errors import EmbeddingsError
+from tests.test_embeddings import temp_names
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, not all-equal so offsets matter
 
@@ -209,6 +210,19 @@ def test_extract_member_happy_path(tmp_path):
     assert target.read_bytes() == TEXT
     assert sorted(p.name for p in out.iterdir()) == ["glove.6B.50d.txt"]  # no temp file left
     assert zip_path.exists()
+
+
+def test_extract_member_deletes_temporaries_of_dead_extractions_only(tmp_path):
+    zip_path = _zip(tmp_path / "g.zip", {"glove.6B.50d.txt": TEXT})
+    out = tmp_path / "out"
+    temps = temp_names(out / "glove.840B.300d.txt")  # any member's leftovers in the folder
+    out.mkdir()
+    for temp in temps.values():
+        temp.write_bytes(TEXT)
+    (out / "glove.zip.part").write_bytes(b"resumable")  # not a temporary: downloads resume from it
+    extract_member(zip_path, "glove.6B.50d.txt", out, progress=False)
+    assert not temps["dead"].exists()
+    assert temps["live"].exists() and temps["other_host"].exists() and (out / "glove.zip.part").exists()
 
 
 def test_extract_member_refuses_parent_dir(tmp_path):

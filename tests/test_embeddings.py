@@ -1,9 +1,13 @@
+import gzip
 import http.server
+import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -12,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from glove_exp import embeddings
+from glove_exp import embeddings, files
 from glove_exp.config import EmbeddingsConfig
 from glove_exp.embeddings import (
     WordVectors,
@@ -168,8 +174,11 @@ def test_killed_conversion_leaves_no_cache_and_the_next_run_rebuilds(glove_file,
         child.wait()
     folder = cache_folder(glove_file, 8, cache)
     assert not folder.exists()
+    [leftover] = (cache / "vectors").iterdir()  # the killed writer's half-written temporary folder
+    assert files.TEMP_NAME.fullmatch(leftover.name)["pid"] == str(child.pid)
     vectors = load_glove_text_cached(glove_file, 8, cache, progress=False)
     assert len(vectors) == 34 and (folder / "manifest.json").is_file()
+    assert list((cache / "vectors").iterdir()) == [folder], "the dead writer's temporary folder was not deleted"
 
 
 def test_write_glove_text_round_trips(tmp_path):
@@ -242,3 +251,205 @@ def test_url_is_downloaded_extracted_and_cached(zip_server, tmp_path):
     start = time.perf_counter()
     again = load_word_vectors(cfg, progress=False)
     assert requests == ["/tiny.zip"] and again.words == vectors.words and time.perf_counter() - start < 1
+
+
+# --- files that are not GloVe text are named for what they are, before any parsing ---
+
+GLOVE_LINES = lines(*(f"w{i} {i}.5 -{i} {i}e-3" for i in range(20)))
+
+
+def zipped(text: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # stored: the text is readable inside the zip
+        archive.writestr("glove.3d.txt", text)
+    return buffer.getvalue()
+
+
+def word2vec_bin(count: int, dim: int) -> bytes:
+    rng = np.random.default_rng(0)
+    rows = (f"w{i} ".encode() + rng.normal(size=dim).astype("<f4").tobytes() for i in range(count))
+    return f"{count} {dim}\n".encode() + b"".join(rows)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (gzip.compress(GLOVE_LINES.encode()), r"a gzip-compressed file; decompress it first \(gunzip\)"),
+        (zipped(GLOVE_LINES), r"a zip archive; extract the .txt inside .*, or use embeddings=<variant>"),
+        (GLOVE_LINES.replace(" ", "\t").encode(), "tab-separated; GloVe text files separate fields with spaces"),
+        (word2vec_bin(20, 3), r"binary, not a GloVe text file \(a word2vec .bin\?"),
+        (GLOVE_LINES.encode("utf-16"), "UTF-16 text; GloVe text files are UTF-8"),
+        (lines(*(f"w{i}" for i in range(20))).encode(), "its lines hold a single field, not a word and 3 numbers"),
+        (b"300 3\n" + GLOVE_LINES.encode() + b"broken\n", None),
+    ],
+    ids=["gzip", "zip", "tab", "word2vec-bin", "utf16", "word-list", "control"],
+)
+def test_files_that_are_not_glove_text_say_what_they_are(tmp_path, content, message):
+    path = tmp_path / "vectors.txt"
+    path.write_bytes(content)
+    if message is None:  # a text file with a header and one bad line: loads, so the sniffing is not too eager
+        assert len(load_glove_text_cached(path, 3, tmp_path / "cache", progress=False)) == 20
+        return
+    with pytest.raises(EmbeddingsError, match=rf"^{re.escape(str(path))}: {message}") as caught:
+        load_glove_text_cached(path, 3, tmp_path / "cache", progress=False)
+    assert "embeddings.dim=" not in str(caught.value)
+    assert list((tmp_path / "cache" / "vectors").iterdir()) == []
+
+
+def test_word2vec_header_is_skipped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "w2v.txt"
+    path.write_text("20 3\n" + GLOVE_LINES, encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        vectors = load_glove_text_cached(path, 3, tmp_path / "cache", progress=False)
+    assert vectors.words == [f"w{i}" for i in range(20)]
+    assert "line 1 is a word2vec header (20 3); skipped it" in caplog.text
+    assert "do not hold a word" not in caplog.text  # not counted as a malformed line
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e39"])
+@pytest.mark.parametrize("word", ["bad", ". . ."])  # ". . .": a token with spaces, parsed from the right
+def test_nonfinite_values_are_refused_naming_the_line_and_nothing_is_cached(tmp_path, monkeypatch, value, word):
+    monkeypatch.setattr(embeddings, "CHUNK_BYTES", 64)  # several pieces: the line number spans them
+    rows = [f"w{i} {i}.5 -{i} {i}e-3" for i in range(40)]
+    rows[29] = f"{word} 1 {value} 2"
+    path = tmp_path / "nan.txt"
+    path.write_text("40 3\n\n\n" + lines(*rows), encoding="utf-8")  # a header and blank lines count too
+    cache = tmp_path / "cache"
+    with pytest.raises(
+        EmbeddingsError,
+        match=rf"^{re.escape(str(path))}: line 33 \('{re.escape(word)}'\) holds NaN, inf or a value beyond",
+    ):
+        load_glove_text_cached(path, 3, cache, progress=False)
+    assert list((cache / "vectors").iterdir()) == [], "a cache or temporary folder was left behind"
+
+
+def test_lines_of_another_width_that_are_not_utf8_print_no_traceback(tmp_path, monkeypatch):
+    unraisable = []  # pyarrow's handler of such lines failed to decode them: "Exception ignored in ..." on stderr
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(GLOVE_LINES.encode() + b"caf\xe9 1 2\ncaf\xe9 1 2 3\n")
+    vectors = read_glove_text(path, 3, progress=False)
+    assert vectors.words[-1] == "caf\ufffd" and len(vectors) == 21
+    assert unraisable == []
+
+
+# --- temporaries left by hard-killed writers ---
+
+
+def temp_names(final: Path) -> dict[str, Path]:
+    """Temporary names for ``final`` as if written by this (live) process, a dead one, and a
+    dead pid on another host (which may be a live job there: a shared cache)."""
+    live = files.temp_path(final)
+    dead_pid = _exited_pid()
+    name = files.TEMP_NAME.fullmatch(live.name)
+    host, pid = name["host"], name["pid"]
+    return {
+        "live": live,
+        "dead": live.with_name(live.name.replace(f".{host}.{pid}.", f".{host}.{dead_pid}.")),
+        "other_host": live.with_name(live.name.replace(f".{host}.{pid}.", f".other-node.{dead_pid}.")),
+    }
+
+
+def _exited_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_cache_temporaries_of_dead_processes_are_deleted(glove_file, tmp_path):
+    cache = tmp_path / "cache"
+    temps = temp_names(cache_folder(glove_file, 8, cache))
+    for temp in temps.values():
+        temp.mkdir(parents=True)
+        (temp / "vectors.npy").write_bytes(b"\0" * 100)
+    load_glove_text_cached(glove_file, 8, cache, progress=False)
+    assert not temps["dead"].exists()
+    assert temps["live"].is_dir() and temps["other_host"].is_dir()  # a parallel job may be writing these
+
+
+def test_cache_dir_that_is_a_file_names_the_key(glove_file, tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    for source in ({"path": str(glove_file)}, {"url": "http://127.0.0.1:9/glove.zip", "member": "glove.txt"}):
+        cfg = EmbeddingsConfig(name="x", dim=8, cache_dir=str(cache), **source)
+        with pytest.raises(
+            EmbeddingsError, match=rf"^embeddings.cache_dir={re.escape(str(cache))} cannot be used \(it is a file"
+        ):
+            load_word_vectors(cfg, progress=False)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs file permissions that bind (not root)")
+def test_unwritable_cache_dir_names_the_key_but_a_complete_cache_is_read(glove_file, tmp_path):
+    cache = tmp_path / "cache"
+    load_glove_text_cached(glove_file, 8, cache, progress=False)
+    (cache / "vectors").chmod(0o555)
+    try:
+        assert len(load_glove_text_cached(glove_file, 8, cache, progress=False)) == 34  # read only
+        glove_file.write_text(glove_file.read_text() + "new 1 2 3 4 5 6 7 8\n")  # needs a new cache entry
+        with pytest.raises(
+            EmbeddingsError, match=rf"^embeddings.cache_dir={re.escape(str(cache))} cannot be used \(.* not writable"
+        ):
+            load_glove_text_cached(glove_file, 8, cache, progress=False)
+    finally:
+        (cache / "vectors").chmod(0o755)
+
+
+# --- fuzzing: malformed files give vectors of the right dimension or one line naming the file ---
+
+WORD = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Cc")), min_size=1, max_size=8)
+NUMBER = st.floats(width=32, allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.6g}")
+NONFINITE = st.sampled_from(["nan", "-nan", "NaN", "inf", "-inf", "Infinity", "1e39"])
+
+
+def fuzz_line(dim: int) -> st.SearchStrategy[bytes]:
+    def joined(parts: list[str], sep: str = " ") -> bytes:
+        return sep.join(parts).encode("utf-8")
+
+    good = st.tuples(WORD, st.lists(NUMBER, min_size=dim, max_size=dim)).map(lambda t: joined([t[0], *t[1]]))
+    return st.one_of(
+        good,
+        good,
+        st.tuples(WORD, st.lists(NUMBER, max_size=2 * dim + 2)).map(lambda t: joined([t[0], *t[1]])),  # widths
+        st.tuples(WORD, st.lists(st.one_of(NUMBER, NONFINITE), min_size=dim, max_size=dim)).map(
+            lambda t: joined([t[0], *t[1]])
+        ),
+        st.tuples(st.integers(0, 10**6), st.integers(0, 400)).map(lambda t: f"{t[0]} {t[1]}".encode()),  # header
+        st.tuples(WORD, st.lists(NUMBER, min_size=dim, max_size=dim), st.sampled_from(["\t", "  ", " \t", "\r"])).map(
+            lambda t: joined([t[0], *t[1]], t[2])
+        ),
+        st.just(b""),
+        st.just(b"huge " + b" ".join([b"0.5"] * 20_000)),
+        st.binary(max_size=40),
+        st.tuples(st.binary(min_size=1, max_size=6), st.lists(NUMBER, min_size=dim, max_size=dim)).map(
+            lambda t: t[0].replace(b" ", b"_").replace(b"\n", b"_") + b" " + joined(t[1])
+        ),  # a word that is not UTF-8
+    )
+
+
+@st.composite
+def malformed_file(draw: st.DrawFn) -> tuple[int, bytes]:
+    dim = draw(st.integers(1, 4))
+    if draw(st.integers(0, 9)) == 0:
+        return dim, draw(st.binary(max_size=2000))
+    return dim, b"\n".join(draw(st.lists(fuzz_line(dim), max_size=30)))
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(malformed_file())
+def test_fuzzed_files_load_or_fail_in_one_line_leaving_no_cache(case):
+    dim, content = case
+    with tempfile.TemporaryDirectory() as tmp:
+        path, cache = Path(tmp) / "fuzz.txt", Path(tmp) / "cache"
+        path.write_bytes(content)
+        try:
+            vectors = load_glove_text_cached(path, dim, cache, progress=False)
+        except EmbeddingsError as err:
+            assert "\n" not in str(err) and str(path) in str(err)
+            assert not (cache / "vectors").exists() or not list((cache / "vectors").iterdir())
+        else:
+            assert vectors.vectors.shape == (len(vectors.words), dim)
+            assert np.isfinite(vectors.vectors).all()
