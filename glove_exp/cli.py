@@ -68,7 +68,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
     from glove_exp.sweep import record_job
 
-    outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task)}
+    outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": task_overrides(hydra_cfg)}
     try:
         result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
         outcome.update(status="FINISHED", val_accuracy=result.val_accuracy, run_id=result.run_id)
@@ -95,7 +95,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         name=hydra_cfg.job.name,
         num=hydra_cfg.job.num if sweep_dir else None,
         sweep_id=sweep_dir,
-        overrides=tuple(hydra_cfg.overrides.task),
+        overrides=tuple(task_overrides(hydra_cfg)),
         preset=hydra_cfg.runtime.choices.get("experiment"),
         varying=sweep_keys(sweep_dir) if sweep_dir and not search else (),
         search=search,
@@ -103,6 +103,13 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
     result = run(config, job, interrupts, progress=sys.stderr.isatty())
     print(f"{PROG}: {result.summary}", flush=True)
     return result
+
+
+def task_overrides(hydra_cfg: Any) -> list[str]:
+    """The job's command-line overrides as typed (``${oc.env:...}`` unresolved: it may fail)."""
+    from omegaconf import OmegaConf
+
+    return list(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
 
 
 def sweep_keys(sweep_dir: str) -> tuple[str, ...]:
@@ -114,7 +121,7 @@ def sweep_keys(sweep_dir: str) -> tuple[str, ...]:
     saved = Path(sweep_dir) / "multirun.yaml"
     if not saved.is_file():
         return ()
-    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.load(saved).hydra.overrides.task))
+    overrides = OverridesParser.create().parse_overrides(task_overrides(OmegaConf.load(saved).hydra))
     return tuple(o.key_or_group for o in overrides if o.is_sweep_override())
 
 

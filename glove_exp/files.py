@@ -38,7 +38,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     stale = []
     for entry in entries:
         match = TEMP_NAME.fullmatch(entry.name)
-        if match and match["host"] == _host() and not _pid_alive(int(match["pid"])):
+        if match and match["host"] == _host() and not pid_alive(int(match["pid"])):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -52,7 +52,7 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
         return True
     try:

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from glove_exp.config import Config, flatten
 from glove_exp.errors import TrackingError
-from glove_exp.files import sha256_file, spreadsheet_safe
+from glove_exp.files import pid_alive, sha256_file, spreadsheet_safe, temp_path
 from glove_exp.interrupts import Interrupts
 
 if TYPE_CHECKING:
@@ -75,9 +75,9 @@ def _create_sqlite_store(path: Path) -> None:
     with FileLock(f"{path}.lock", timeout=LOCK_SECONDS):
         if path.exists():
             return
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed creator
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # under the lock, any is a killed creator's
             stale.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temp_path(path)
         try:
             mlflow.MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
             os.replace(tmp, path)
@@ -132,19 +132,9 @@ def end_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> None:
     host = socket.gethostname().replace("'", "")
     for run in client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'"):
         pid = int(run.data.tags.get("pid", "0"))
-        if pid and not _alive(pid):
+        if pid and not pid_alive(pid):
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
             log.warning("run %s of process %d was left RUNNING; marked KILLED", run.info.run_id, pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def git_commit() -> str:
