@@ -69,7 +69,7 @@ def artifact_root(uri: str) -> str | None:
     return (path.parent / "mlartifacts").resolve().as_uri() if path else None
 
 
-def _create_sqlite_store(path: Path) -> None:
+def create_sqlite_store(path: Path) -> None:
     """Create MLflow's tables in a temporary file beside ``path``, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock", timeout=LOCK_SECONDS):
@@ -107,7 +107,7 @@ def open_experiment(uri: str, experiment: str) -> str:
             os.environ.setdefault(name, value)
     try:
         if path := sqlite_path(uri):
-            _create_sqlite_store(path)
+            create_sqlite_store(path)
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)

@@ -191,3 +191,22 @@ def tiny_config(data: dict[str, Path], store: Path, *overrides: str):
         f"tracking.uri={store_uri(store)}",
         *overrides,
     )
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables and no experiment: creating the tables costs about
+    half a second, so tests copy this one."""
+    from glove_exp import tracking
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    tracking.create_sqlite_store(path)
+    return path
+
+
+@pytest.fixture
+def store_in_tmp_path(tmp_path, empty_store) -> Path:
+    """``tmp_path/mlflow.db``, a copy of :func:`empty_store`."""
+    import shutil
+
+    return Path(shutil.copy(empty_store, tmp_path / "mlflow.db"))

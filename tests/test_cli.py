@@ -20,6 +20,11 @@ EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "ti
 
 
 @pytest.fixture(autouse=True)
+def _store_tables_made(store_in_tmp_path):
+    """Each test's ``tmp_path/mlflow.db`` starts with MLflow's tables already made."""
+
+
+@pytest.fixture(autouse=True)
 def restore_signal_handlers():
     """``cli.main`` installs its handlers in this process; pytest's own come back afterwards."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}

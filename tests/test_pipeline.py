@@ -25,6 +25,11 @@ NUM_TRAIN = 360  # 400 rows less the 10% validation split
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
 
 
+@pytest.fixture(autouse=True)
+def _store_tables_made(store_in_tmp_path):
+    """Each test's ``tmp_path/mlflow.db`` starts with MLflow's tables already made."""
+
+
 def artifact_dir(run) -> Path:
     """The run's artifact folder (a local ``file://`` URI beside the SQLite store)."""
     uri = urlparse(run.info.artifact_uri)
@@ -201,6 +206,7 @@ def test_logged_model_predicts_what_the_run_evaluated(single, tiny_data):
         assert lime_data(run, index)["predicted_class"] == CLASSES[predicted[0][index]]
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_reproduce_the_same_numbers(single, tiny_data, tmp_path):
     first_store, _, first = single
     pipeline.run(tiny_config(tiny_data, tmp_path, "explain.num_examples=0", "tracking.log_model=false"))
@@ -352,6 +358,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_any_array(override, k
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
+@pytest.mark.slow
 def test_a_batch_larger_than_the_data_is_the_whole_split(tiny_data, tmp_path):
     config = tiny_config(
         tiny_data, tmp_path, "trainer.batch_size=1000000000", "explain.num_examples=0", "tracking.log_model=false"
