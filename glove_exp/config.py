@@ -230,7 +230,11 @@ def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
     for key in node.keys():
         if names is not None and key not in names and not (key == "hydra" and not prefix):
             unknown.append(f"{prefix}{key}")
-        elif isinstance(child := node._get_node(key), DictConfig) and not child._is_missing() and not child._is_none():
+        elif (
+            not OmegaConf.is_missing(node, key)
+            and not OmegaConf.is_interpolation(node, key)
+            and isinstance(child := node.get(key), DictConfig)
+        ):
             unknown += _unknown_keys(child, f"{prefix}{key}.")
     return unknown
 
