@@ -203,3 +203,69 @@ def test_a_tracked_run_gives_back_the_signal_handlers_it_found(tmp_path):
     with tracking.tracked_run(experiment_id, "run", {}, Interrupts()):
         assert signal.getsignal(signal.SIGINT) is not before
     assert signal.getsignal(signal.SIGINT) is before
+
+
+STARTUP_INTERRUPT_SCRIPT = """
+import os, signal
+from glove_exp.interrupts import Interrupts
+Interrupts().install()                  # what main() does first
+os.kill(os.getpid(), signal.SIGINT)     # Ctrl-C while the heavy imports run
+import jax, mlflow                      # never reached
+print("not interrupted")
+"""
+
+
+def test_ctrl_c_before_a_run_exists_exits_130_with_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", STARTUP_INTERRUPT_SCRIPT],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 130
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["glove-exp: interrupted (SIGINT)"]
+
+
+def test_an_interrupted_store_creation_leaves_no_store_and_the_next_one_works(tmp_path, monkeypatch):
+    import mlflow
+
+    from glove_exp import tracking
+
+    path = tmp_path / "new" / "mlflow.db"
+    real_client = mlflow.MlflowClient
+
+    def interrupted(uri):  # Ctrl-C while MLflow creates its tables in the temporary file
+        real_client(uri).search_experiments(max_results=1)
+        raise KeyboardInterrupt("signal 2")
+
+    monkeypatch.setattr(mlflow, "MlflowClient", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.create_sqlite_store(path)
+    assert not path.exists() and not list(path.parent.glob("*.tmp"))  # nothing half-made left behind
+    monkeypatch.setattr(mlflow, "MlflowClient", real_client)
+    assert tracking.open_experiment(f"sqlite:///{path}", "glove-exp")
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "not_a_database", "deleted_experiment"])
+def test_an_unusable_store_or_experiment_is_one_line_naming_it(case, run_main, tmp_path, tiny_overrides):
+    import mlflow
+
+    if case == "under_a_file":
+        (tmp_path / "plain").write_text("x")
+        uri = f"sqlite:///{tmp_path}/plain/mlflow.db"
+    elif case == "not_a_database":
+        (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+        uri = f"sqlite:///{tmp_path}/junk.db"
+    else:
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        client = mlflow.MlflowClient(uri)
+        client.delete_experiment(client.create_experiment("gone"))
+    extra = ["tracking.experiment=gone"] if case == "deleted_experiment" else []
+    status, lines = run_main(*tiny_overrides, "embeddings.dim=8", f"tracking.uri={uri}", *extra)
+    assert status == 2, lines
+    [line] = lines
+    key = "tracking.experiment='gone' is deleted" if case == "deleted_experiment" else f"tracking.uri={uri}: "
+    assert line.startswith(f"glove-exp: error: {key}"), line

@@ -365,3 +365,14 @@ def test_a_batch_larger_than_the_data_is_the_whole_split(tiny_data, tmp_path):
     )
     result = pipeline.run(config)
     assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_class_names_that_break_metric_names_or_plots_are_made_safe(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path, "explain.num_examples=1", "tracking.log_model=false")
+    config.dataset.class_names = ["a//b", "$x^2$", "a__b", "</b><script>"]
+    pipeline.run(config)
+    [run] = experiment_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    f1 = sorted(k.removeprefix("test/f1/") for k in run.data.metrics if k.startswith("test/f1/"))
+    assert len(f1) == 4 and all("/" not in name and "$" not in name for name in f1)
+    assert (artifact_dir(run) / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
