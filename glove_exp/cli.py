@@ -88,6 +88,10 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
 
 def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
+    if config.dataset.data_dir is None:  # offline: say so in seconds, before MLflow and datasets load
+        from glove_exp.data import check_hub_reachable
+
+        check_hub_reachable(config.dataset.hub_id)
     from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
 
     search = sweep_dir is not None and "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
