@@ -41,8 +41,12 @@ def store(tmp_path):
 def test_optuna_search_reports_the_best_validation_accuracy(store, ag_dir, glove_file):
     out = glove_exp(store, ag_dir, glove_file, "hparams_search=optuna", "hydra.sweeper.n_trials=3")
     assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout + out.stderr  # no colour codes when not on a terminal
+    assert "setup plugin" not in out.stdout + out.stderr  # no tracking-store migration chatter
     runs = finished_runs()
     assert len(runs) == 3 and len({r.data.tags["sweep_id"] for r in runs}) == 1
+    for run in runs:  # a trial is named after its pooling and number
+        assert run.info.run_name == f"{run.data.params['model.pooling']}-trial{run.data.tags['hydra_job_num']}"
     results = yaml.safe_load(next((store / "multirun").glob("*/*/optimization_results.yaml")).read_text())
     assert results["best_value"] == pytest.approx(max(r.data.metrics["val/selected_accuracy"] for r in runs))
     assert set(results["best_params"]) == {
