@@ -96,6 +96,7 @@ except SystemExit as exit:
 """
 
 
+@pytest.mark.slow
 def test_a_config_error_comes_before_the_heavy_imports(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", CONFIG_ERROR_SCRIPT],
@@ -215,6 +216,7 @@ print("not interrupted")
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_a_run_exists_exits_130_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", STARTUP_INTERRUPT_SCRIPT],

@@ -367,6 +367,7 @@ def test_a_batch_larger_than_the_data_is_the_whole_split(tiny_data, tmp_path):
     assert 0.0 <= result.test_accuracy <= 1.0
 
 
+@pytest.mark.slow
 def test_class_names_that_break_metric_names_or_plots_are_made_safe(tiny_data, tmp_path):
     config = tiny_config(tiny_data, tmp_path, "explain.num_examples=1", "tracking.log_model=false")
     config.dataset.class_names = ["a//b", "$x^2$", "a__b", "</b><script>"]
