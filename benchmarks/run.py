@@ -100,7 +100,7 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
 
 
 def bench_text(data_dir: str, num_docs: int = 120_000) -> list[dict]:
-    """Seconds per text stage for ``num_docs`` documents (the train texts, repeated)."""
+    """Seconds per text stage and documents per second for ``num_docs`` documents (the train texts, repeated)."""
     from glove_exp.data import load_splits
     from glove_exp.embeddings import load_package_vectors
     from glove_exp.pipeline import StageTimer
@@ -118,11 +118,13 @@ def bench_text(data_dir: str, num_docs: int = 120_000) -> list[dict]:
     with timer("encode"):
         encode(tokens, index, config.trainer.max_tokens)
         oov_rate(tokens, index)
+    total = sum(timer.seconds.values())
     return [
         {
             "documents": num_docs,
             **{f"{stage} s": seconds for stage, seconds in timer.seconds.items()},
-            "total s": sum(timer.seconds.values()),
+            "total s": total,
+            "documents/s": round(num_docs / total),
         }
     ]
 

@@ -39,7 +39,7 @@ def tutorial_encode(
     """
     from glove_exp.text import tokenize_all
 
-    train_tokens, test_tokens = tokenize_all(train_texts), tokenize_all(test_texts)
+    train_tokens, test_tokens = tokenize_all(train_texts).lists(), tokenize_all(test_texts).lists()
     if whole_table:
         missing = len(vectors) + 1  # one zero row for every word without a vector
         index = {word: row + 1 for word, row in lookup.items()}

@@ -7,13 +7,12 @@ the embedding matrix. Vocabulary words start at index 2, most frequent first.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from glove_exp.errors import EmbeddingsError
 
@@ -25,17 +24,92 @@ NUM_SPECIAL = 2
 # keras.preprocessing.text.Tokenizer's default `filters` (the apostrophe is not among them).
 KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 _TO_SPACE = str.maketrans({c: " " for c in KERAS_FILTERS})
+# Every filter and the space are ASCII, and UTF-8 never uses ASCII bytes inside a multi-byte
+# character, so splitting the UTF-8 bytes at these bytes splits the text at these characters.
+_IN_TOKEN = np.ones(256, dtype=bool)
+_IN_TOKEN[[ord(c) for c in KERAS_FILTERS + " "]] = False
+_CHUNK_DOCS = 4096
 
 
 def tokenize(text: str, lowercase: bool = True) -> list[str]:
-    """Split like Keras' ``text_to_word_sequence``: filters become spaces, split on spaces."""
+    """Split like Keras' ``text_to_word_sequence``: filters become spaces, split on spaces.
+
+    Only the space splits (as ``str.split(" ")``): other whitespace such as ``\\r`` or ``\\xa0``
+    stays inside tokens.
+    """
     if lowercase:
         text = text.lower()
     return [token for token in text.translate(_TO_SPACE).split(" ") if token]
 
 
-def tokenize_all(texts: Iterable[str], lowercase: bool = True) -> list[list[str]]:
-    return [tokenize(text, lowercase) for text in texts]
+@dataclass(frozen=True)
+class Tokens:
+    """Tokenised documents: token ``j`` is ``types[codes[j]]``, document ``i`` is the next
+    ``lengths[i]`` tokens."""
+
+    types: list[str]  # [W] distinct tokens in order of first occurrence
+    codes: np.ndarray  # [T] int32: each token's position in ``types``
+    lengths: np.ndarray  # [N] int64: tokens per document
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def split(self, sizes: Sequence[int]) -> list[Tokens]:
+        """Consecutive parts of ``sizes`` documents each, sharing ``types``."""
+        doc_bounds = np.cumsum([0, *sizes])
+        token_bounds = np.concatenate([[0], np.cumsum(self.lengths)])[doc_bounds]
+        return [
+            Tokens(self.types, self.codes[token_bounds[i] : token_bounds[i + 1]], self.lengths[a:b])
+            for i, (a, b) in enumerate(zip(doc_bounds[:-1], doc_bounds[1:]))
+        ]
+
+    def lists(self) -> list[list[str]]:
+        """One list of token strings per document, as :func:`tokenize` gives them."""
+        words = [self.types[code] for code in self.codes.tolist()]
+        ends = np.cumsum(self.lengths).tolist()
+        return [words[end - length : end] for end, length in zip(ends, self.lengths.tolist())]
+
+    def ids(self, index: dict[str, int]) -> np.ndarray:
+        """``[T]`` int32 id of every token, ``OOV`` for words not in ``index``."""
+        type_ids = np.fromiter((index.get(word, OOV) for word in self.types), dtype=np.int32, count=len(self.types))
+        return type_ids[self.codes]
+
+
+def tokenize_all(texts: Iterable[str], lowercase: bool = True) -> Tokens:
+    """:func:`tokenize` for many documents at once, on their UTF-8 bytes in numpy and Arrow."""
+    docs = [text.lower() for text in texts] if lowercase else list(texts)
+    # Chunks keep the byte-sized temporaries small (in cache, no fresh pages); one Arrow hash
+    # table over all chunks numbers the words in order of first occurrence.
+    chunks = [_split_bytes(docs[i : i + _CHUNK_DOCS]) for i in range(0, len(docs), _CHUNK_DOCS)]
+    encoded = pa.chunked_array([words for words, _ in chunks], pa.large_binary()).dictionary_encode()
+    dictionary = encoded.chunk(0).dictionary.to_pylist() if encoded.num_chunks else []
+    codes = [chunk.indices.to_numpy() for chunk in encoded.chunks]
+    return Tokens(
+        types=[word.decode("utf-8", "surrogatepass") for word in dictionary],
+        codes=np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32),
+        lengths=np.concatenate([lengths for _, lengths in chunks]) if chunks else np.zeros(0, dtype=np.int64),
+    )
+
+
+def _split_bytes(docs: list[str]) -> tuple[pa.LargeBinaryArray, np.ndarray]:
+    """Tokens of ``docs`` back to back as UTF-8 bytes ``[T]`` and tokens per document ``[N]``."""
+    # A filter character before, between and after the documents keeps every token in its document.
+    data = np.frombuffer(("\n" + "\n".join(docs) + "\n").encode("utf-8", "surrogatepass"), dtype=np.uint8)  # [B]
+    inside = _IN_TOKEN[data]  # [B] bytes that belong to a token
+    edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1  # token starts and ends, alternating
+    starts, ends = edges[0::2], edges[1::2]  # [T] each
+    token_offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=token_offsets[1:])
+    words = pa.Array.from_buffers(
+        pa.large_binary(), len(starts), [None, pa.py_buffer(token_offsets), pa.py_buffer(data[inside])]
+    )
+    sizes = np.fromiter(map(_utf8_size, docs), dtype=np.int64, count=len(docs))  # [N] bytes per document
+    doc_starts = np.cumsum(sizes + 1) - sizes  # [N] where each document begins in ``data``
+    return words, np.diff(np.searchsorted(starts, doc_starts), append=len(starts))
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True)
@@ -53,59 +127,56 @@ class Vocabulary:
         return {word: i + NUM_SPECIAL for i, word in enumerate(self.words)}
 
 
-def build_vocabulary(
-    token_lists: Sequence[list[str]], vectors: WordVectors, count_lists: Sequence[list[str]] | None = None
-) -> Vocabulary:
-    """Vocabulary of every word in ``token_lists`` that has a vector, most frequent first.
+def build_vocabulary(tokens: Tokens, vectors: WordVectors, counted: Tokens | None = None) -> Vocabulary:
+    """Vocabulary of every word in ``tokens`` that has a vector, most frequent first, ties in
+    order of first occurrence.
 
-    ``count_lists`` (default ``token_lists``) gives the frequencies stored in ``counts``: pass the
-    training split only so that frequency weights depend on training data alone.
+    ``counted`` (default ``tokens``; a part of it from :meth:`Tokens.split`) gives the frequencies
+    stored in ``counts``: pass the training split only so that frequency weights depend on
+    training data alone.
     """
-    frequencies = Counter(chain.from_iterable(token_lists))
+    counted = tokens if counted is None else counted
+    if counted.types is not tokens.types:
+        raise ValueError("counted must be a part of tokens (Tokens.split)")
     lookup = vectors.lookup()
-    # Counter keeps first-seen order, so the stable sort breaks frequency ties by first occurrence.
-    words = [w for w, _ in sorted(frequencies.items(), key=lambda item: -item[1]) if w in lookup]
-    if not words:
+    rows = np.fromiter((lookup.get(word, -1) for word in tokens.types), dtype=np.int64, count=len(tokens.types))
+    # ``types`` is in first-occurrence order, so the stable sort breaks frequency ties by it.
+    order = np.argsort(-np.bincount(tokens.codes, minlength=len(tokens.types)), kind="stable")
+    order = order[rows[order] >= 0]
+    if not len(order):
         raise EmbeddingsError(
             f"no word of the data has a vector in {vectors.source} (OOV rate 100%); "
             "check the language of the vectors and embeddings.lowercase"
         )
-    train_counts = frequencies if count_lists is None else Counter(chain.from_iterable(count_lists))
-    counts = np.zeros(len(words) + NUM_SPECIAL, dtype=np.int64)
-    counts[NUM_SPECIAL:] = [train_counts.get(w, 0) for w in words]
-    rows = np.fromiter((lookup[w] for w in words), dtype=np.int64, count=len(words))
-    return Vocabulary(words=words, vector_rows=rows, counts=counts)
+    counts = np.zeros(len(order) + NUM_SPECIAL, dtype=np.int64)
+    counts[NUM_SPECIAL:] = np.bincount(counted.codes, minlength=len(tokens.types))[order]
+    return Vocabulary(words=[tokens.types[i] for i in order.tolist()], vector_rows=rows[order], counts=counts)
 
 
-def encode(
-    token_lists: Sequence[list[str]], index: dict[str, int], max_tokens: int, drop_oov: bool = False
-) -> np.ndarray:
-    """Token lists -> ``[N, max_tokens]`` int32 ids, post-padded with 0 and post-truncated.
+def encode(tokens: Tokens, index: dict[str, int], max_tokens: int, drop_oov: bool = False) -> np.ndarray:
+    """Tokens of ``N`` documents -> ``[N, max_tokens]`` int32 ids, post-padded with 0 and post-truncated.
 
     Unknown words become ``OOV`` (a zero vector that still takes a position, as in the tutorial)
     or, with ``drop_oov``, are removed before truncation.
     """
-    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-    flat = np.fromiter(
-        map(index.get, chain.from_iterable(token_lists), repeat(OOV)), dtype=np.int32, count=int(lengths.sum())
-    )
+    lengths, flat = tokens.lengths, tokens.ids(index)
     if drop_oov:
         kept = flat != OOV
         lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[kept], minlength=len(lengths))
         flat = flat[kept]
-    starts = np.cumsum(lengths) - lengths  # where each document begins in ``flat``
-    positions = np.arange(max_tokens)
-    filled = positions[None, :] < np.minimum(lengths, max_tokens)[:, None]  # [N, max_tokens]
-    out = np.zeros((len(lengths), max_tokens), dtype=np.int32)
-    out[filled] = flat[(starts[:, None] + positions[None, :])[filled]]
+    starts = np.cumsum(lengths) - lengths  # [N] where each document begins in ``flat``
+    padded = np.concatenate([flat, np.zeros(max_tokens, dtype=np.int32)])
+    # Row i of the windows is flat[i : i + max_tokens]: gather each document's first tokens,
+    # then blank the positions past its end.
+    out = np.lib.stride_tricks.sliding_window_view(padded, max_tokens)[starts]  # [N, max_tokens]
+    np.copyto(out, PAD, where=np.arange(max_tokens) >= lengths[:, None])
     return out
 
 
-def oov_rate(token_lists: Sequence[list[str]], index: dict[str, int]) -> float:
+def oov_rate(tokens: Tokens, index: dict[str, int]) -> float:
     """Fraction of tokens (not types) without a vector."""
-    total = sum(map(len, token_lists))
-    missing = total - sum(map(index.__contains__, chain.from_iterable(token_lists)))
-    return missing / total if total else 0.0
+    flat = tokens.ids(index)
+    return float((flat == OOV).mean()) if len(flat) else 0.0
 
 
 def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
@@ -149,8 +220,10 @@ def encode_splits(
     texts: dict[str, list[str] | None], vectors: WordVectors, lowercase: bool, max_tokens: int, drop_oov: bool
 ) -> Encoded:
     """Tokenise every split, build the vocabulary (frequencies from ``train``) and encode."""
-    tokens = {split: tokenize_all(docs, lowercase) for split, docs in texts.items() if docs is not None}
-    vocab = build_vocabulary([t for lists in tokens.values() for t in lists], vectors, count_lists=tokens["train"])
+    present = {split: docs for split, docs in texts.items() if docs is not None}
+    corpus = tokenize_all([doc for docs in present.values() for doc in docs], lowercase)
+    tokens = dict(zip(present, corpus.split([len(docs) for docs in present.values()])))
+    vocab = build_vocabulary(corpus, vectors, counted=tokens["train"])
     index = vocab.index()
     ids = {split: encode(tokens[split], index, max_tokens, drop_oov) if split in tokens else None for split in texts}
     return Encoded(ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index))

@@ -1,18 +1,28 @@
+import random
+from collections import Counter
+from itertools import chain
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from glove_exp import text as text_module
 from glove_exp.embeddings import WordVectors
 from glove_exp.errors import EmbeddingsError
 from glove_exp.text import (
     KERAS_FILTERS,
+    NUM_SPECIAL,
     OOV,
     PAD,
     build_vocabulary,
     embedding_matrix,
     encode,
+    encode_splits,
     oov_rate,
     sif_weights,
     tokenize,
+    tokenize_all,
 )
 
 
@@ -25,24 +35,122 @@ def keras_text_to_word_sequence(text, filters=KERAS_FILTERS, lower=True, split="
     return [i for i in text.split(split) if i]
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Wall St. Bears Claw Back Into the Black (Reuters)",
-        "Reuters - Short-sellers, Wall Street's dwindling\\band of ultra-cynics, are seeing green again.",
-        "U.S. #36;10 million\tprize\nfor   'rocketeers' -- A&amp;B <b>bold</b> ~50% [note] {x}|y",
-        "Ünïcödé café naïve — “quotes” don't",
-        "",
-        "   ",
-    ],
-)
+TRICKY = [
+    "Wall St. Bears Claw Back Into the Black (Reuters)",
+    "Reuters - Short-sellers, Wall Street's dwindling\\band of ultra-cynics, are seeing green again.",
+    "U.S. #36;10 million\tprize\nfor   'rocketeers' -- A&amp;B <b>bold</b> ~50% [note] {x}|y",
+    "Ünïcödé café naïve — “quotes” don't",
+    "",
+    "   ",
+    KERAS_FILTERS,
+    KERAS_FILTERS + "word" + KERAS_FILTERS,
+    "carriage\rreturn vertical\x0btab form\x0cfeed no\xa0break ideo\u3000space line\u2028sep",
+    "İstanbul KELVIN\u212a ΟΔΟΣ ΟΔΟΣ. ΣΑΣ Straße ǅ ﬁ",  # multi-code-point and final-sigma lower-casing
+    "emoji 👍🏽 zwj 👩‍👩‍👧 combining e\u0301 rtl עברית عربي 中文,日本語",
+    "lone \ud800 surrogate",
+    "nul\x00inside \x7f del",
+    "'quoted' 'twas rock'n'roll ''",
+    "tail",  # runs into the next document unless document ends split tokens
+    "head",
+    " ".join(f"Long{i}-doc" for i in range(5000)),
+    "\n\n\t\t",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
 def test_tokenize_matches_keras_rules(text):
     assert tokenize(text) == keras_text_to_word_sequence(text)
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_tokenize_all_matches_keras_rules_document_by_document(lowercase):
+    expected = [keras_text_to_word_sequence(text, lower=lowercase) for text in TRICKY]
+    tokens = tokenize_all(TRICKY, lowercase)
+    assert tokens.lists() == expected
+    assert tokens.lengths.tolist() == list(map(len, expected))
+    assert tokens.types == list(dict.fromkeys(chain.from_iterable(expected)))  # first occurrence order
+    assert len(tokenize_all(["", ""])) == 2 and tokenize_all([]).lists() == []
+
+
+def test_tokenize_all_across_chunks_one_without_tokens():
+    short = [text for text in TRICKY if len(text) < 1000]
+    # Numbered, so that no repeating pattern hides misplaced chunks.
+    numbered = [f"{text}{i}" for i, text in enumerate(short * (text_module._CHUNK_DOCS // len(short) + 1))]
+    docs = numbered + ["..."] * 2 * text_module._CHUNK_DOCS + short  # the third chunk has no token
+    assert tokenize_all(docs).lists() == [keras_text_to_word_sequence(doc) for doc in docs]
 
 
 def test_tokenize_keeps_apostrophes_and_case_option():
     assert tokenize("Don't STOP-now!") == ["don't", "stop", "now"]
     assert tokenize("Don't STOP-now!", lowercase=False) == ["Don't", "STOP", "now"]
+    assert tokenize("\u0130") == ["i\u0307"] and tokenize("ΟΔΟΣ") == ["οδος"]
+
+
+# Mostly separators and characters whose handling differs between tokenisers, plus anything.
+TEXT = st.text(
+    st.one_of(
+        st.sampled_from(KERAS_FILTERS + " \r\x0b\x0c\xa0\u3000\u2028'aZİΣß"),
+        st.characters(codec="utf-8"),
+        st.characters(),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TEXT, max_size=8), st.booleans())
+def test_tokenize_all_equals_reference_for_any_text(texts, lowercase):
+    expected = [keras_text_to_word_sequence(text, lower=lowercase) for text in texts]
+    assert tokenize_all(texts, lowercase).lists() == expected
+    assert [tokenize(text, lowercase) for text in texts] == expected
+
+
+def reference_encode_splits(texts, vectors, lowercase, max_tokens, drop_oov):
+    """The former per-document composition: Counter vocabulary, dict lookups, Python padding."""
+    tokens = {s: [keras_text_to_word_sequence(t, lower=lowercase) for t in docs] for s, docs in texts.items() if docs}
+    frequencies = Counter(chain.from_iterable(chain.from_iterable(tokens.values())))
+    lookup = vectors.lookup()
+    words = [w for w, _ in sorted(frequencies.items(), key=lambda item: -item[1]) if w in lookup]
+    index = {w: i + NUM_SPECIAL for i, w in enumerate(words)}
+    train_counts = Counter(chain.from_iterable(tokens["train"]))
+
+    def ids(docs):
+        out = np.zeros((len(docs), max_tokens), dtype=np.int32)
+        for row, doc in enumerate(docs):
+            seq = [index.get(w, OOV) for w in doc]
+            seq = [i for i in seq if i != OOV] if drop_oov else seq
+            out[row, : len(seq[:max_tokens])] = seq[:max_tokens]
+        return out
+
+    train_tokens = list(chain.from_iterable(tokens["train"]))
+    oov = sum(w not in index for w in train_tokens) / len(train_tokens)
+    counts = [0] * NUM_SPECIAL + [train_counts[w] for w in words]
+    return {s: ids(tokens[s]) if s in tokens else None for s in texts}, words, counts, oov
+
+
+POOL = ["the", "The", "cat", "dog", "Fish", "İzmir", "café", "don't", "zebra", "x\xa0y", "a\rb", "ΣΑΣ", "gnu"]
+GLUE = [" ", "  ", ", ", ".", "-", "\n", "\t", "!", " (", ") "]
+
+
+def random_texts(rng, count):
+    return ["".join(rng.choice(POOL) + rng.choice(GLUE) for _ in range(rng.randint(0, 12))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("drop_oov", [False, True])
+def test_encode_splits_matches_reference_composition(lowercase, drop_oov):
+    rng = random.Random(0)
+    texts = {"train": random_texts(rng, 60), "val": None, "test": random_texts(rng, 25)}
+    # Ties, words without vectors, both spellings of a lower-cased word, multi-code-point lower case.
+    wv = vectors(["the", "cat", "dog", "fish", "Fish", "izmir", "i\u0307zmir", "café", "don't", "σας", "ΣΑΣ", "gnu"])
+    ids, words, counts, oov = reference_encode_splits(texts, wv, lowercase, 7, drop_oov)
+    encoded = encode_splits(texts, wv, lowercase, max_tokens=7, drop_oov=drop_oov)
+    assert encoded.words == words
+    assert encoded.counts.tolist() == counts
+    assert encoded.oov_rate == pytest.approx(oov, abs=1e-15)
+    assert encoded.ids["val"] is None
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(encoded.ids[split], ids[split])
 
 
 def vectors(words, dim=3):
@@ -53,8 +161,8 @@ def vectors(words, dim=3):
 
 def test_vocabulary_orders_by_frequency_and_skips_words_without_vectors():
     wv = vectors(["cat", "dog", "fish"])
-    docs = [["dog", "cat", "zebra"], ["dog", "bird"], ["fish", "dog", "cat"]]
-    vocab = build_vocabulary(docs, wv, count_lists=docs[:1])
+    tokens = tokenize_all(["dog cat zebra", "dog bird", "fish dog cat"])
+    vocab = build_vocabulary(tokens, wv, counted=tokens.split([1, 2])[0])
     assert vocab.words == ["dog", "cat", "fish"]
     assert vocab.index() == {"dog": 2, "cat": 3, "fish": 4}
     assert vocab.counts.tolist() == [0, 0, 1, 1, 0]  # counted in the first document only
@@ -67,20 +175,26 @@ def test_vocabulary_orders_by_frequency_and_skips_words_without_vectors():
 
 def test_vocabulary_without_coverage_fails_with_oov_rate():
     with pytest.raises(EmbeddingsError, match="OOV rate 100%"):
-        build_vocabulary([["Hund", "Katze"]], vectors(["dog"]))
+        build_vocabulary(tokenize_all(["Hund Katze"]), vectors(["dog"]))
+
+
+def test_vocabulary_counts_only_a_part_of_the_same_tokens():
+    with pytest.raises(ValueError, match="part of tokens"):
+        build_vocabulary(tokenize_all(["dog"]), vectors(["dog"]), counted=tokenize_all(["dog"]))
 
 
 def test_encode_post_pads_post_truncates_and_maps_oov():
     index = {"a": 2, "b": 3}
-    ids = encode([["a", "x", "b"], ["b", "b", "a", "a", "b"], []], index, max_tokens=4)
+    ids = encode(tokenize_all(["a x b", "b b a a b", ""]), index, max_tokens=4)
     assert ids.dtype == np.int32
     assert ids.tolist() == [[2, OOV, 3, PAD], [3, 3, 2, 2], [PAD] * 4]
-    dropped = encode([["x", "a", "y", "b", "a", "b"]], index, max_tokens=3, drop_oov=True)
+    dropped = encode(tokenize_all(["x a y b a b"]), index, max_tokens=3, drop_oov=True)
     assert dropped.tolist() == [[2, 3, 2]]
 
 
 def test_oov_rate_counts_tokens():
-    assert oov_rate([["a", "x"], ["a", "a"]], {"a": 2}) == pytest.approx(0.25)
+    assert oov_rate(tokenize_all(["a x", "a a"]), {"a": 2}) == pytest.approx(0.25)
+    assert oov_rate(tokenize_all(["", "..."]), {"a": 2}) == 0.0
 
 
 def test_sif_weights():
