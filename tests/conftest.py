@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +213,51 @@ def store_in_tmp_path(tmp_path, empty_store) -> Path:
     import shutil
 
     return Path(shutil.copy(empty_store, tmp_path / "mlflow.db"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(cwd: Path, *options: str) -> Iterator[str]:
+    """``mlflow server <options>`` on a free port of 127.0.0.1; ready once its log says it listens
+    there (read line by line, no polling). Yields its URL."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        *options,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:  # blocks until the next line; ends if the server dies
+            if f"127.0.0.1:{port}" in line:
+                break
+        else:
+            pytest.fail(f"the MLflow server exited with status {process.wait()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch) -> str:
+    """The Hugging Face hub's address pointed at a port nobody listens on (connection refused)."""
+    from huggingface_hub import constants
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return endpoint

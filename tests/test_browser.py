@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +18,7 @@ import pytest
 
 from glove_exp import pipeline, report
 from glove_exp.pipeline import JobInfo
-from tests.conftest import store_uri, tiny_config
-from tests.test_tracking_server import free_port
+from tests.conftest import mlflow_server, store_uri, tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -70,20 +67,8 @@ def store(tmp_path_factory, tiny_data) -> Path:
 def server(store) -> Iterator[str]:
     """``mlflow server`` over the store; the runs' artifacts are file:// folders it reads directly.
     Ready once it says it listens on its port (read from its log)."""
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri(store),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=store, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in process.stdout:  # blocks until the next line; ends if the server dies
-            if f"127.0.0.1:{port}" in line:
-                break
-        else:
-            pytest.fail(f"the MLflow server exited with status {process.wait()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+    with mlflow_server(store, "--backend-store-uri", store_uri(store)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -273,20 +273,11 @@ def test_an_unusable_store_or_experiment_is_one_line_naming_it(case, run_main, t
     assert line.startswith(f"glove-exp: error: {key}"), line
 
 
-def test_offline_without_a_data_dir_is_one_line_naming_the_fixes(run_main, tiny_overrides, monkeypatch):
-    import socket
-
-    from huggingface_hub import constants
-
-    with socket.socket() as sock:  # a port nobody listens on: connection refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+def test_offline_without_a_data_dir_is_one_line_naming_the_fixes(run_main, tiny_overrides, unreachable_hub):
     status, lines = run_main(*tiny_overrides, "embeddings.dim=8", "dataset.data_dir=null")
     assert status == 2
     assert lines == [
-        f"glove-exp: error: cannot reach the Hugging Face hub at http://127.0.0.1:{port} to load fancyzhx/ag_news "
+        f"glove-exp: error: cannot reach the Hugging Face hub at {unreachable_hub} to load fancyzhx/ag_news "
         "(Connection refused); set dataset.data_dir (or GLOVE_EXP_DATA_DIR) to local train/test files, "
         "or HF_HUB_OFFLINE=1 to use the datasets cache"
     ]

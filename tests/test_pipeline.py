@@ -265,16 +265,7 @@ def test_an_input_error_leaves_no_run(case, error, tiny_data, tmp_path):
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
-def test_an_unreachable_hub_fails_at_once_naming_the_fixes(tiny_data, tmp_path, monkeypatch):
-    import socket
-
-    from huggingface_hub import constants
-
-    with socket.socket() as sock:  # a port nobody listens on: connection refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+def test_an_unreachable_hub_fails_at_once_naming_the_fixes(tiny_data, tmp_path, unreachable_hub):
     config = tiny_config(tiny_data, tmp_path, "dataset.data_dir=null")
     with pytest.raises(
         DataError,

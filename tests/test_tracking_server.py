@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
+from collections.abc import Iterator
 
 import mlflow
 import pytest
 
 from glove_exp import pipeline
-from tests.conftest import CLASSES, tiny_config
+from tests.conftest import CLASSES, free_port, mlflow_server, tiny_config
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def server(tmp_path):
-    """``mlflow server`` on a free port; ready once it says it listens there (read from its log)."""
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in process.stdout:  # blocks until the next line; ends if the server dies
-            if f"127.0.0.1:{port}" in line:
-                break
-        else:
-            pytest.fail(f"the MLflow server exited with status {process.wait()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+def server(tmp_path) -> Iterator[str]:
+    """An MLflow tracking server with its own SQLite store and artifact folder."""
+    backend = [
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
+    with mlflow_server(tmp_path, *backend) as url:
+        yield url
 
 
 def test_a_run_logs_to_a_tracking_server(server, tmp_path, tiny_data):
