@@ -84,6 +84,13 @@ def test_user_error_prints_one_line_and_exits_2(case, run_main, tmp_path, tiny_o
     assert re.search(pattern.format(missing=re.escape(str(missing))), line), line
 
 
+def run_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -c script`` in ``cwd`` with the environment of a ``glove-exp`` process."""
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=cli_env(cwd), capture_output=True, text=True, timeout=120
+    )
+
+
 CONFIG_ERROR_SCRIPT = """
 import sys
 from glove_exp import cli
@@ -98,14 +105,7 @@ except SystemExit as exit:
 
 @pytest.mark.slow
 def test_a_config_error_comes_before_the_heavy_imports(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", CONFIG_ERROR_SCRIPT],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(CONFIG_ERROR_SCRIPT, tmp_path)
     assert proc.stdout.strip() == "exit 2 heavy []", proc.stdout + proc.stderr
     assert proc.stderr.strip() == "glove-exp: error: trainer.max_tokens must be >= 1, got 0"
 
@@ -218,14 +218,7 @@ print("not interrupted")
 
 @pytest.mark.slow
 def test_ctrl_c_before_a_run_exists_exits_130_with_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", STARTUP_INTERRUPT_SCRIPT],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(STARTUP_INTERRUPT_SCRIPT, tmp_path)
     assert proc.returncode == 130
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["glove-exp: interrupted (SIGINT)"]

@@ -153,12 +153,12 @@ def test_killed_conversion_leaves_no_cache_and_the_next_run_rebuilds(glove_file,
     cache = tmp_path / "cache"
     script = textwrap.dedent(
         f"""
-        import time
+        import threading
         from pathlib import Path
         from glove_exp import embeddings
         def stall(manifest):  # vectors.npy and words.txt are written; the manifest comes next
             print("saved", flush=True)
-            time.sleep(60)
+            threading.Event().wait()  # stalls here until the test kills this process
         embeddings.json.dumps = stall
         embeddings.load_glove_text_cached(Path({str(glove_file)!r}), 8, Path({str(cache)!r}), progress=False)
         """
