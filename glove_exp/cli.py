@@ -71,7 +71,10 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": task_overrides(hydra_cfg)}
     try:
         result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
-        outcome.update(status="FINISHED", val_accuracy=result.val_accuracy, run_id=result.run_id)
+        outcome.update(
+            status="FINISHED", val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
+            run_id=result.run_id, pending_model=result.pending_model,
+        )  # fmt: skip
         return result.val_accuracy
     except KeyboardInterrupt:  # the MLflow run ended KILLED; stop the sweep too
         outcome.update(status="KILLED", error="interrupted")
@@ -103,6 +106,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         preset=hydra_cfg.runtime.choices.get("experiment"),
         varying=sweep_keys(sweep_dir) if sweep_dir and not search else (),
         search=search,
+        output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
     )
     result = run(config, job, interrupts, progress=sys.stderr.isatty())
     print(f"{PROG}: {result.summary}", flush=True)

@@ -71,9 +71,14 @@ class EmbeddingsConfig:
     lowercase: bool = True
     drop_oov: bool = False
     trainable: bool = False
+    # The vocabulary is the training words that have a vector plus the words of the vectors' first
+    # serving_words rows (the most frequent), so that new text finds its vectors; null or 0: none.
+    serving_words: int | None = 20_000
 
     def __post_init__(self) -> None:
         _check(self.dim >= 1, "embeddings.dim", "must be >= 1", self.dim)
+        if self.serving_words is not None:
+            _check(self.serving_words >= 0, "embeddings.serving_words", "must be >= 0 or null", self.serving_words)
         _check(
             any((self.path, self.url, self.package)),
             "embeddings.path",
@@ -157,13 +162,26 @@ class TrainerConfig:
             )
 
 
+LOG_MODEL_CHOICES = ("always", "never", "best")
+LOG_MODEL_ALIASES = {"true": "always", "false": "never"}
+
+
 @dataclass
 class TrackingConfig:
     uri: str = MISSING
     experiment: str = "glove-exp"
     run_name: str | None = None  # default: the preset (or the pooling) and the values a sweep varies
-    log_model: bool = True  # log the classifier as an MLflow pyfunc model
+    # The classifier as an MLflow pyfunc model: always, never, or best (in a sweep, only the job
+    # with the best validation accuracy, else test accuracy; a single run logs it). true/false
+    # are always/never. A string, not an enum, so that the older true/false still compose.
+    log_model: str = "best"
     model_name: str = "model"  # its name: runs:/<run id>/<model_name>
+
+    def __post_init__(self) -> None:
+        self.log_model = LOG_MODEL_ALIASES.get(str(self.log_model).lower(), str(self.log_model).lower())
+        _check(
+            self.log_model in LOG_MODEL_CHOICES, "tracking.log_model", "must be always, never or best", self.log_model
+        )
 
 
 @dataclass

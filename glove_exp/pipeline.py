@@ -29,12 +29,14 @@ from glove_exp.text import Encoded, encode_splits, sif_weights
 from glove_exp.train import EpochMetrics, FitResult, fit, make_optimizer, make_predict
 
 log = logging.getLogger(__name__)
+PENDING_MODEL_DIR = "pending_model"
 
 
 @dataclass(frozen=True)
 class JobInfo:
     """Where the run sits in Hydra: job name, number in a sweep, the sweep's folder, the job's
-    overrides, the experiment preset, the keys the sweep varies, and whether it is a search."""
+    overrides, the experiment preset, the keys the sweep varies, whether it is a search, and the
+    job's output folder in a sweep (where ``tracking.log_model=best`` leaves its model)."""
 
     name: str = "glove-exp"
     num: int | None = None
@@ -43,6 +45,7 @@ class JobInfo:
     preset: str | None = None
     varying: tuple[str, ...] = ()
     search: bool = False
+    output_dir: str | None = None
 
 
 @dataclass
@@ -75,6 +78,7 @@ class RunResult:
     val_accuracy: float | None  # of the kept model; None without a validation split
     test_accuracy: float
     timings: str
+    pending_model: str | None = None  # the saved model the sweep's end logs if this job is the best
 
     @property
     def summary(self) -> str:
@@ -145,13 +149,19 @@ def run(
             tracked.log_explanations(explanations, "lime")
         with timer("log"):
             tracked.log_outcome(result, evaluation, names, f"{name}: test accuracy {evaluation.accuracy:.1%}")
-            if config.tracking.log_model:
-                tracked.log_model(predictor, test.texts[:2], config.tracking.model_name, name)
+            pending, log_model, model_name = None, config.tracking.log_model, config.tracking.model_name
+            if log_model == "best" and job.output_dir is not None:  # in a sweep: its end logs the best job's
+                folder = Path(job.output_dir) / PENDING_MODEL_DIR
+                pending = tracking.save_pending_model(
+                    predictor, folder, test.texts[:2], model_name, name, tracked.run_id, config.tracking.uri
+                )
+            elif log_model != "never":
+                tracked.log_model(predictor, test.texts[:2], model_name, name)
         tracked.log_metrics(
             {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
         )
     val = result.selected.val_accuracy if inputs.val is not None else None
-    return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary())
+    return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary(), pending)
 
 
 def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepared:
@@ -164,7 +174,9 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
     with timer("tokens"):
         texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
         e = config.embeddings
-        encoded = encode_splits(texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov)
+        encoded = encode_splits(
+            texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov, e.serving_words or 0
+        )
     if encoded.oov_rate > 0.5:
         log.warning("%.0f%% of training tokens have no vector in %s", 100 * encoded.oov_rate, vectors.source)
     model = model_from_config(config)

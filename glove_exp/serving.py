@@ -65,7 +65,10 @@ class Predictor:
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (folder / "vocab.txt").write_text("\n".join(self.words), encoding="utf-8")
-        np.savez(folder / "constants.npz", **{k: np.asarray(v) for k, v in self.consts._asdict().items()})
+        # The table (the artifact's bulk) as float16: the pipeline's tables hold float16 values
+        # already (text.embedding_matrix), so nothing is lost; loading widens it to float32 again.
+        constants = {k: np.asarray(v) for k, v in self.consts._asdict().items()}
+        np.savez(folder / "constants.npz", **constants | {"table": constants["table"].astype(np.float16)})
         flat = {
             f"{module}::{name}": np.asarray(value)
             for module, names in self.params.items()
@@ -79,7 +82,7 @@ class Predictor:
         meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
         with np.load(folder / "constants.npz") as data:
-            consts = Constants(**{k: jax.numpy.asarray(data[k]) for k in Constants._fields})
+            consts = Constants(**{k: jax.numpy.asarray(data[k], dtype=np.float32) for k in Constants._fields})
         params: dict[str, dict[str, Any]] = {}
         with np.load(folder / "params.npz") as data:
             for key in data.files:

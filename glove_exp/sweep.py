@@ -1,14 +1,19 @@
 """Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl``; a Hydra callback
 in the launching process prints the summary once the sweep is over, and exits 1 if a job failed.
 
-Jobs may run in other processes (joblib, submitit), so outcomes go through a file that every
-launcher shares rather than through memory.
+With ``tracking.log_model=best`` each job saves its model in its output folder instead of logging
+it; the callback logs the best job's into that job's MLflow run and deletes every saved copy.
+
+Jobs may run in other processes or machines (joblib, submitit, Ray), so outcomes and saved models
+go through the sweep folder, which the jobs and the launching process must share (one machine, or
+a shared filesystem as SLURM clusters have), rather than through memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,46 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def best_job(jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished job with a saved model and the highest validation accuracy (test accuracy if
+    any of them has no validation split); the lowest job number on ties."""
+    candidates = sorted(
+        (job for job in jobs if job["status"] == "FINISHED" and job.get("pending_model")),
+        key=lambda job: job.get("num", 0),
+    )
+    if not candidates:
+        return None
+    key = "val_accuracy" if all(job.get("val_accuracy") is not None for job in candidates) else "test_accuracy"
+    return max(candidates, key=lambda job: job[key])
+
+
+def log_best_model(jobs: list[dict[str, Any]]) -> str | None:
+    """Log the best job's saved model into its run and delete every saved copy; returns the line
+    that says what happened (None when no job saved a model)."""
+    winner = best_job(jobs)
+    if winner is None:
+        line = None
+    elif not Path(winner["pending_model"]).is_dir():
+        return (
+            f"sweep: the best job's model ({winner['pending_model']}) is not on this machine: "
+            "tracking.log_model=best needs the jobs' output folders on a filesystem shared with the "
+            "launching machine; use tracking.log_model=always"
+        )
+    else:
+        from glove_exp.tracking import log_pending_model
+
+        try:
+            run_id = log_pending_model(Path(winner["pending_model"]))
+        except Exception as err:  # the store may be down: keep the files so the model is not lost
+            problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            return f"sweep: could not log the best job's model ({problem}); its files stay in {winner['pending_model']}"
+        line = f"sweep: the model of job {winner['num']}, the best, is logged in run {run_id}"
+    for job in jobs:
+        if job.get("pending_model"):
+            shutil.rmtree(job["pending_model"], ignore_errors=True)
+    return line
+
+
 class SweepSummary(Callback):
     """Registered under ``hydra.callbacks`` in conf/config.yaml."""
 
@@ -61,6 +106,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = read_jobs(config.hydra.sweep.dir)
+        if models := log_best_model(jobs):
+            print(models, flush=True)
         if jobs:
             print(summarise(jobs), flush=True)
         if any(job["status"] != "FINISHED" for job in jobs):

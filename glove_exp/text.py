@@ -1,8 +1,10 @@
-"""Text -> token ids: the tutorial's Keras tokeniser rules, a vocabulary of words that have a
-vector, and post-padded / post-truncated id matrices.
+"""Text -> token ids: the tutorial's Keras tokeniser rules, a vocabulary of the training words
+that have a vector (plus the vectors' most frequent words, for new text), and post-padded /
+post-truncated id matrices.
 
-Index 0 is padding and index 1 stands for every word without a vector; both map to zero rows in
-the embedding matrix. Vocabulary words start at index 2, most frequent first.
+Index 0 is padding and index 1 stands for every word outside the vocabulary; both map to zero
+rows in the embedding matrix. Vocabulary words start at index 2: training words, most frequent
+first, then the added frequent words in the vectors' order.
 """
 
 from __future__ import annotations
@@ -127,30 +129,41 @@ class Vocabulary:
         return {word: i + NUM_SPECIAL for i, word in enumerate(self.words)}
 
 
-def build_vocabulary(tokens: Tokens, vectors: WordVectors, counted: Tokens | None = None) -> Vocabulary:
-    """Vocabulary of every word in ``tokens`` that has a vector, most frequent first, ties in
-    order of first occurrence.
-
-    ``counted`` (default ``tokens``; a part of it from :meth:`Tokens.split`) gives the frequencies
-    stored in ``counts``: pass the training split only so that frequency weights depend on
-    training data alone.
+def build_vocabulary(train: Tokens, vectors: WordVectors, serving_words: int = 0, lowercase: bool = True) -> Vocabulary:
+    """The words of ``train`` that have a vector, most frequent first (ties in order of first
+    occurrence), then the words of the first ``serving_words`` rows of ``vectors`` (GloVe files
+    are sorted by frequency) that are not among them, so that new text finds its vectors.
+    ``counts`` are training frequencies (0 for the added words).
     """
-    counted = tokens if counted is None else counted
-    if counted.types is not tokens.types:
-        raise ValueError("counted must be a part of tokens (Tokens.split)")
     lookup = vectors.lookup()
-    rows = np.fromiter((lookup.get(word, -1) for word in tokens.types), dtype=np.int64, count=len(tokens.types))
+    rows = np.fromiter((lookup.get(word, -1) for word in train.types), dtype=np.int64, count=len(train.types))
+    counts = np.bincount(train.codes, minlength=len(train.types))
     # ``types`` is in first-occurrence order, so the stable sort breaks frequency ties by it.
-    order = np.argsort(-np.bincount(tokens.codes, minlength=len(tokens.types)), kind="stable")
-    order = order[rows[order] >= 0]
+    order = np.argsort(-counts, kind="stable")
+    order = order[(rows[order] >= 0) & (counts[order] > 0)]  # ``types`` may hold other splits' words too
     if not len(order):
         raise EmbeddingsError(
-            f"no word of the data has a vector in {vectors.source} (OOV rate 100%); "
+            f"no word of the training data has a vector in {vectors.source} (OOV rate 100%); "
             "check the language of the vectors and embeddings.lowercase"
         )
-    counts = np.zeros(len(order) + NUM_SPECIAL, dtype=np.int64)
-    counts[NUM_SPECIAL:] = np.bincount(counted.codes, minlength=len(tokens.types))[order]
-    return Vocabulary(words=[tokens.types[i] for i in order.tolist()], vector_rows=rows[order], counts=counts)
+    words = [train.types[i] for i in order.tolist()]
+    extra = frequent_words(vectors, serving_words, lowercase, known=set(words))
+    return Vocabulary(
+        words=words + extra,
+        vector_rows=np.concatenate([rows[order], np.array([lookup[word] for word in extra], dtype=np.int64)]),
+        counts=np.concatenate([np.zeros(NUM_SPECIAL, np.int64), counts[order], np.zeros(len(extra), np.int64)]),
+    )
+
+
+def frequent_words(vectors: WordVectors, count: int, lowercase: bool, known: set[str]) -> list[str]:
+    """Words of the first ``count`` rows of ``vectors`` that are not ``known`` and that text can
+    give as tokens (no filter character or space; lower case if ``lowercase``), each once, in order."""
+    seen, words = set(known), []
+    for word in vectors.words[:count]:
+        if word not in seen and tokenize(word, lowercase) == [word]:
+            seen.add(word)
+            words.append(word)
+    return words
 
 
 def encode(tokens: Tokens, index: dict[str, int], max_tokens: int, drop_oov: bool = False) -> np.ndarray:
@@ -180,9 +193,16 @@ def oov_rate(tokens: Tokens, index: dict[str, int]) -> float:
 
 
 def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
-    """``[len(vocab), dim]`` float32 rows for the vocabulary; padding and OOV rows are zero."""
+    """``[len(vocab), dim]`` float32 rows for the vocabulary; padding and OOV rows are zero.
+
+    The values are rounded to float16, the precision the logged model stores them in, so that
+    the run trains and evaluates on exactly the vectors it serves with.
+    """
+    rows = vectors.vectors[vocab.vector_rows]  # [V - NUM_SPECIAL, D]
+    if np.abs(rows).max(initial=0) > np.finfo(np.float16).max:
+        raise EmbeddingsError(f"{vectors.source} holds values beyond float16's range (±65504)")
     matrix = np.zeros((len(vocab), vectors.dim), dtype=np.float32)
-    matrix[NUM_SPECIAL:] = vectors.vectors[vocab.vector_rows]
+    matrix[NUM_SPECIAL:] = rows.astype(np.float16)
     return matrix
 
 
@@ -217,13 +237,20 @@ class Encoded:
 
 
 def encode_splits(
-    texts: dict[str, list[str] | None], vectors: WordVectors, lowercase: bool, max_tokens: int, drop_oov: bool
+    texts: dict[str, list[str] | None],
+    vectors: WordVectors,
+    lowercase: bool,
+    max_tokens: int,
+    drop_oov: bool,
+    serving_words: int = 0,
 ) -> Encoded:
-    """Tokenise every split, build the vocabulary (frequencies from ``train``) and encode."""
+    """Tokenise every split, build the vocabulary from ``train`` (plus the ``serving_words`` most
+    frequent words of ``vectors``) and encode every split with it: validation and test words
+    that training never saw are OOV unless they are among those frequent words, as for new text."""
     present = {split: docs for split, docs in texts.items() if docs is not None}
     corpus = tokenize_all([doc for docs in present.values() for doc in docs], lowercase)
     tokens = dict(zip(present, corpus.split([len(docs) for docs in present.values()])))
-    vocab = build_vocabulary(corpus, vectors, counted=tokens["train"])
+    vocab = build_vocabulary(tokens["train"], vectors, serving_words, lowercase)
     index = vocab.index()
     ids = {split: encode(tokens[split], index, max_tokens, drop_oov) if split in tokens else None for split in texts}
     return Encoded(ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index))

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import importlib.metadata
 import io
+import json
 import logging
 import os
 import re
@@ -36,6 +37,8 @@ from glove_exp.files import pid_alive, sha256_file, spreadsheet_safe, temp_path
 from glove_exp.interrupts import Interrupts
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from glove_exp.config import DatasetConfig
     from glove_exp.data import Splits
     from glove_exp.evaluate import Evaluation
@@ -52,6 +55,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 LOCK_SECONDS = 15
+PENDING_FILE = "pending.json"
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "lime", "hydra-core")
 
@@ -90,6 +94,13 @@ def _store_problem(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def bound_http_retries(uri: str) -> None:
+    """MLflow's own defaults retry an unreachable server for minutes."""
+    if urlparse(uri).scheme in ("http", "https"):
+        for name, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(name, value)
+
+
 def open_experiment(uri: str, experiment: str) -> str:
     """Check the store at ``uri`` and return the id of ``experiment``, creating either if needed.
 
@@ -102,9 +113,7 @@ def open_experiment(uri: str, experiment: str) -> str:
         raise TrackingError(
             f"tracking.uri={uri}: unsupported scheme {scheme!r}; use sqlite:///path/mlflow.db or http://host:port"
         )
-    if scheme in ("http", "https"):
-        for name, value in HTTP_SETTINGS.items():  # MLflow's own defaults retry for minutes
-            os.environ.setdefault(name, value)
+    bound_http_retries(uri)
     try:
         if path := sqlite_path(uri):
             create_sqlite_store(path)
@@ -252,26 +261,65 @@ class TrackedRun:
 
     def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> None:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example."""
-        import pandas as pd
-        from mlflow.models import infer_signature
-
         with tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
             folder = predictor.save(Path(tmp) / "predictor")
-            # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text`
-            # column, else the first) then all pass MLflow's schema check.
-            example = [str(text) for text in example_texts]
-            output = pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
-            self.call(
-                mlflow.pyfunc.log_model,
-                name=name,
-                tags={"run_name": run_name},
-                python_model=str(Path(__file__).with_name("mlflow_model.py")),
-                artifacts={"predictor": str(folder)},
-                code_paths=[str(Path(__file__).resolve().parent)],
-                signature=infer_signature(example, output),
-                input_example=example,
-                pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],
-            )
+            example, output = example_and_output(predictor, example_texts)
+            self.call(log_model_files, folder, example, output, name, run_name)
+
+
+def example_and_output(predictor: Predictor, example_texts: list[str]) -> tuple[list[str], pd.DataFrame]:
+    """The input example and the model's output for it, from which MLflow infers the signature."""
+    import pandas as pd
+
+    # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text`
+    # column, else the first) then all pass MLflow's schema check.
+    example = [str(text) for text in example_texts]
+    return example, pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
+
+
+def log_model_files(folder: Path, example: list[str], output: pd.DataFrame, name: str, run_name: str) -> None:
+    """A saved :class:`Predictor` ``folder`` as a pyfunc model of the active run."""
+    from mlflow.models import infer_signature
+
+    mlflow.pyfunc.log_model(
+        name=name,
+        tags={"run_name": run_name},
+        python_model=str(Path(__file__).with_name("mlflow_model.py")),
+        artifacts={"predictor": str(folder)},
+        code_paths=[str(Path(__file__).resolve().parent)],
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],
+    )
+
+
+def save_pending_model(
+    predictor: Predictor, folder: Path, example_texts: list[str], name: str, run_name: str, run_id: str, uri: str
+) -> str:
+    """``tracking.log_model=best`` in a sweep: the model, and what logging it into run ``run_id``
+    needs, in ``folder`` (the job's output folder), for :func:`log_pending_model` at the sweep's end."""
+    predictor.save(folder / "predictor")
+    example, output = example_and_output(predictor, example_texts)
+    meta = {"run_id": run_id, "tracking_uri": uri, "name": name, "run_name": run_name, "example": example}
+    (folder / PENDING_FILE).write_text(json.dumps(meta | {"output": output.to_dict("split")}), encoding="utf-8")
+    return str(folder)
+
+
+def log_pending_model(folder: Path) -> str:
+    """Log the model :func:`save_pending_model` left in ``folder`` into its run, which is resumed
+    and ends FINISHED again; returns the run id."""
+    import pandas as pd
+
+    meta = json.loads((folder / PENDING_FILE).read_text(encoding="utf-8"))
+    bound_http_retries(meta["tracking_uri"])
+    mlflow.set_tracking_uri(meta["tracking_uri"])
+    mlflow.start_run(run_id=meta["run_id"])
+    try:  # not `with start_run`: a failed upload must not turn the finished run FAILED
+        output = pd.DataFrame(**meta["output"])
+        log_model_files(folder / "predictor", meta["example"], output, meta["name"], meta["run_name"])
+    finally:
+        mlflow.end_run()
+    return meta["run_id"]
 
 
 def metric_names(class_names: list[str]) -> list[str]:

@@ -138,6 +138,8 @@ def test_standardize_needs_parameter_free_features(other):
         ("optimizer.lr=-1", "optimizer.lr"),
         ("dataset.val_fraction=1", "dataset.val_fraction"),
         ("model.hidden_sizes=[0]", "model.hidden_sizes"),
+        ("embeddings.serving_words=-1", "embeddings.serving_words"),
+        ("tracking.log_model=sometimes", "tracking.log_model"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):
@@ -151,6 +153,19 @@ def test_out_of_range_values_name_the_key(override, key):
 def test_wrong_types_and_values_fail_while_composing(override):
     with pytest.raises(ConfigCompositionException):
         compose_config([override, URI])
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("best", "best"), ("always", "always"), ("never", "never"), ("true", "always"), ("false", "never")],
+)
+def test_log_model_takes_always_never_best_and_the_older_true_false(value, expected):
+    assert to_config(compose_config([f"tracking.log_model={value}", URI])).tracking.log_model == expected
+
+
+def test_the_vocabulary_adds_20000_frequent_words_by_default_and_null_adds_none():
+    assert to_config(compose_config([URI])).embeddings.serving_words == 20_000
+    assert to_config(compose_config(["embeddings.serving_words=null", URI])).embeddings.serving_words is None
 
 
 def test_unknown_group_option_fails():

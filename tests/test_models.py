@@ -72,7 +72,7 @@ def test_init_sets_the_weight_scale_and_biases_start_at_zero(init, limit):
 def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     model = build_model(C, **{**MODEL, "pooling": "mean_max", "hidden_sizes": [8], "activation": "relu"})
     rng = np.random.default_rng(0)
-    table = rng.normal(size=(V, D)).astype(np.float32)
+    table = rng.normal(size=(V, D)).astype(np.float16).astype(np.float32)  # as text.embedding_matrix gives it
     table[:2] = 0
     consts = make_constants(table, None, 2 * D)
     params = model.forward.init(RNG, np.zeros((1, T), np.int32), consts, False)
@@ -82,6 +82,8 @@ def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     folder = predictor.save(tmp_path / "predictor")
     meta = json.loads((folder / "model.json").read_text())
     assert meta["model"]["pooling"] == "mean_max" and meta["model"]["num_classes"] == C
+    with np.load(folder / "constants.npz") as saved:  # the table, the artifact's bulk, as float16
+        assert saved["table"].dtype == np.float16 and saved["token_weights"].dtype == np.float32
     loaded = Predictor.load(folder)
     np.testing.assert_allclose(loaded.predict_proba(texts), predictor.predict_proba(texts), rtol=1e-6)
     assert hk.data_structures.tree_size(loaded.params) == hk.data_structures.tree_size(params)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import numpy as np
 import pytest
 
 from glove_exp import pipeline
@@ -204,6 +205,17 @@ def test_logged_model_predicts_what_the_run_evaluated(single, tiny_data):
     for index, page in lime_pages(run).items():
         assert f"Predicted class: <b>{CLASSES[predicted[0][index]]}</b>" in page
         assert lime_data(run, index)["predicted_class"] == CLASSES[predicted[0][index]]
+
+
+def test_logged_model_stores_its_table_as_float16(single):
+    store, _, run = single
+    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")) / "artifacts" / "predictor"
+    with np.load(folder / "constants.npz") as saved:
+        assert saved["table"].dtype == np.float16
+        assert saved["table"].shape == (int(run.data.params["data.vocab_size"]), 8)
+    words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert len(words) + 2 == int(run.data.params["data.vocab_size"])
 
 
 @pytest.mark.slow

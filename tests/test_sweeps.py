@@ -7,9 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import pytest
 
-from tests.conftest import experiment_runs, metric_steps, run_cli
+from tests.conftest import CLASSES, experiment_runs, metric_steps, run_cli, store_uri
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +70,8 @@ def parallel_sweep(tmp_path_factory, tiny_overrides):
     cwd = tmp_path_factory.mktemp("joblib8")
     proc = run_cli(
         cwd, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *tiny_overrides, "embeddings.dim=8",
-        "trainer.epochs=2", *FAST, "model.pooling=mean,max,sum,min", "trainer.seed=0,1", timeout=400,
+        "trainer.epochs=2", "explain.num_examples=0", "tracking.log_model=best", "model.pooling=mean,max,sum,min",
+        "trainer.seed=0,1", timeout=400,
     )  # fmt: skip
     return cwd, proc
 
@@ -97,3 +99,25 @@ def test_eight_parallel_jobs_share_the_store(parallel_sweep):
         assert {"test/accuracy", "test/macro_f1", "val/selected_accuracy", "time/total_s"} <= set(run.data.metrics)
         assert [step for step, _ in metric_steps(tmp_path, run.info.run_id, "val/loss")] == [1, 2]
     assert sorted(job["status"] for job in jobs_file(sweep)) == ["FINISHED"] * 8
+
+
+def test_the_parallel_sweep_logs_the_model_of_its_best_job_only(parallel_sweep):
+    """``tracking.log_model=best``: each job saved its model in its folder; the sweep's end logged
+    the best job's into its run, deleted every copy, and said so before the summary."""
+    tmp_path, proc = parallel_sweep
+    runs = experiment_runs(tmp_path)
+    best_accuracy = max(run.data.metrics["val/selected_accuracy"] for run in runs)
+    client = mlflow.MlflowClient(store_uri(tmp_path))
+    [model] = client.search_logged_models(experiment_ids=[runs[0].info.experiment_id])
+    [best] = [run for run in runs if run.info.run_id == model.source_run_id]
+    assert best.data.metrics["val/selected_accuracy"] == best_accuracy
+    line = f"sweep: the model of job {best.data.tags['hydra_job_num']}, the best, is logged in run {best.info.run_id}"
+    assert proc.stdout.splitlines()[-2] == line
+    [sweep] = sweep_dirs(tmp_path)
+    assert {job["pending_model"] for job in jobs_file(sweep)} == {
+        str(sweep / str(n) / "pending_model") for n in range(8)
+    }
+    assert not list(sweep.glob("*/pending_model"))
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    frame = mlflow.pyfunc.load_model(f"runs:/{best.info.run_id}/model").predict(["stocks oil market", "goal cup"])
+    assert list(frame.columns) == CLASSES

@@ -105,14 +105,18 @@ def test_tokenize_all_equals_reference_for_any_text(texts, lowercase):
     assert [tokenize(text, lowercase) for text in texts] == expected
 
 
-def reference_encode_splits(texts, vectors, lowercase, max_tokens, drop_oov):
-    """The former per-document composition: Counter vocabulary, dict lookups, Python padding."""
+def reference_encode_splits(texts, vectors, lowercase, max_tokens, drop_oov, serving_words=0):
+    """Per-document composition: a Counter vocabulary of the train split, then the first
+    ``serving_words`` vector rows that are whole lower-case (or any-case) tokens, dict lookups,
+    Python padding."""
     tokens = {s: [keras_text_to_word_sequence(t, lower=lowercase) for t in docs] for s, docs in texts.items() if docs}
-    frequencies = Counter(chain.from_iterable(chain.from_iterable(tokens.values())))
-    lookup = vectors.lookup()
-    words = [w for w, _ in sorted(frequencies.items(), key=lambda item: -item[1]) if w in lookup]
-    index = {w: i + NUM_SPECIAL for i, w in enumerate(words)}
     train_counts = Counter(chain.from_iterable(tokens["train"]))
+    lookup = vectors.lookup()
+    words = [w for w, _ in sorted(train_counts.items(), key=lambda item: -item[1]) if w in lookup]
+    for w in vectors.words[:serving_words]:
+        if w not in words and keras_text_to_word_sequence(w, lower=lowercase) == [w]:
+            words.append(w)
+    index = {w: i + NUM_SPECIAL for i, w in enumerate(words)}
 
     def ids(docs):
         out = np.zeros((len(docs), max_tokens), dtype=np.int32)
@@ -138,13 +142,18 @@ def random_texts(rng, count):
 
 @pytest.mark.parametrize("lowercase", [True, False])
 @pytest.mark.parametrize("drop_oov", [False, True])
-def test_encode_splits_matches_reference_composition(lowercase, drop_oov):
+@pytest.mark.parametrize("serving_words", [0, 5, 100])
+def test_encode_splits_matches_reference_composition(lowercase, drop_oov, serving_words):
     rng = random.Random(0)
     texts = {"train": random_texts(rng, 60), "val": None, "test": random_texts(rng, 25)}
-    # Ties, words without vectors, both spellings of a lower-cased word, multi-code-point lower case.
-    wv = vectors(["the", "cat", "dog", "fish", "Fish", "izmir", "i\u0307zmir", "café", "don't", "σας", "ΣΑΣ", "gnu"])
-    ids, words, counts, oov = reference_encode_splits(texts, wv, lowercase, 7, drop_oov)
-    encoded = encode_splits(texts, wv, lowercase, max_tokens=7, drop_oov=drop_oov)
+    # Ties, words without vectors, both spellings of a lower-cased word, multi-code-point lower
+    # case; rows that no text gives as a token (filter characters, a space, upper case).
+    wv = vectors(
+        ["the", ",", "The", "cat", "dog", "fish", "a b", "Fish", "izmir", "i\u0307zmir", "café", "don't", "σας",
+         "ΣΑΣ", "gnu"]
+    )  # fmt: skip
+    ids, words, counts, oov = reference_encode_splits(texts, wv, lowercase, 7, drop_oov, serving_words)
+    encoded = encode_splits(texts, wv, lowercase, max_tokens=7, drop_oov=drop_oov, serving_words=serving_words)
     assert encoded.words == words
     assert encoded.counts.tolist() == counts
     assert encoded.oov_rate == pytest.approx(oov, abs=1e-15)
@@ -159,28 +168,59 @@ def vectors(words, dim=3):
     )
 
 
-def test_vocabulary_orders_by_frequency_and_skips_words_without_vectors():
+def test_vocabulary_holds_training_words_by_frequency_and_skips_words_without_vectors():
     wv = vectors(["cat", "dog", "fish"])
-    tokens = tokenize_all(["dog cat zebra", "dog bird", "fish dog cat"])
-    vocab = build_vocabulary(tokens, wv, counted=tokens.split([1, 2])[0])
+    train, test = tokenize_all(["dog cat zebra dog", "fish dog cat", "bird"]).split([2, 1])
+    vocab = build_vocabulary(train, wv)
     assert vocab.words == ["dog", "cat", "fish"]
     assert vocab.index() == {"dog": 2, "cat": 3, "fish": 4}
-    assert vocab.counts.tolist() == [0, 0, 1, 1, 0]  # counted in the first document only
+    assert vocab.counts.tolist() == [0, 0, 3, 2, 1]
     matrix = embedding_matrix(vocab, wv)
-    assert matrix.shape == (5, 3)
+    assert matrix.shape == (5, 3) and matrix.dtype == np.float32
     assert (matrix[PAD] == 0).all() and (matrix[OOV] == 0).all()
     np.testing.assert_array_equal(matrix[2], wv.vectors[1])  # dog
     np.testing.assert_array_equal(matrix[4], wv.vectors[2])  # fish
 
 
+def test_words_only_validation_or_test_text_holds_are_oov_unless_among_the_frequent_vector_rows():
+    # "ant" and "bee" have vectors but occur only in the test split; "ant" is among the first 3 rows.
+    wv = vectors(["the", ",", "ant", "cat", "dog", "bee"])
+    texts = {"train": ["the cat", "the dog"], "val": ["the bee"], "test": ["ant bee cat"]}
+    without = encode_splits(texts, wv, lowercase=True, max_tokens=3, drop_oov=False, serving_words=0)
+    assert without.words == ["the", "cat", "dog"]
+    assert without.ids["test"].tolist() == [[OOV, OOV, 3]] and without.ids["val"].tolist() == [[2, OOV, PAD]]
+    added = encode_splits(texts, wv, lowercase=True, max_tokens=3, drop_oov=False, serving_words=3)
+    assert added.words == ["the", "cat", "dog", "ant"]  # "," is never a token; "the" is in already
+    assert added.ids["test"].tolist() == [[5, OOV, 3]]
+    assert added.counts.tolist() == [0, 0, 2, 1, 1, 0]  # training frequencies only
+    np.testing.assert_array_equal(added.table[5], wv.vectors[2])
+    everything = encode_splits(texts, wv, lowercase=True, max_tokens=3, drop_oov=False, serving_words=10**9)
+    assert everything.words == ["the", "cat", "dog", "ant", "bee"]
+
+
+def test_frequent_words_of_another_case_are_added_only_when_text_keeps_its_case():
+    wv = vectors(["The", "the", "NASA"])
+    train = tokenize_all(["dog"])
+    with pytest.raises(EmbeddingsError):  # no training word has a vector, whatever is added
+        build_vocabulary(train, wv, serving_words=3)
+    train = tokenize_all(["the"], lowercase=False)
+    assert build_vocabulary(train, wv, serving_words=3, lowercase=False).words == ["the", "The", "NASA"]
+    assert build_vocabulary(train, wv, serving_words=3, lowercase=True).words == ["the"]
+
+
+def test_the_table_holds_float16_values_and_refuses_what_float16_cannot_hold():
+    wv = WordVectors(words=["a", "b"], vectors=np.array([[0.1, 1 / 3], [7.0, -2.5]], np.float32), source="test")
+    vocab = build_vocabulary(tokenize_all(["a b"]), wv)
+    matrix = embedding_matrix(vocab, wv)
+    np.testing.assert_array_equal(matrix[NUM_SPECIAL:], wv.vectors.astype(np.float16).astype(np.float32))
+    huge = WordVectors(words=["a"], vectors=np.array([[1e6]], np.float32), source="huge.txt")
+    with pytest.raises(EmbeddingsError, match="huge.txt holds values beyond float16"):
+        embedding_matrix(build_vocabulary(tokenize_all(["a"]), huge), huge)
+
+
 def test_vocabulary_without_coverage_fails_with_oov_rate():
     with pytest.raises(EmbeddingsError, match="OOV rate 100%"):
         build_vocabulary(tokenize_all(["Hund Katze"]), vectors(["dog"]))
-
-
-def test_vocabulary_counts_only_a_part_of_the_same_tokens():
-    with pytest.raises(ValueError, match="part of tokens"):
-        build_vocabulary(tokenize_all(["dog"]), vectors(["dog"]), counted=tokenize_all(["dog"]))
 
 
 def test_encode_post_pads_post_truncates_and_maps_oov():
