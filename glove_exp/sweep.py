@@ -71,26 +71,24 @@ def log_best_model(jobs: list[dict[str, Any]]) -> str | None:
     that says what happened (None when no job saved a model)."""
     winner = best_job(jobs)
     if winner is None:
-        line = None
-    elif not Path(winner["pending_model"]).is_dir():
+        return None
+    folder = Path(winner["pending_model"])
+    if not folder.is_dir():
         return (
-            f"sweep: the best job's model ({winner['pending_model']}) is not on this machine: "
-            "tracking.log_model=best needs the jobs' output folders on a filesystem shared with the "
-            "launching machine; use tracking.log_model=always"
+            f"sweep: the best job's model ({folder}) is not on this machine: tracking.log_model=best needs "
+            "the jobs' output folders on a filesystem shared with the launching machine; use tracking.log_model=always"
         )
-    else:
-        from glove_exp.tracking import log_pending_model
+    from glove_exp.tracking import log_pending_model
 
-        try:
-            run_id = log_pending_model(Path(winner["pending_model"]))
-        except Exception as err:  # the store may be down: keep the files so the model is not lost
-            problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            return f"sweep: could not log the best job's model ({problem}); its files stay in {winner['pending_model']}"
-        line = f"sweep: the model of job {winner['num']}, the best, is logged in run {run_id}"
+    try:
+        run_id = log_pending_model(folder)
+    except Exception as err:  # the store may be down: keep the files so the model is not lost
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"sweep: could not log the best job's model ({problem}); its files stay in {folder}"
     for job in jobs:
         if job.get("pending_model"):
             shutil.rmtree(job["pending_model"], ignore_errors=True)
-    return line
+    return f"sweep: the model of job {winner['num']}, the best, is logged in run {run_id}"
 
 
 class SweepSummary(Callback):

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from benchmarks import glove_loading, run, seeds
+from benchmarks import glove_loading, run, seeds, serving
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,16 @@ def test_seeds_tables_hold_every_pooling_and_seed(ag_dir, tmp_path, capsys):
             assert 0 <= low <= mean <= high <= 100 and std >= 0
             assert (low, high) == (min(accuracies), max(accuracies))
         assert difference == pytest.approx(sides[4] - sides[0], abs=0.011)
+
+
+def test_serving_rows_compare_the_policies_and_bound_the_840b_size(ag_dir, capsys):
+    argv = ["--data-dir", str(ag_dir), "--seeds", "0", "--poolings", "mean", "--serving-words", "20000"]
+    assert serving.main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    accuracy = {row["policy"]: row for row in rows if row["kind"] == "accuracy"}
+    assert list(accuracy) == ["old", "train+20000"]
+    for row in accuracy.values():
+        assert row["served_argmax_agreement"] == 1.0 and row["served_accuracy"] == row["in_run_accuracy"]
+        assert row["model_bytes"] > row["constants_bytes"] > row["vocab_size"] * 50 * 2
+    [bound] = [row for row in rows if row["kind"] == "size_840b_computed"]
+    assert bound["rows_at_most"] == serving.TUTORIAL_840B_WORDS + 20000 + 2 and bound["under_60_mb"]

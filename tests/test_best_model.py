@@ -3,6 +3,7 @@ sweep's end logs only the best job's into that job's run (in process, on the tin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -37,6 +38,18 @@ def test_a_best_model_outside_this_machine_is_named_and_nothing_is_deleted(tmp_p
     line = log_best_model([job(0, 0.9, 0.5, pending=str(tmp_path / "elsewhere")), job(1, 0.5, 0.5, pending=str(kept))])
     assert line.startswith(f"sweep: the best job's model ({tmp_path / 'elsewhere'}) is not on this machine")
     assert "tracking.log_model=always" in line and kept.is_dir()
+
+
+def test_a_best_model_that_cannot_be_logged_keeps_its_files(tmp_path):
+    folder = tmp_path / "0" / "pending_model"
+    folder.mkdir(parents=True)
+    meta = {"run_id": "0" * 32, "tracking_uri": f"sqlite:///{tmp_path}/missing/dir/mlflow.db"}
+    (folder / "pending.json").write_text(json.dumps(meta), encoding="utf-8")
+    line = log_best_model([job(0, 0.9, 0.5, pending=str(folder))])
+    assert line.startswith("sweep: could not log the best job's model (") and line.endswith(
+        f"its files stay in {folder}"
+    )
+    assert folder.is_dir()
 
 
 def test_a_sweep_logs_only_the_best_jobs_model_which_loads_and_predicts(tiny_data, tmp_path):
