@@ -4,6 +4,7 @@ size of the logged model. Prints one JSON line per measurement.
     python -m benchmarks.serving [--data-dir DIR] [--seeds 0,1,2] [--poolings mean,flatten]
                                  [--serving-words 0,20000,50000]
                                  [--size-vectors glove.840B.300d.txt --size-data-dir DIR --size-cache-dir DIR]
+                                 [--size-only]
 
 Accuracy rows (``"kind": "accuracy"``): for every policy, pooling and seed, a model trained on the
 train split of ``--data-dir`` (GloVe 6B-50d from the package) is logged as the pyfunc into a
@@ -161,8 +162,9 @@ def summary_rows(rows: list[dict]) -> list[dict]:
             {
                 "kind": "accuracy_summary", "policy": policy, "pooling": pooling, "seeds": len(group),
                 "served_accuracy_mean": round(float(served.mean()), 5), "served_accuracy_min": float(served.min()),
-                "served_accuracy_max": float(served.max()), "vocab_size": group[0]["vocab_size"],
-                "test_oov_rate": group[0]["test_oov_rate"],
+                "served_accuracy_max": float(served.max()),
+                "vocab_size_mean": round(float(np.mean([r["vocab_size"] for r in group]))),
+                "test_oov_rate_mean": round(float(np.mean([r["test_oov_rate"] for r in group])), 5),
                 "max_prob_diff_served_vs_in_run": max(r["max_prob_diff_served_vs_in_run"] for r in group),
                 "max_prob_diff_f16_vs_f32_table": max(r["max_prob_diff_f16_vs_f32_table"] for r in group),
                 "min_f16_vs_f32_argmax_agreement": min(r["f16_vs_f32_argmax_agreement"] for r in group),
@@ -177,7 +179,7 @@ def size_rows(vectors_path: Path, dim: int, data_dir: Path, cache_dir: Path, low
     for k in ks:
         config = compose(
             [f"dataset.data_dir={data_dir}", "embeddings=local", f"embeddings.path={vectors_path}",
-             f"embeddings.dim={dim}", f"embeddings.cache_dir={cache_dir}", f"embeddings.lowercase={lowercase}",
+             f"embeddings.dim={dim}", f"embeddings.cache_dir={cache_dir}", f"embeddings.lowercase={str(lowercase).lower()}",
              f"embeddings.serving_words={k}", "trainer.epochs=1", "tracking.uri=sqlite:///unused.db"]
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="glove-serving-") as store:
@@ -221,22 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-data-dir", type=Path)
     parser.add_argument("--size-cache-dir", type=Path, default=Path("~/.cache/glove-exp").expanduser())
     parser.add_argument("--size-lowercase", default="false", choices=["true", "false"])
+    parser.add_argument("--size-only", action="store_true", help="only the size rows (needs --size-vectors)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     ks = [int(k) for k in args.serving_words.split(",")]
-    rows = accuracy_rows(
-        args.data_dir, [int(s) for s in args.seeds.split(",")], args.poolings.split(","),
-        ["old", *(f"train+{k}" for k in ks)],
-    )  # fmt: skip
-    for row in summary_rows(rows):
-        print(json.dumps(row), flush=True)
-    # Everything but the predictor's three files (code, MLmodel, requirements, example), measured.
-    computed_840b_rows(ks, max(r["model_bytes"] - sum(r[f"{name}_bytes"] for name, _ in FILES) for r in rows))
+    rows = []
+    if not args.size_only:
+        seeds, poolings = [int(s) for s in args.seeds.split(",")], args.poolings.split(",")
+        rows = accuracy_rows(args.data_dir, seeds, poolings, ["old", *(f"train+{k}" for k in ks)])
+        for row in summary_rows(rows):
+            print(json.dumps(row), flush=True)
     if args.size_vectors:
-        size_rows(
+        rows += size_rows(
             args.size_vectors, args.size_dim, args.size_data_dir or args.data_dir, args.size_cache_dir,
             args.size_lowercase == "true", ks,
         )  # fmt: skip
+    # Everything but the predictor's three files (code, MLmodel, requirements, example), measured.
+    computed_840b_rows(ks, max(r["model_bytes"] - sum(r[f"{name}_bytes"] for name, _ in FILES) for r in rows))
     return 0
 
 
