@@ -257,7 +257,18 @@ class TrackedRun:
             with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
                 warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
                 data = mlflow.data.from_pandas(frame, source=source, targets="label", name=f"{dataset.name}-{split}")
-            self.call(mlflow.log_input, data, context=DATASET_CONTEXTS[split])
+            self.log_input(data, DATASET_CONTEXTS[split])
+
+    def log_input(self, data: Any, context: str) -> None:
+        """``mlflow.log_input``, once more if a parallel job logged the same dataset at the same moment:
+        MLflow's SQL store looks the dataset up, then inserts it, so on PostgreSQL or MySQL one of two
+        jobs gets a unique-key error; its second try finds the dataset and links it to the run."""
+        try:
+            self.call(mlflow.log_input, data, context=context)
+        except mlflow.exceptions.MlflowException as err:
+            if err.error_code != "BAD_REQUEST" or not re.search("duplicate|unique", str(err), re.IGNORECASE):
+                raise
+            self.call(mlflow.log_input, data, context=context)
 
     def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> None:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example."""

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,32 +225,34 @@ def free_port() -> int:
 @contextlib.contextmanager
 def mlflow_server(cwd: Path, *options: str) -> Iterator[str]:
     """``mlflow server <options>`` on a free port of 127.0.0.1; ready once its log says it listens
-    there (read line by line, no polling). Yields its URL."""
+    there (a thread reads the log line by line, no polling). Yields its URL."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        *options,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    listening = f"127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", *options, "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_log() -> None:
+        # Reads to the end: a server whose log pipe is full blocks on its next line (a request's warning).
+        for line in process.stdout:
+            lines.append(line)
+            if listening in line:
+                ready.set()
+        ready.set()  # the server exited
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
     try:
-        for line in process.stdout:  # blocks until the next line; ends if the server dies
-            if f"127.0.0.1:{port}" in line:
-                break
-        else:
-            pytest.fail(f"the MLflow server exited with status {process.wait()}")
-        yield f"http://127.0.0.1:{port}"
+        ready.wait()
+        if not any(listening in line for line in lines):
+            pytest.fail(f"the MLflow server exited with status {process.wait()}:\n{''.join(lines[-30:])}")
+        yield f"http://{listening}"
     finally:
         process.terminate()
-        process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=30)
 
 
 @pytest.fixture

@@ -302,6 +302,29 @@ def test_each_split_is_an_mlflow_dataset_input_with_its_source(single, tiny_data
     assert len({d.digest for d in inputs.values()}) == 3
 
 
+def test_a_dataset_logged_at_the_same_moment_by_a_parallel_job_is_linked_on_a_second_try(
+    tmp_path, tiny_data, monkeypatch
+):
+    """MLflow's SQL store looks a dataset up, then inserts it: on PostgreSQL the slower of two parallel
+    jobs gets a unique-key error (tests/test_postgres.py met it); the run still gets all three inputs."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    log_input, failed = mlflow.log_input, []
+
+    def racing_log_input(dataset, **kwargs):
+        if not failed:
+            failed.append(dataset.name)
+            raise MlflowException('duplicate key value violates unique constraint "dataset_pk"', BAD_REQUEST)
+        return log_input(dataset, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing_log_input)
+    pipeline.run(tiny_config(tiny_data, tmp_path, "explain.num_examples=0", "tracking.log_model=false"))
+    [run] = experiment_runs(tmp_path)
+    assert failed == ["ag_news-train"] and run.info.status == "FINISHED"
+    assert len(run.inputs.dataset_inputs) == 3
+
+
 @pytest.mark.parametrize(
     ("job", "expected"),
     [
