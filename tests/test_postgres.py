@@ -103,7 +103,7 @@ def postgres_sweep(tmp_path_factory, tiny_overrides):
         with mlflow_server(cwd, *store) as url:
             proc = run_cli(
                 cwd, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *tiny_overrides, "embeddings.dim=8",
-                "trainer.epochs=2", "explain.num_examples=0", f"tracking.uri={url}",
+                "trainer.epochs=2", "explain.num_examples=0", f"tracking.uri={url}", "tracking.log_model=always",
                 "model.pooling=mean,max,sum,min", "trainer.seed=0,1", timeout=400,
             )  # fmt: skip
             yield url, database, artifacts, proc
