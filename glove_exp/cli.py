@@ -30,6 +30,7 @@ def quiet_environment(terminal: bool) -> None:
     """Library settings for a quiet console: no MLflow transfer bars, no colour codes in pipes."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every Ray job's summary line, not "[repeated 3x across cluster]"
     if not terminal:
         os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
 
@@ -59,6 +60,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
     from glove_exp.config import to_config
 
+    quiet_environment(sys.stderr.isatty())  # again: a Ray worker runs jobs without main()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:  # exit here: Hydra would print its own line about the failed job first
