@@ -1,7 +1,7 @@
 """The ``glove-exp`` console script: Hydra composes ``conf/``, each job runs the pipeline.
 
-User mistakes (:class:`GloveExpError`, and Hydra's own composition errors) print one line and
-exit 2. In a sweep (``-m``) a failing job is recorded and the others go on; the sweep ends with a
+User mistakes (:class:`GloveExpError`, Hydra's own composition errors, a cluster that cannot be
+reached) print one line and exit 2. In a sweep (``-m``) a failing job is recorded and the others go on; the sweep ends with a
 summary and exit status 1. Ctrl-C or SIGTERM prints one line and exits 128 + the signal number.
 """
 
@@ -160,7 +160,8 @@ def main() -> None:
     ]
     try:
         _hydra_app(interrupts)()
-    except (HydraException, OmegaConfBaseException) as err:
+    # ConnectionError: a launcher's cluster that is not there (Ray's "Could not find any running Ray instance")
+    except (HydraException, OmegaConfBaseException, ConnectionError) as err:
         if full_errors:
             raise
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)

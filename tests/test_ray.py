@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from glove_exp import cli
 from glove_exp.interrupts import Interrupts
 from tests.conftest import cli_command, cli_env, experiment_runs, free_port
 from tests.test_sweeps import FAST, jobs_file
@@ -40,6 +41,27 @@ def test_interrupts_leave_signals_alone_off_the_main_thread():
     thread.start()
     thread.join()
     assert outcome == ["ran"]
+
+
+def test_no_cluster_to_join_is_one_line(monkeypatch, capsys):
+    """What ray.init raises when hydra/launcher=ray_cluster finds no cluster (exercised without Ray)."""
+
+    def launch() -> None:
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to")
+
+    for name in ("HYDRA_FULL_ERROR", "NO_COLOR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
+        monkeypatch.setenv(name, "")  # main() sets them: monkeypatch restores what was there before
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    monkeypatch.setattr(Interrupts, "install", lambda self: self)  # pytest's signal handlers stay
+    monkeypatch.setattr(cli, "_hydra_app", lambda interrupts: launch)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == "glove-exp: error: Could not find any running Ray instance. Please specify the one to connect to\n"
+    )
 
 
 @pytest.fixture(scope="module")
