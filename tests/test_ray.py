@@ -30,7 +30,8 @@ ONE_MACHINE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def test_interrupts_leave_signals_alone_off_the_main_thread():
-    """signal.signal raises ValueError off the main thread (a Ray worker may run jobs on one)."""
+    """signal.signal raises ValueError off the main thread. Ray runs tasks on its workers' main thread
+    (checked with Ray 2.60), but a launcher need not: a job there runs without glove-exp's handlers."""
     outcome = []
 
     def job() -> None:
