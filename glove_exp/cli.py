@@ -1,7 +1,7 @@
 """The ``glove-exp`` console script: Hydra composes ``conf/``, each job runs the pipeline.
 
-User mistakes (:class:`GloveExpError`, and Hydra's own composition errors) print one line and
-exit 2. In a sweep (``-m``) a failing job is recorded and the others go on; the sweep ends with a
+User mistakes (:class:`GloveExpError`, Hydra's own composition errors, a cluster that cannot be
+reached) print one line and exit 2. In a sweep (``-m``) a failing job is recorded and the others go on; the sweep ends with a
 summary and exit status 1. Ctrl-C or SIGTERM prints one line and exits 128 + the signal number.
 """
 
@@ -30,6 +30,7 @@ def quiet_environment(terminal: bool) -> None:
     """Library settings for a quiet console: no MLflow transfer bars, no colour codes in pipes."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every Ray job's summary line, not "[repeated 3x across cluster]"
     if not terminal:
         os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
 
@@ -59,6 +60,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
     from glove_exp.config import to_config
 
+    quiet_environment(sys.stderr.isatty())  # again: a Ray worker runs jobs without main()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:  # exit here: Hydra would print its own line about the failed job first
@@ -162,7 +164,8 @@ def main() -> None:
     ]
     try:
         _hydra_app(interrupts)()
-    except (HydraException, OmegaConfBaseException) as err:
+    # ConnectionError: a launcher's cluster that is not there (Ray's "Could not find any running Ray instance")
+    except (HydraException, OmegaConfBaseException, ConnectionError) as err:
         if full_errors:
             raise
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
