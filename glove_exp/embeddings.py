@@ -24,8 +24,10 @@ import re
 import shutil
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,9 @@ from glove_exp.files import remove_stale_temps, temp_path
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 64 << 20  # pieces of the file parsed at once; two are in memory at a time
+BLOCK_BYTES = 8 << 20  # the CSV reader's blocks: its threads share a piece's blocks
+FALLBACK_BYTES = 1 << 20  # pieces the CSV reader refuses are split down to this size
 NPY_HEADER_BYTES = 128
 MAX_BAD_FRACTION = 0.5
 HEAD_BYTES = 64 << 10  # sniffed before parsing
@@ -209,7 +213,7 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> No
             out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
             for block_words, block in parse_glove_text(path, dim, progress):
                 words += block_words
-                out.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+                out.write(np.ascontiguousarray(block, dtype="<f4").data)
             out.seek(0)
             out.write(_npy_header(len(words), dim))
         _warn_duplicates(path, words)
@@ -266,85 +270,152 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order.
+    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order,
+    except that the lines parsed from the right follow the others of their piece of the file.
 
-    The file is sniffed first (:func:`_sniff`). Each ~4 MB piece of lines goes through pyarrow's
-    multi-threaded CSV reader; lines with another number of fields are parsed from the right
-    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces), and
-    a piece the reader refuses (say, a word where a number belongs) is parsed line by line.
-    Lines that still fail are skipped and counted; once the file is read, it is refused if most
-    of its lines were bad. A NaN or infinite value is refused at once, naming its line.
+    The file is sniffed first (:func:`_sniff`). Each ~64 MB piece of lines goes through pyarrow's
+    multi-threaded CSV reader in a background thread, which reads and parses the next piece while
+    the caller consumes this one. Lines with another number of fields are parsed from the right
+    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces); a
+    piece the reader refuses (say, a word where a number belongs) is split into smaller pieces,
+    down to ``FALLBACK_BYTES`` parsed line by line. Lines that still fail are skipped and counted;
+    once the file is read, it is refused if most of its lines were bad. A NaN or infinite value
+    is refused at once, naming its line.
     """
     start = _sniff(path, dim)
     stats = ParseStats()
-    names = ["word", *(f"v{i}" for i in range(dim))]
+    pieces = _line_chunks(path, start)
+    with (
+        tqdm(
+            total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=f"parse {path.name}", disable=not progress,
+        ) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="glove-parse") as reader,
+    ):  # fmt: skip
+        parse_next = partial(_parse_next_piece, pieces, dim)
+        pending = reader.submit(parse_next)
+        while (parsed := pending.result()) is not None:
+            pending = reader.submit(parse_next)  # the next piece is read and parsed meanwhile
+            offset, size, text, parts = parsed
+            for table, other_width in parts:
+                for words, vectors in _table_blocks(table, stats) + _other_width_block(other_width, dim, stats):
+                    _check_finite(path, dim, text, offset, words, vectors)
+                    yield words, vectors
+            bar.update(size)
+    _check_malformed(path, dim, stats)
+    log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
+
+
+CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
+
+
+def _parse_next_piece(
+    pieces: Iterator[tuple[int, bytearray]], dim: int
+) -> tuple[int, int, bytes | bytearray, list[CsvPart]] | None:
+    """The next piece of ``pieces`` as (its offset in the file, its size there, its text made
+    valid UTF-8, its parts), or None at the end."""
+    offset, piece = next(pieces, (0, None))
+    if piece is None:
+        return None
+    text = _valid_utf8(piece)
+    return offset, len(piece), text, _csv_parts(text, dim)
+
+
+def _csv_parts(text: bytes | bytearray, dim: int) -> list[CsvPart]:
+    """``text`` through the CSV reader; a piece the reader refuses is split into eight and tried
+    again, and below ``FALLBACK_BYTES`` handed back line by line."""
     other_width: list[str] = []
 
     def keep_other_width(row: pacsv.InvalidRow) -> str:
         other_width.append(row.text)
         return "skip"
 
-    options = {
-        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8"),
-        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=keep_other_width),
+    try:
+        return [(pacsv.read_csv(pa.py_buffer(text), **_csv_options(dim, keep_other_width)), other_width)]
+    except pa.ArrowInvalid as err:
+        pieces = _split_at_lines(text, 8) if len(text) > FALLBACK_BYTES else [text]
+        if len(pieces) == 1:
+            log.debug("%s; parsing %d bytes line by line", str(err).splitlines()[0], len(text))
+            return [(None, text.decode("utf-8").splitlines())]
+    return [part for piece in pieces for part in _csv_parts(piece, dim)]
+
+
+def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str]) -> dict:
+    """pyarrow CSV options for ``word v0 .. v{dim-1}`` lines: space-separated, no quoting, float32."""
+    names = ["word", *(f"v{i}" for i in range(dim))]
+    return {
+        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8", block_size=BLOCK_BYTES),
+        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=invalid_row_handler),
         "convert_options": pacsv.ConvertOptions(
             column_types={"word": pa.string(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
         ),
     }  # fmt: skip
-    line_number = 2 if start else 1  # of the piece's first line
-    with tqdm(
-        total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=f"parse {path.name}", disable=not progress,
-    ) as bar:  # fmt: skip
-        for chunk in _line_chunks(path, start):
-            chunk = _valid_utf8(chunk)
-            other_width.clear()
-            try:
-                table = pacsv.read_csv(pa.BufferReader(chunk), **options)
-            except pa.ArrowInvalid as err:
-                log.debug("%s: %s; parsing this part line by line", path, str(err).splitlines()[0])
-                table = None
-                other_width[:] = chunk.decode("utf-8").splitlines()
-            blocks = []
-            if table is not None and len(table):
-                stats.lines += len(table)
-                blocks.append((table.column(0).to_pylist(), _table_vectors(table, dim)))
-            stats.lines += len(other_width)
-            parsed = []
-            for line in other_width:
-                entry = _parse_from_right(line, dim)
-                if entry is None:
-                    stats.bad(line)
-                else:
-                    parsed.append(entry)
-            if parsed:
-                blocks.append(([word for word, _ in parsed], np.stack([vector for _, vector in parsed])))
-            for words, vectors in blocks:
-                _check_finite(path, dim, chunk, line_number, words, vectors)
-                yield words, vectors
-            line_number += chunk.count(b"\n")
-            bar.update(len(chunk))
-    _check_malformed(path, dim, stats)
-    log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
-def _line_chunks(path: Path, start: int = 0) -> Iterator[bytes]:
-    """The file from byte ``start`` on, in pieces of about ``CHUNK_BYTES`` that end at a line break."""
+def _split_at_lines(text: bytes | bytearray, count: int) -> list[bytes | bytearray]:
+    """``text`` in at most ``count`` pieces that end at line breaks (the last one may not)."""
+    step = max(len(text) // count, 1)
+    cuts = [0]
+    while (cut := text.find(b"\n", cuts[-1] + step - 1) + 1) and cut < len(text):
+        cuts.append(cut)
+    cuts.append(len(text))
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
+    """(words, vectors) of each record batch of ``table``: pyarrow writes each batch's float
+    columns row-major in one pass (``to_tensor``)."""
+    if table is None:
+        return []
+    stats.lines += len(table)
+    return [
+        (batch.column(0).to_pylist(), batch.drop_columns(["word"]).to_tensor(row_major=True).to_numpy())
+        for batch in table.to_batches()
+        if len(batch)
+    ]
+
+
+def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
+    """The lines the CSV reader did not parse, parsed from the right (the bad ones counted)."""
+    stats.lines += len(lines)
+    parsed = []
+    for line in lines:
+        entry = _parse_from_right(line, dim)
+        if entry is None:
+            stats.bad(line)
+        else:
+            parsed.append(entry)
+    if not parsed:
+        return []
+    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))]
+
+
+def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, bytearray]]:
+    """(offset, piece) of the file from byte ``start`` on, in pieces of about ``CHUNK_BYTES``
+    that end at a line break (the last one may not). Each piece is read once into its own
+    buffer and cut after its last line break; the next read starts there."""
+    offset, size = start, CHUNK_BYTES
     with open(path, "rb") as handle:
-        handle.seek(start)
-        rest = b""
-        while block := handle.read(CHUNK_BYTES):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if cut:
-                yield block[:cut]
-        if rest:
-            yield rest
+        while True:
+            handle.seek(offset)
+            piece = bytearray(size)
+            read = handle.readinto(piece)
+            if read < size:  # the end of the file
+                del piece[read:]
+                if read:
+                    yield offset, piece
+                return
+            cut = piece.rfind(b"\n") + 1
+            if not cut:  # a line longer than the piece: read more at once
+                size *= 2
+                continue
+            del piece[cut:]
+            yield offset, piece
+            offset, size = offset + cut, CHUNK_BYTES
 
 
-def _valid_utf8(chunk: bytes) -> bytes:
+def _valid_utf8(chunk: bytes | bytearray) -> bytes | bytearray:
     """``chunk`` with bytes that are not UTF-8 (seen in some crawled vocabularies) replaced by
     U+FFFD: pyarrow can only hand valid UTF-8 lines to the handler of lines of another width."""
     if chunk.isascii():
@@ -355,18 +426,6 @@ def _valid_utf8(chunk: bytes) -> bytes:
         return chunk
     except pa.ArrowInvalid:
         return chunk.decode("utf-8", "replace").encode("utf-8")
-
-
-def _table_vectors(table: pa.Table, dim: int) -> np.ndarray:
-    """Columns 1..dim as one ``[n, dim]`` float32 array, filled chunk by chunk (no concatenated
-    copy of any column)."""
-    vectors = np.empty((len(table), dim), dtype=np.float32)
-    for j in range(dim):
-        start = 0
-        for chunk in table.column(j + 1).chunks:
-            vectors[start : start + len(chunk), j] = chunk.to_numpy()
-            start += len(chunk)
-    return vectors
 
 
 def _sniff(path: Path, dim: int) -> int:
@@ -424,17 +483,30 @@ def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
     return fields[0], vector
 
 
-def _check_finite(path: Path, dim: int, chunk: bytes, first_line: int, words: list[str], vectors: np.ndarray) -> None:
+def _check_finite(
+    path: Path, dim: int, text: bytes | bytearray, offset: int, words: list[str], vectors: np.ndarray
+) -> None:
     """Refuse NaN or infinite values (which would only surface as a diverged training run),
-    naming the first such line of ``chunk``, whose first line is ``first_line`` of the file."""
+    naming the first such line of ``text``, the piece of the file at byte ``offset``."""
     bad = ~np.isfinite(vectors).all(axis=1)
     if not bad.any():
         return
     word = words[int(np.argmax(bad))]
-    lines = enumerate(chunk.decode("utf-8").split("\n"), start=first_line)
+    lines = enumerate(text.decode("utf-8").split("\n"), start=_line_number(path, offset))
     number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
     where = f"line {number} ({word!r})" if number else f"the line of {word!r}"  # None: pyarrow split it at a lone \r
     raise EmbeddingsError(f"{path}: {where} holds NaN, inf or a value beyond float32's range; fix or delete that line")
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """The number (from 1) of the line that starts at byte ``offset`` of ``path``: line breaks
+    are counted only when an error names a line."""
+    breaks = 0
+    with open(path, "rb") as handle:
+        while offset > 0 and (block := handle.read(min(offset, 1 << 20))):
+            breaks += block.count(b"\n")
+            offset -= len(block)
+    return breaks + 1
 
 
 def _is_nonfinite_entry(line: str, dim: int, word: str) -> bool:
