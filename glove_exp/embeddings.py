@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import io
+import itertools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ MAGIC = {
 }
 CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
 WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines (it skips empty ones)
 
 
 @dataclass(frozen=True)
@@ -310,8 +312,8 @@ CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, a
 
 
 def _parse_next_piece(
-    pieces: Iterator[tuple[int, bytearray]], dim: int
-) -> tuple[int, int, bytes | bytearray, list[CsvPart]] | None:
+    pieces: Iterator[tuple[int, memoryview]], dim: int
+) -> tuple[int, int, memoryview | bytes, list[CsvPart]] | None:
     """The next piece of ``pieces`` as (its offset in the file, its size there, its text made
     valid UTF-8, its parts), or None at the end."""
     offset, piece = next(pieces, (0, None))
@@ -321,9 +323,10 @@ def _parse_next_piece(
     return offset, len(piece), text, _csv_parts(text, dim)
 
 
-def _csv_parts(text: bytes | bytearray, dim: int) -> list[CsvPart]:
+def _csv_parts(text: memoryview | bytes, dim: int) -> list[CsvPart]:
     """``text`` through the CSV reader; a piece the reader refuses is split into eight and tried
-    again, and below ``FALLBACK_BYTES`` handed back line by line."""
+    again, and below ``FALLBACK_BYTES`` handed back line by line (split and skipped as the reader
+    does, so that the result does not depend on where the file was cut)."""
     other_width: list[str] = []
 
     def keep_other_width(row: pacsv.InvalidRow) -> str:
@@ -336,7 +339,7 @@ def _csv_parts(text: bytes | bytearray, dim: int) -> list[CsvPart]:
         pieces = _split_at_lines(text, 8) if len(text) > FALLBACK_BYTES else [text]
         if len(pieces) == 1:
             log.debug("%s; parsing %d bytes line by line", str(err).splitlines()[0], len(text))
-            return [(None, text.decode("utf-8").splitlines())]
+            return [(None, [line for line in LINE_BREAK.split(str(text, "utf-8")) if line])]
     return [part for piece in pieces for part in _csv_parts(piece, dim)]
 
 
@@ -353,14 +356,15 @@ def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str
     }  # fmt: skip
 
 
-def _split_at_lines(text: bytes | bytearray, count: int) -> list[bytes | bytearray]:
+def _split_at_lines(text: memoryview | bytes, count: int) -> list[memoryview]:
     """``text`` in at most ``count`` pieces that end at line breaks (the last one may not)."""
-    step = max(len(text) // count, 1)
+    data = bytes(text)
+    step = max(len(data) // count, 1)
     cuts = [0]
-    while (cut := text.find(b"\n", cuts[-1] + step - 1) + 1) and cut < len(text):
+    while (cut := data.find(b"\n", cuts[-1] + step - 1) + 1) and cut < len(data):
         cuts.append(cut)
-    cuts.append(len(text))
-    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    cuts.append(len(data))
+    return [memoryview(data)[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
@@ -391,41 +395,37 @@ def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tu
     return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))]
 
 
-def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, bytearray]]:
+def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
     """(offset, piece) of the file from byte ``start`` on, in pieces of about ``CHUNK_BYTES``
-    that end at a line break (the last one may not). Each piece is read once into its own
-    buffer and cut after its last line break; the next read starts there."""
-    offset, size = start, CHUNK_BYTES
+    that end at a line break (the last one may not). The pieces are views of two buffers read in
+    turn (fresh 64 MB buffers would cost more in page faults than the parse), so a piece stays
+    valid until the next-but-one is read; each read starts after the previous piece's last line
+    break."""
+    buffers = [bytearray(CHUNK_BYTES), bytearray(CHUNK_BYTES)]
     with open(path, "rb") as handle:
-        while True:
-            handle.seek(offset)
-            piece = bytearray(size)
-            read = handle.readinto(piece)
-            if read < size:  # the end of the file
-                del piece[read:]
-                if read:
-                    yield offset, piece
+        for turn in itertools.count():
+            handle.seek(start)
+            buffer = buffers[turn % 2]
+            read = handle.readinto(buffer)
+            while read == len(buffer) and buffer.rfind(b"\n") < 0:  # a line longer than the buffer
+                buffers[turn % 2] = buffer = buffer + bytearray(len(buffer))
+                read += handle.readinto(memoryview(buffer)[read:])
+            if not read:
                 return
-            cut = piece.rfind(b"\n") + 1
-            if not cut:  # a line longer than the piece: read more at once
-                size *= 2
-                continue
-            del piece[cut:]
-            yield offset, piece
-            offset, size = offset + cut, CHUNK_BYTES
+            cut = read if read < len(buffer) else buffer.rfind(b"\n") + 1
+            yield start, memoryview(buffer)[:cut]
+            start += cut
 
 
-def _valid_utf8(chunk: bytes | bytearray) -> bytes | bytearray:
+def _valid_utf8(chunk: memoryview) -> memoryview | bytes:
     """``chunk`` with bytes that are not UTF-8 (seen in some crawled vocabularies) replaced by
     U+FFFD: pyarrow can only hand valid UTF-8 lines to the handler of lines of another width."""
-    if chunk.isascii():
-        return chunk
     offsets = pa.py_buffer(np.array([0, len(chunk)], np.int64))
     try:  # arrow validates ten times faster than bytes.decode
         pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(chunk)]).validate(full=True)
         return chunk
     except pa.ArrowInvalid:
-        return chunk.decode("utf-8", "replace").encode("utf-8")
+        return str(chunk, "utf-8", "replace").encode("utf-8")
 
 
 def _sniff(path: Path, dim: int) -> int:
@@ -484,7 +484,7 @@ def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
 
 
 def _check_finite(
-    path: Path, dim: int, text: bytes | bytearray, offset: int, words: list[str], vectors: np.ndarray
+    path: Path, dim: int, text: memoryview | bytes, offset: int, words: list[str], vectors: np.ndarray
 ) -> None:
     """Refuse NaN or infinite values (which would only surface as a diverged training run),
     naming the first such line of ``text``, the piece of the file at byte ``offset``."""
@@ -492,7 +492,7 @@ def _check_finite(
     if not bad.any():
         return
     word = words[int(np.argmax(bad))]
-    lines = enumerate(text.decode("utf-8").split("\n"), start=_line_number(path, offset))
+    lines = enumerate(str(text, "utf-8").split("\n"), start=_line_number(path, offset))
     number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
     where = f"line {number} ({word!r})" if number else f"the line of {word!r}"  # None: pyarrow split it at a lone \r
     raise EmbeddingsError(f"{path}: {where} holds NaN, inf or a value beyond float32's range; fix or delete that line")
