@@ -50,8 +50,9 @@ def tutorial_dict_loader(path: Path) -> dict[str, np.ndarray]:
 
 
 def measure(loader: str, path: Path, cache_dir: Path, dim: int = 50) -> dict:
-    """Seconds (wall and CPU) and peak extra memory (MB) of one load, in this process; for
-    glove-exp, ``lookup_s`` is the part of ``seconds`` spent building the word -> row dict."""
+    """Seconds (wall and CPU) and peak extra memory (MB) of one load, in this process, up to a
+    word -> row dict; for glove-exp, ``load_s`` is the part before that dict (which
+    :meth:`WordVectors.lookup` builds on first use) and ``lookup_s`` the dict."""
     from glove_exp.embeddings import load_glove_text_cached
 
     reset_peak()
@@ -62,9 +63,13 @@ def measure(loader: str, path: Path, cache_dir: Path, dim: int = 50) -> dict:
         loaded = len(tutorial_dict_loader(path))
     else:
         vectors = load_glove_text_cached(path, dim, cache_dir, progress=False)
-        lookup_tic = time.perf_counter()
+        load_s = time.perf_counter() - tic
         loaded = len(vectors.lookup())
-        extra = {"lookup_s": time.perf_counter() - lookup_tic, "memory_mapped": isinstance(vectors.vectors, np.memmap)}
+        extra = {
+            "load_s": load_s,
+            "lookup_s": time.perf_counter() - tic - load_s,
+            "memory_mapped": isinstance(vectors.vectors, np.memmap),
+        }
     seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     peak = max(status_mb("VmHWM") - before, 0.0)
     return {"loader": loader, "words": loaded, "seconds": seconds, "cpu_s": cpu, "peak_mb": peak, **extra}
