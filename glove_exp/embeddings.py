@@ -1,9 +1,10 @@
 """Pre-trained word vectors: GloVe text files (fast parse + binary cache), Stanford zips and
 packaged vectors, all returned as one :class:`WordVectors`.
 
-The text parser hands the file to pyarrow's multi-threaded CSV reader (space-separated, no
-quoting) with fixed float32 columns; the few lines that do not have ``dim + 1`` fields (840B has
-tokens with spaces in them) are parsed again from the right. Converted vectors are cached as
+The text parser hands the file, in 64 MB pieces read and parsed in a background thread, to
+pyarrow's multi-threaded CSV reader (space-separated, no quoting) with fixed float32 columns;
+the few lines that do not have ``dim + 1`` fields (840B has tokens with spaces in them) are
+parsed again from the right. Converted vectors are cached as
 ``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in a folder named after the source
 file's path, size, mtime and dimension, which appears only once complete (atomic rename).
 
@@ -203,10 +204,10 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
 
 def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
     """Convert ``path`` into ``vectors.npy`` (streamed block by block, so memory stays at about
-    one 4 MB piece of the file), ``words.txt`` and, last, ``manifest.json`` in a temporary
-    folder, then rename it to ``folder``; a concurrent writer that got there first wins. On any
-    error the temporary folder is deleted (one left by a SIGKILL goes with the next build, see
-    :func:`glove_exp.files.remove_stale_temps`)."""
+    two 64 MB pieces of the file and the word list), ``words.txt`` and, last, ``manifest.json``
+    in a temporary folder, then rename it to ``folder``; a concurrent writer that got there first
+    wins. On any error the temporary folder is deleted (one left by a SIGKILL goes with the next
+    build, see :func:`glove_exp.files.remove_stale_temps`)."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()
