@@ -402,8 +402,10 @@ def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]
     turn (fresh 64 MB buffers would cost more in page faults than the parse), so a piece stays
     valid until the next-but-one is read; each read starts after the previous piece's last line
     break."""
-    buffers = [bytearray(CHUNK_BYTES), bytearray(CHUNK_BYTES)]
     with open(path, "rb") as handle:
+        rest = os.fstat(handle.fileno()).st_size - start  # < 0 past a header line without a line break
+        size = max(min(CHUNK_BYTES, rest + 1), 1)  # a small file: one small read
+        buffers = [bytearray(size), bytearray(size)]
         for turn in itertools.count():
             handle.seek(start)
             buffer = buffers[turn % 2]

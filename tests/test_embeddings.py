@@ -553,3 +553,10 @@ def test_progress_bar_counts_the_whole_file(glove_file, capsys):
     read_glove_text(glove_file, 8, progress=True)
     err = capsys.readouterr().err
     assert f"parse {glove_file.name}" in err and "100%" in err
+
+
+@pytest.mark.parametrize("content", [b"20 3", b"20 3\n", b""])
+def test_line_chunks_of_nothing_past_the_start(tmp_path, content):
+    path = tmp_path / "header-only.txt"
+    path.write_bytes(content)
+    assert list(embeddings._line_chunks(path, len(content) + 1 - content.endswith(b"\n"))) == []
