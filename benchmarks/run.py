@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table of ``rows`` (dicts with the same keys), floats to 3 decimals."""
-    columns = list(rows[0])
+    """Markdown table of ``rows`` (dicts; every key of any row is a column), floats to 3 decimals."""
+    columns = list(dict.fromkeys(column for row in rows for column in row))
 
     def cell(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)

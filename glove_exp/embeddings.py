@@ -1,9 +1,10 @@
 """Pre-trained word vectors: GloVe text files (fast parse + binary cache), Stanford zips and
 packaged vectors, all returned as one :class:`WordVectors`.
 
-The text parser hands the file to pyarrow's multi-threaded CSV reader (space-separated, no
-quoting) with fixed float32 columns; the few lines that do not have ``dim + 1`` fields (840B has
-tokens with spaces in them) are parsed again from the right. Converted vectors are cached as
+The text parser hands the file, in 64 MB pieces read and parsed in a background thread, to
+pyarrow's multi-threaded CSV reader (space-separated, no quoting) with fixed float32 columns;
+the few lines that do not have ``dim + 1`` fields (840B has tokens with spaces in them) are
+parsed again from the right. Converted vectors are cached as
 ``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in a folder named after the source
 file's path, size, mtime and dimension, which appears only once complete (atomic rename).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import io
+import itertools
 import json
 import logging
 import os
@@ -24,8 +26,10 @@ import re
 import shutil
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +45,9 @@ from glove_exp.files import remove_stale_temps, temp_path
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 64 << 20  # pieces of the file parsed at once; two are in memory at a time
+BLOCK_BYTES = 8 << 20  # the CSV reader's blocks: its threads share a piece's blocks
+FALLBACK_BYTES = 1 << 20  # pieces the CSV reader refuses are split down to this size
 NPY_HEADER_BYTES = 128
 MAX_BAD_FRACTION = 0.5
 HEAD_BYTES = 64 << 10  # sniffed before parsing
@@ -56,6 +62,7 @@ MAGIC = {
 }
 CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
 WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines (it skips empty ones)
 
 
 @dataclass(frozen=True)
@@ -197,10 +204,10 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
 
 def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
     """Convert ``path`` into ``vectors.npy`` (streamed block by block, so memory stays at about
-    one 4 MB piece of the file), ``words.txt`` and, last, ``manifest.json`` in a temporary
-    folder, then rename it to ``folder``; a concurrent writer that got there first wins. On any
-    error the temporary folder is deleted (one left by a SIGKILL goes with the next build, see
-    :func:`glove_exp.files.remove_stale_temps`)."""
+    two 64 MB pieces of the file and the word list), ``words.txt`` and, last, ``manifest.json``
+    in a temporary folder, then rename it to ``folder``; a concurrent writer that got there first
+    wins. On any error the temporary folder is deleted (one left by a SIGKILL goes with the next
+    build, see :func:`glove_exp.files.remove_stale_temps`)."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()
@@ -209,7 +216,7 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> No
             out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
             for block_words, block in parse_glove_text(path, dim, progress):
                 words += block_words
-                out.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+                out.write(np.ascontiguousarray(block, dtype="<f4").data)
             out.seek(0)
             out.write(_npy_header(len(words), dim))
         _warn_duplicates(path, words)
@@ -266,107 +273,162 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order.
+    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order,
+    except that the lines parsed from the right follow the others of their piece of the file.
 
-    The file is sniffed first (:func:`_sniff`). Each ~4 MB piece of lines goes through pyarrow's
-    multi-threaded CSV reader; lines with another number of fields are parsed from the right
-    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces), and
-    a piece the reader refuses (say, a word where a number belongs) is parsed line by line.
-    Lines that still fail are skipped and counted; once the file is read, it is refused if most
-    of its lines were bad. A NaN or infinite value is refused at once, naming its line.
+    The file is sniffed first (:func:`_sniff`). Each ~64 MB piece of lines goes through pyarrow's
+    multi-threaded CSV reader in a background thread, which reads and parses the next piece while
+    the caller consumes this one. Lines with another number of fields are parsed from the right
+    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces); a
+    piece the reader refuses (say, a word where a number belongs) is split into smaller pieces,
+    down to ``FALLBACK_BYTES`` parsed line by line. Lines that still fail are skipped and counted;
+    once the file is read, it is refused if most of its lines were bad. A NaN or infinite value
+    is refused at once, naming its line.
     """
     start = _sniff(path, dim)
     stats = ParseStats()
-    names = ["word", *(f"v{i}" for i in range(dim))]
+    pieces = _line_chunks(path, start)
+    with (
+        tqdm(
+            total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=f"parse {path.name}", disable=not progress,
+        ) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="glove-parse") as reader,
+    ):  # fmt: skip
+        parse_next = partial(_parse_next_piece, pieces, dim)
+        pending = reader.submit(parse_next)
+        while (parsed := pending.result()) is not None:
+            pending = reader.submit(parse_next)  # the next piece is read and parsed meanwhile
+            offset, size, text, parts = parsed
+            for table, other_width in parts:
+                for words, vectors in _table_blocks(table, stats) + _other_width_block(other_width, dim, stats):
+                    _check_finite(path, dim, text, offset, words, vectors)
+                    yield words, vectors
+            bar.update(size)
+    _check_malformed(path, dim, stats)
+    log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
+
+
+CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
+
+
+def _parse_next_piece(
+    pieces: Iterator[tuple[int, memoryview]], dim: int
+) -> tuple[int, int, memoryview | bytes, list[CsvPart]] | None:
+    """The next piece of ``pieces`` as (its offset in the file, its size there, its text made
+    valid UTF-8, its parts), or None at the end."""
+    offset, piece = next(pieces, (0, None))
+    if piece is None:
+        return None
+    text = _valid_utf8(piece)
+    return offset, len(piece), text, _csv_parts(text, dim)
+
+
+def _csv_parts(text: memoryview | bytes, dim: int) -> list[CsvPart]:
+    """``text`` through the CSV reader; a piece the reader refuses is split into eight and tried
+    again, and below ``FALLBACK_BYTES`` handed back line by line (split and skipped as the reader
+    does, so that the result does not depend on where the file was cut)."""
     other_width: list[str] = []
 
     def keep_other_width(row: pacsv.InvalidRow) -> str:
         other_width.append(row.text)
         return "skip"
 
-    options = {
-        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8"),
-        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=keep_other_width),
+    try:
+        return [(pacsv.read_csv(pa.py_buffer(text), **_csv_options(dim, keep_other_width)), other_width)]
+    except pa.ArrowInvalid as err:
+        pieces = _split_at_lines(text, 8) if len(text) > FALLBACK_BYTES else [text]
+        if len(pieces) == 1:
+            log.debug("%s; parsing %d bytes line by line", str(err).splitlines()[0], len(text))
+            return [(None, [line for line in LINE_BREAK.split(str(text, "utf-8")) if line])]
+    return [part for piece in pieces for part in _csv_parts(piece, dim)]
+
+
+def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str]) -> dict:
+    """pyarrow CSV options for ``word v0 .. v{dim-1}`` lines: space-separated, no quoting, float32."""
+    names = ["word", *(f"v{i}" for i in range(dim))]
+    return {
+        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8", block_size=BLOCK_BYTES),
+        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=invalid_row_handler),
         "convert_options": pacsv.ConvertOptions(
             column_types={"word": pa.string(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
         ),
     }  # fmt: skip
-    line_number = 2 if start else 1  # of the piece's first line
-    with tqdm(
-        total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=f"parse {path.name}", disable=not progress,
-    ) as bar:  # fmt: skip
-        for chunk in _line_chunks(path, start):
-            chunk = _valid_utf8(chunk)
-            other_width.clear()
-            try:
-                table = pacsv.read_csv(pa.BufferReader(chunk), **options)
-            except pa.ArrowInvalid as err:
-                log.debug("%s: %s; parsing this part line by line", path, str(err).splitlines()[0])
-                table = None
-                other_width[:] = chunk.decode("utf-8").splitlines()
-            blocks = []
-            if table is not None and len(table):
-                stats.lines += len(table)
-                blocks.append((table.column(0).to_pylist(), _table_vectors(table, dim)))
-            stats.lines += len(other_width)
-            parsed = []
-            for line in other_width:
-                entry = _parse_from_right(line, dim)
-                if entry is None:
-                    stats.bad(line)
-                else:
-                    parsed.append(entry)
-            if parsed:
-                blocks.append(([word for word, _ in parsed], np.stack([vector for _, vector in parsed])))
-            for words, vectors in blocks:
-                _check_finite(path, dim, chunk, line_number, words, vectors)
-                yield words, vectors
-            line_number += chunk.count(b"\n")
-            bar.update(len(chunk))
-    _check_malformed(path, dim, stats)
-    log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
-def _line_chunks(path: Path, start: int = 0) -> Iterator[bytes]:
-    """The file from byte ``start`` on, in pieces of about ``CHUNK_BYTES`` that end at a line break."""
+def _split_at_lines(text: memoryview | bytes, count: int) -> list[memoryview]:
+    """``text`` in at most ``count`` pieces that end at line breaks (the last one may not)."""
+    data = bytes(text)
+    step = max(len(data) // count, 1)
+    cuts = [0]
+    while (cut := data.find(b"\n", cuts[-1] + step - 1) + 1) and cut < len(data):
+        cuts.append(cut)
+    cuts.append(len(data))
+    return [memoryview(data)[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
+    """(words, vectors) of each record batch of ``table``: pyarrow writes each batch's float
+    columns row-major in one pass (``to_tensor``)."""
+    if table is None:
+        return []
+    stats.lines += len(table)
+    return [
+        (batch.column(0).to_pylist(), batch.drop_columns(["word"]).to_tensor(row_major=True).to_numpy())
+        for batch in table.to_batches()
+        if len(batch)
+    ]
+
+
+def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
+    """The lines the CSV reader did not parse, parsed from the right (the bad ones counted)."""
+    stats.lines += len(lines)
+    parsed = []
+    for line in lines:
+        entry = _parse_from_right(line, dim)
+        if entry is None:
+            stats.bad(line)
+        else:
+            parsed.append(entry)
+    if not parsed:
+        return []
+    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))]
+
+
+def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
+    """(offset, piece) of the file from byte ``start`` on, in pieces of about ``CHUNK_BYTES``
+    that end at a line break (the last one may not). The pieces are views of two buffers read in
+    turn (fresh 64 MB buffers would cost more in page faults than the parse), so a piece stays
+    valid until the next-but-one is read; each read starts after the previous piece's last line
+    break."""
     with open(path, "rb") as handle:
-        handle.seek(start)
-        rest = b""
-        while block := handle.read(CHUNK_BYTES):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if cut:
-                yield block[:cut]
-        if rest:
-            yield rest
+        rest = os.fstat(handle.fileno()).st_size - start  # < 0 past a header line without a line break
+        size = max(min(CHUNK_BYTES, rest + 1), 1)  # a small file: one small read
+        buffers = [bytearray(size), bytearray(size)]
+        for turn in itertools.count():
+            handle.seek(start)
+            buffer = buffers[turn % 2]
+            read = handle.readinto(buffer)
+            while read == len(buffer) and buffer.rfind(b"\n") < 0:  # a line longer than the buffer
+                buffers[turn % 2] = buffer = buffer + bytearray(len(buffer))
+                read += handle.readinto(memoryview(buffer)[read:])
+            if not read:
+                return
+            cut = read if read < len(buffer) else buffer.rfind(b"\n") + 1
+            yield start, memoryview(buffer)[:cut]
+            start += cut
 
 
-def _valid_utf8(chunk: bytes) -> bytes:
+def _valid_utf8(chunk: memoryview) -> memoryview | bytes:
     """``chunk`` with bytes that are not UTF-8 (seen in some crawled vocabularies) replaced by
     U+FFFD: pyarrow can only hand valid UTF-8 lines to the handler of lines of another width."""
-    if chunk.isascii():
-        return chunk
     offsets = pa.py_buffer(np.array([0, len(chunk)], np.int64))
     try:  # arrow validates ten times faster than bytes.decode
         pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(chunk)]).validate(full=True)
         return chunk
     except pa.ArrowInvalid:
-        return chunk.decode("utf-8", "replace").encode("utf-8")
-
-
-def _table_vectors(table: pa.Table, dim: int) -> np.ndarray:
-    """Columns 1..dim as one ``[n, dim]`` float32 array, filled chunk by chunk (no concatenated
-    copy of any column)."""
-    vectors = np.empty((len(table), dim), dtype=np.float32)
-    for j in range(dim):
-        start = 0
-        for chunk in table.column(j + 1).chunks:
-            vectors[start : start + len(chunk), j] = chunk.to_numpy()
-            start += len(chunk)
-    return vectors
+        return str(chunk, "utf-8", "replace").encode("utf-8")
 
 
 def _sniff(path: Path, dim: int) -> int:
@@ -424,17 +486,30 @@ def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
     return fields[0], vector
 
 
-def _check_finite(path: Path, dim: int, chunk: bytes, first_line: int, words: list[str], vectors: np.ndarray) -> None:
+def _check_finite(
+    path: Path, dim: int, text: memoryview | bytes, offset: int, words: list[str], vectors: np.ndarray
+) -> None:
     """Refuse NaN or infinite values (which would only surface as a diverged training run),
-    naming the first such line of ``chunk``, whose first line is ``first_line`` of the file."""
+    naming the first such line of ``text``, the piece of the file at byte ``offset``."""
     bad = ~np.isfinite(vectors).all(axis=1)
     if not bad.any():
         return
     word = words[int(np.argmax(bad))]
-    lines = enumerate(chunk.decode("utf-8").split("\n"), start=first_line)
+    lines = enumerate(str(text, "utf-8").split("\n"), start=_line_number(path, offset))
     number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
     where = f"line {number} ({word!r})" if number else f"the line of {word!r}"  # None: pyarrow split it at a lone \r
     raise EmbeddingsError(f"{path}: {where} holds NaN, inf or a value beyond float32's range; fix or delete that line")
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """The number (from 1) of the line that starts at byte ``offset`` of ``path``: line breaks
+    are counted only when an error names a line."""
+    breaks = 0
+    with open(path, "rb") as handle:
+        while offset > 0 and (block := handle.read(min(offset, 1 << 20))):
+            breaks += block.count(b"\n")
+            offset -= len(block)
+    return breaks + 1
 
 
 def _is_nonfinite_entry(line: str, dim: int, word: str) -> bool:

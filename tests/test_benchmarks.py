@@ -82,3 +82,34 @@ def test_serving_rows_compare_the_policies_and_bound_the_840b_size(ag_dir, capsy
         assert row["model_bytes"] > row["constants_bytes"] > row["vocab_size"] * 50 * 2
     [bound] = [row for row in rows if row["kind"] == "size_840b_computed"]
     assert bound["rows_at_most"] == serving.TUTORIAL_840B_WORDS + 20000 + 2 and bound["under_60_mb"]
+
+
+def test_stand_in_has_the_840b_shape_and_loads_first_and_cached(tmp_path, capsys):
+    path = tmp_path / "glove.stand-in.300d.txt"
+    glove_loading.main(["--stand-in", "840b", "--lines", "3000", "--out", str(path)])
+    built = json.loads(capsys.readouterr().out)
+    assert built["lines"] == 3000 and built["bytes"] == path.stat().st_size
+    rows = [row.rsplit(" ", 300) for row in path.read_text(encoding="utf-8").split("\n")[:-1]]
+    assert len(rows) == 3000 and all(len(row) == 301 for row in rows)
+    words = [word for word, *_ in rows]
+    assert len(set(words)) == 3000 and sum(" " in word for word in words) >= 2
+    values = [value for _, *vector in rows for value in vector]
+    assert all(float(f"{float(v):.5g}") == float(v) for v in values[:30_000])  # 840B's five significant digits
+    assert 8.3 < (sum(map(len, values)) + len(values)) / len(values) < 8.9  # bytes a value, with its space
+    again = tmp_path / "again.txt"
+    glove_loading.write_stand_in(again, 3000)
+    assert again.read_bytes() == path.read_bytes()  # seeded
+    loads = glove_loading.bench_vectors(path, 300, tmp_path / "cache")
+    assert [row["loader"] for row in loads] == list(glove_loading.LOADERS[1:])
+    assert all(r["words"] == 3000 and r["memory_mapped"] and 0 < r["load_s"] <= r["seconds"] for r in loads)
+    assert all(r["cpu_s"] > 0 and r["peak_mb"] >= 0 for r in loads)
+
+
+def test_stand_in_words_are_the_6b_vocabulary_cased_then_compounds():
+    words = glove_loading.stand_in_words(1_300_000)
+    assert len(words) == len(set(words)) == 1_300_000
+    plain = [word for word in words if " " not in word]
+    assert plain[:3] == ["the", ",", "."] and "The" in plain and "THE" in plain
+    assert len(plain) == 1_300_000 - 1_300_000 * glove_loading.SPACED_PER_MILLION // 1_000_000
+    vocabulary = set(plain[:400_000])
+    assert all(re.fullmatch(r".+[-_.].+", word) and word not in vocabulary for word in plain[-100:])

@@ -451,3 +451,112 @@ def test_fuzzed_files_load_or_fail_in_one_line_leaving_no_cache(case):
         else:
             assert vectors.vectors.shape == (len(vectors.words), dim)
             assert np.isfinite(vectors.vectors).all()
+
+
+# --- the fast parser (pieces, background reads, refused pieces split) agrees with each line parsed on its own ---
+
+
+def reference_parse(content: bytes, dim: int) -> tuple[list[tuple[str, np.ndarray]], int]:
+    """Each line on its own, as ``parse_glove_text`` documents it: lines end at \\n, \\r\\n or \\r,
+    empty ones are skipped; ``dim + 1`` fields are a word and its vector, other lines give their
+    last ``dim`` fields to the vector and the rest to the word. Returns the entries and the number
+    of bad lines."""
+    entries, bad = [], 0
+    for line in re.split(r"\r\n|\r|\n", content.decode("utf-8", "replace")):
+        fields = line.split(" ")
+        if len(fields) != dim + 1:
+            fields = line.rstrip().rsplit(" ", dim)
+        try:
+            vector = np.array(fields[1:], dtype=np.float32)
+        except ValueError:
+            vector = None
+        if line and (vector is None or len(fields) != dim + 1 or not fields[0]):
+            bad += 1
+        elif line:
+            entries.append((fields[0], vector))
+    return entries, bad
+
+
+def tricky_glove_file(path: Path, dim: int = 3, count: int = 400) -> bytes:
+    """A word2vec header, then plain lines mixed with tokens holding spaces, trailing spaces,
+    CRLF ends, empty lines, bytes that are not UTF-8, non-ASCII words and malformed lines (too
+    short, or a word where a number belongs, which makes the CSV reader refuse the whole piece)."""
+    rng = np.random.default_rng(7)
+    kinds = [
+        b"w%d %s",
+        b". . . %d %s",
+        b"at name%d@domain.com %s",
+        b"a  b%d %s",
+        b"trail%d %s ",
+        b"crlf%d %s\r",
+        b"caf\xe9%d %s",
+        "naïve日本%d %s".encode(),
+        b"",
+        b"short%d 1 2",
+        b"bad%d x 1 2",
+    ]
+    rows = [b"%d %d" % (count, dim)]
+    for i, kind in enumerate(rng.choice(len(kinds), size=count, p=[0.6] + [0.04] * 10)):
+        values = b" ".join(f"{v:.5g}".encode() for v in rng.normal(0, 0.4, dim))
+        template = kinds[kind]
+        rows.append(template % ((i, values) if template.count(b"%") == 2 else (i,)) if template else b"")
+    content = b"\n".join(rows) + b"\n"
+    path.write_bytes(content)
+    return content[content.index(b"\n") + 1 :]  # past the header
+
+
+@pytest.mark.parametrize("chunk_bytes, fallback_bytes", [(None, None), (1000, 100), (64, 10)])
+def test_parser_matches_each_line_parsed_on_its_own(tmp_path, monkeypatch, caplog, chunk_bytes, fallback_bytes):
+    if chunk_bytes:  # many pieces, each line refused by the reader alone in its sub-piece
+        monkeypatch.setattr(embeddings, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(embeddings, "FALLBACK_BYTES", fallback_bytes)
+    path = tmp_path / "tricky.txt"
+    expected, bad = reference_parse(tricky_glove_file(path), 3)
+    with caplog.at_level(logging.WARNING):
+        parsed = read_glove_text(path, 3, progress=False)
+    assert sorted(parsed.words) == sorted(word for word, _ in expected)
+    rows = parsed.lookup()
+    for word, vector in expected:
+        np.testing.assert_array_equal(parsed.vectors[rows[word]], vector, err_msg=word)
+    assert f"{bad} of {len(expected) + bad} lines do not hold a word and 3 numbers" in caplog.text
+    plain = [word for word in parsed.words if re.fullmatch(r"w\d+", word)]
+    assert plain == sorted(plain, key=lambda word: int(word[1:]))  # lines the reader parses keep file order
+
+
+def test_a_refused_piece_is_split_so_few_lines_go_one_by_one(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(embeddings, "FALLBACK_BYTES", 2000)
+    rows = [f"w{i} {i}.5 -{i}.25 {i}e-3" for i in range(5000)]
+    rows[1234] = "bad x 1 2"  # a word where a number belongs: the reader refuses its whole piece
+    path = tmp_path / "one-bad.txt"
+    path.write_text(lines(*rows), encoding="utf-8")
+    with caplog.at_level(logging.DEBUG, logger="glove_exp.embeddings"):
+        vectors = read_glove_text(path, 3, progress=False)
+    assert len(vectors) == 4999 and "bad" not in vectors.lookup()
+    line_by_line = [int(n) for n in re.findall(r"parsing (\d+) bytes line by line", caplog.text)]
+    assert line_by_line and sum(line_by_line) <= 2000 < path.stat().st_size // 10
+
+
+def test_line_chunks_end_at_line_breaks_and_grow_for_long_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(embeddings, "CHUNK_BYTES", 64)
+    content = lines("header 2", "a 1 2", "long " + " ".join(["0.125"] * 100), "b 3 4") + "c 5 6"  # no final break
+    path = tmp_path / "lines.txt"
+    path.write_text(content, encoding="utf-8")
+    start = len("header 2\n")
+    pieces = [(offset, bytes(piece)) for offset, piece in embeddings._line_chunks(path, start)]
+    assert b"".join(piece for _, piece in pieces) == content[start:].encode()
+    assert all(piece.endswith(b"\n") for _, piece in pieces[:-1]) and len(pieces) >= 2
+    assert [offset for offset, _ in pieces] == list(np.cumsum([start] + [len(p) for _, p in pieces[:-1]]))
+    assert any(len(piece) > 64 for _, piece in pieces)  # the long line came whole
+
+
+def test_progress_bar_counts_the_whole_file(glove_file, capsys):
+    read_glove_text(glove_file, 8, progress=True)
+    err = capsys.readouterr().err
+    assert f"parse {glove_file.name}" in err and "100%" in err
+
+
+@pytest.mark.parametrize("content", [b"20 3", b"20 3\n", b""])
+def test_line_chunks_of_nothing_past_the_start(tmp_path, content):
+    path = tmp_path / "header-only.txt"
+    path.write_bytes(content)
+    assert list(embeddings._line_chunks(path, len(content) + 1 - content.endswith(b"\n"))) == []
