@@ -241,3 +241,8 @@ def test_sif_weights():
     weights = sif_weights(np.array([0, 0, 3, 1]), a=0.25)
     assert weights[PAD] == 0
     np.testing.assert_allclose(weights[2:], [0.25 / (0.25 + 0.75), 0.25 / (0.25 + 0.25)])
+
+
+def test_vector_rows_are_each_words_first_row_and_minus_one_without():
+    vectors = WordVectors(["a", "b", "a", "c d", "é"], np.zeros((5, 2), np.float32), "test")
+    assert text_module.vector_rows(["a", "c d", "zz", "é", "b"], vectors).tolist() == [0, 3, -1, 4, 1]
