@@ -77,17 +77,23 @@ class Tokens:
 
 def tokenize_all(texts: Iterable[str], lowercase: bool = True) -> Tokens:
     """:func:`tokenize` for many documents at once, on their UTF-8 bytes in numpy and Arrow."""
-    docs = [text.lower() for text in texts] if lowercase else list(texts)
-    # Chunks keep the byte-sized temporaries small (in cache, no fresh pages); one Arrow hash
-    # table over all chunks numbers the words in order of first occurrence.
-    chunks = [_split_bytes(docs[i : i + _CHUNK_DOCS]) for i in range(0, len(docs), _CHUNK_DOCS)]
-    encoded = pa.chunked_array([words for words, _ in chunks], pa.large_binary()).dictionary_encode()
+    docs = texts if isinstance(texts, list) else list(texts)
+    # A chunk at a time (lowercased, split, numbered by its own words), so the byte-sized
+    # temporaries stay small (in cache, no fresh pages) and only the int32 codes outlive a chunk;
+    # unifying the chunks' dictionaries numbers the words in order of first occurrence.
+    chunks, lengths = [], []
+    for start in range(0, len(docs), _CHUNK_DOCS):
+        chunk = docs[start : start + _CHUNK_DOCS]
+        words, counts = _split_bytes([text.lower() for text in chunk] if lowercase else chunk)
+        chunks.append(words.dictionary_encode())
+        lengths.append(counts)
+    encoded = pa.chunked_array(chunks, pa.dictionary(pa.int32(), pa.large_binary())).unify_dictionaries()
     dictionary = encoded.chunk(0).dictionary.to_pylist() if encoded.num_chunks else []
     codes = [chunk.indices.to_numpy() for chunk in encoded.chunks]
     return Tokens(
         types=[word.decode("utf-8", "surrogatepass") for word in dictionary],
         codes=np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32),
-        lengths=np.concatenate([lengths for _, lengths in chunks]) if chunks else np.zeros(0, dtype=np.int64),
+        lengths=np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
     )
 
 
