@@ -149,12 +149,13 @@ def measure(data_dir: Path, vectors: Path, cache_dir: Path, pooling: str, epochs
     @dataclass
     class PeakTimer(pipeline.StageTimer):
         peak_mb: dict[str, float] = field(default_factory=dict)
+        rss_mb: dict[str, float] = field(default_factory=dict)
 
         @contextlib.contextmanager
         def __call__(self, stage: str):
             with super().__call__(stage):
                 yield
-            self.peak_mb[stage] = status_mb("VmHWM")
+            self.peak_mb[stage], self.rss_mb[stage] = status_mb("VmHWM"), status_mb("VmRSS")
 
     with tempfile.TemporaryDirectory(prefix="glove-scaling-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
@@ -180,6 +181,7 @@ def measure(data_dir: Path, vectors: Path, cache_dir: Path, pooling: str, epochs
         "train_s_per_epoch": round(float(np.median(epoch_s)), 2),
         "test_accuracy": round(result.test_accuracy, 4),
         **{f"peak_after_{stage}_mb": round(mb) for stage, mb in timer.peak_mb.items()},
+        **{f"rss_after_{stage}_mb": round(mb) for stage, mb in timer.rss_mb.items()},
         "peak_mb": round(status_mb("VmHWM")),
         "cpu_s": round(time.process_time(), 1),
     }

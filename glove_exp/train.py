@@ -176,6 +176,16 @@ def make_batches(
     return batches
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty`` on a 64-byte boundary: on a CPU, ``jax.device_put`` then shares the array
+    instead of copying it (NumPy's large arrays start 16 bytes past one)."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
 def make_predict(
     apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
 ) -> Callable[[hk.Params, np.ndarray, Constants], np.ndarray]:
@@ -187,7 +197,7 @@ def make_predict(
         out, start = None, 0
         for batch in batches(params, inputs, consts):
             if out is None:
-                out = np.empty((inputs.shape[0], *batch.shape[1:]), batch.dtype)
+                out = aligned_empty((inputs.shape[0], *batch.shape[1:]), batch.dtype)
             out[start : start + len(batch)] = batch
             start += len(batch)
         return out if out is not None else np.zeros((0, 0), dtype or np.float32)

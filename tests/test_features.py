@@ -132,3 +132,13 @@ def test_the_memory_estimate_counts_features_at_their_stored_width():
     assert sum(narrow.values()) < 8 * 2**30
     flatten = memory_needs(**{**kwargs, "feature_dim": 50 * 300, "precompute": False}, feature_bytes=2)
     assert sum(flatten.values()) < 8 * 2**30
+
+
+def test_features_are_shared_with_the_device_on_a_cpu(data):
+    if jax.default_backend() != "cpu":
+        pytest.skip("an accelerator has its own memory")
+    table, tokens, _ = data
+    features = compute_features(build_model(2, pooling="mean", **MODEL), tokens, make_constants(table, None, D), 64)
+    on_device = jax.device_put(features)
+    features[0, 0] = 123.0  # training reads the very same memory: no second copy of the features
+    assert float(on_device[0, 0]) == 123.0
