@@ -85,13 +85,13 @@ def write_corpus(
             writer.write_table(pa.table({"text": texts, "label": pa.array(labels[rows])}, schema=schema))
 
 
-def build_corpus(num_docs: int, words: list[str], folder: Path = STANDIN) -> Path:
-    """``folder/corpus-<num_docs>/{train,test}.csv``, unless already there."""
+def build_corpus(num_docs: int, words: list[str], folder: Path = STANDIN, base: Path = AG_NEWS) -> Path:
+    """``folder/corpus-<num_docs>/{train,test}.csv`` from the rows of ``base``, unless already there."""
     corpus = folder / f"corpus-{num_docs}"
     for split, size, seed in (("train", num_docs, num_docs), ("test", TEST_ROWS, 1)):
         if not (corpus / f"{split}.csv").exists():
             tmp = corpus / f".{split}.csv.part"
-            write_corpus(AG_NEWS / f"{split}.csv", tmp, size, seed, words)
+            write_corpus(base / f"{split}.csv", tmp, size, seed, words)
             tmp.rename(corpus / f"{split}.csv")
     return corpus
 
@@ -114,7 +114,10 @@ def write_vectors(out: Path, dim: int = 300, seed: int = 0) -> None:
     tmp.rename(out)
 
 
-def vector_overrides(vectors: Path, cache_dir: Path) -> list[str]:
+def vector_overrides(vectors: Path | None, cache_dir: Path) -> list[str]:
+    """A 300-d GloVe text file, or (None) the default GloVe 6B-50d from its package."""
+    if vectors is None:
+        return []
     return ["embeddings=local", f"embeddings.path={vectors}", "embeddings.dim=300", f"embeddings.cache_dir={cache_dir}"]
 
 
@@ -135,7 +138,9 @@ def load_vectors(vectors: Path, cache_dir: Path) -> dict:
     }
 
 
-def measure(data_dir: Path, vectors: Path, cache_dir: Path, pooling: str, epochs: int, overrides: list[str]) -> dict:
+def measure(
+    data_dir: Path, vectors: Path | None, cache_dir: Path, pooling: str, epochs: int, overrides: list[str]
+) -> dict:
     """One ``pipeline.run`` (tracked into a throw-away SQLite store): seconds and VmHWM after each stage."""
     import contextlib
     from dataclasses import dataclass, field
@@ -161,7 +166,8 @@ def measure(data_dir: Path, vectors: Path, cache_dir: Path, pooling: str, epochs
         uri = f"sqlite:///{tmp}/mlflow.db"
         config = compose(
             [
-                f"dataset.data_dir={data_dir}", *vector_overrides(vectors, cache_dir), f"model.pooling={pooling}", f"trainer.epochs={epochs}", f"tracking.uri={uri}", *overrides,
+                f"dataset.data_dir={data_dir}", *vector_overrides(vectors, cache_dir), f"model.pooling={pooling}",
+                f"trainer.epochs={epochs}", f"tracking.uri={uri}", *overrides,
             ]
         )  # fmt: skip
         timer = PeakTimer()
@@ -187,6 +193,40 @@ def measure(data_dir: Path, vectors: Path, cache_dir: Path, pooling: str, epochs
     }
 
 
+def run_sizes(
+    sizes: list[int],
+    poolings: list[str],
+    *,
+    epochs: int,
+    folder: Path,
+    vectors: Path | None,
+    cache_dir: Path,
+    overrides: list[str] = (),
+    flatten_epochs_at: int = 1_000_000,
+    base: Path = AG_NEWS,
+) -> list[dict]:
+    """Build the missing corpora, load the vectors once, then one process per size and pooling;
+    prints and returns its row (flatten runs one epoch from ``flatten_epochs_at`` documents on)."""
+    words = glove_6b_words()
+    for size in sizes:
+        build_corpus(size, words, folder, base)
+    where = [*(["--vectors", str(vectors)] if vectors else []), "--cache-dir", str(cache_dir)]
+    if vectors:
+        subprocess.run([sys.executable, "-m", "benchmarks.scaling", "cache", *where], cwd=ROOT, check=True)
+    rows = []
+    for size in sizes:
+        for pooling in poolings:
+            runs = 1 if pooling == "flatten" and size >= flatten_epochs_at else epochs
+            command = [
+                sys.executable, "-m", "benchmarks.scaling", "one", "--data-dir", str(folder / f"corpus-{size}"),
+                *where, "--pooling", pooling, "--epochs", str(runs), *overrides,
+            ]  # fmt: skip
+            out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -209,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--cache-dir", type=Path, required=True)
     one = commands.add_parser("one", help="one run in this process")
     one.add_argument("--data-dir", type=Path, required=True)
-    one.add_argument("--vectors", type=Path, required=True)
+    one.add_argument("--vectors", type=Path, help="300-d GloVe text (default: GloVe 6B-50d from its package)")
     one.add_argument("--cache-dir", type=Path, required=True)
     one.add_argument("--pooling", required=True)
     one.add_argument("--epochs", type=int, required=True)
@@ -227,16 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(args.data_dir, args.vectors, args.cache_dir, args.pooling, args.epochs, args.overrides)
         print(json.dumps(row), flush=True)
     else:
-        vectors = ["--vectors", str(args.vectors), "--cache-dir", str(args.cache_dir)]
-        subprocess.run([sys.executable, "-m", "benchmarks.scaling", "cache", *vectors], cwd=ROOT, check=True)
-        for num_docs in args.docs:
-            for pooling in args.pooling:
-                epochs = 1 if pooling == "flatten" and num_docs >= args.flatten_epochs_at else args.epochs
-                command = [
-                    sys.executable, "-m", "benchmarks.scaling", "one", "--data-dir", str(args.folder / f"corpus-{num_docs}"),
-                    *vectors, "--pooling", pooling, "--epochs", str(epochs), *args.overrides,
-                ]  # fmt: skip
-                subprocess.run(command, cwd=ROOT, check=True)
+        run_sizes(
+            args.docs, args.pooling, epochs=args.epochs, folder=args.folder, vectors=args.vectors,
+            cache_dir=args.cache_dir, overrides=args.overrides, flatten_epochs_at=args.flatten_epochs_at,
+        )  # fmt: skip
     return 0
 
 
