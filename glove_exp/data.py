@@ -14,7 +14,6 @@ import contextlib
 import csv
 import functools
 import html
-import io
 import itertools
 import json
 import logging
@@ -24,7 +23,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlparse
 
 import numpy as np
@@ -219,7 +218,14 @@ def _from_file(path: Path, layout: _Layout) -> Split:
     elif kind == "json":
         table = _read_json(path, _read_text(path), (*text_fields, label_field))
     else:
-        table, headless = _read_csv(path, _read_text(path), layout)
+        # Streamed from the file: millions of rows never exist as one string (UCS-2 or UCS-4 in
+        # Python as soon as one character is not Latin-1) beside their columns.
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                table, headless = _read_csv(path, handle, layout)
+        except UnicodeDecodeError:
+            _read_text(path)  # raises the DataError that names the line
+            raise
         if headless:
             text_fields, label_field, offset = layout.headless_columns[1:], layout.headless_columns[0], 1
     return _to_split(table, text_fields, label_field, offset, layout.num_classes)
@@ -240,11 +246,16 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _read_csv(path: Path, text: str, layout: _Layout) -> tuple[_Table, bool]:
+def _read_csv(path: Path, handle: TextIO, layout: _Layout) -> tuple[_Table, bool]:
     """The CSV's columns, and whether it is the headless original layout (no header line)."""
     with _unlimited_csv_fields():
-        records = _csv_records(path, text)
-        first_line, first = next(records)  # the text is not blank: there is a record
+        records = _csv_records(path, handle)
+        first_line, first = next(records, (1, []))
+        if not "".join(first).strip():  # blank so far: empty if nothing follows
+            following = next(records, None)
+            if following is None:
+                raise DataError(f"{path}: the file is empty")
+            records = itertools.chain([following], records)
         headless = not _has_columns(first, layout) and len(first) == len(layout.headless_columns) > 0
         if not headless:
             _require(str(path), (*layout.text_fields, layout.label_field), first)
@@ -266,9 +277,9 @@ def _read_csv(path: Path, text: str, layout: _Layout) -> tuple[_Table, bool]:
     return _Table(str(path), dict(zip(names, columns)), lines), headless
 
 
-def _csv_records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_records(path: Path, handle: TextIO) -> Iterator[tuple[int, list[str]]]:
     """``(line, fields)`` of each record, with the line it starts on; blank lines are skipped, as pandas does."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(handle, strict=True)
     start = 1
     try:
         for row in reader:
