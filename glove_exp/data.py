@@ -250,12 +250,15 @@ def _read_csv(path: Path, handle: TextIO, layout: _Layout) -> tuple[_Table, bool
     """The CSV's columns, and whether it is the headless original layout (no header line)."""
     with _unlimited_csv_fields():
         records = _csv_records(path, handle)
-        first_line, first = next(records, (1, []))
-        if not "".join(first).strip():  # blank so far: empty if nothing follows
-            following = next(records, None)
-            if following is None:
-                raise DataError(f"{path}: the file is empty")
-            records = itertools.chain([following], records)
+        leading = []  # records up to the first one that is not blank
+        for record in records:
+            leading.append(record)
+            if "".join(record[1]).strip():
+                break
+        if not leading or not "".join(leading[-1][1]).strip():
+            raise DataError(f"{path}: the file is empty")
+        records = itertools.chain(leading, records)
+        first_line, first = next(records)
         headless = not _has_columns(first, layout) and len(first) == len(layout.headless_columns) > 0
         if not headless:
             _require(str(path), (*layout.text_fields, layout.label_field), first)
