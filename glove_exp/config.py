@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from glove_exp.errors import ConfigError
+from glove_exp.features import FeatureDtype
 from glove_exp.models import Activation, Init, Weighting
 from glove_exp.pooling import Pooling
 from glove_exp.train import OptimizerName, Schedule
@@ -145,6 +146,7 @@ class TrainerConfig:
     shuffle: bool = True
     early_stopping_patience: int | None = None  # epochs without a better val accuracy; null: keep the last epoch
     precompute_features: bool = True  # pool frozen vectors once per run (same results, much faster)
+    feature_dtype: FeatureDtype = FeatureDtype.float16  # how precomputed features are stored
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "trainer.epochs", "must be >= 1", self.epochs)

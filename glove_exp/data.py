@@ -14,7 +14,6 @@ import contextlib
 import csv
 import functools
 import html
-import io
 import itertools
 import json
 import logging
@@ -24,7 +23,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlparse
 
 import numpy as np
@@ -61,11 +60,11 @@ class Splits:
 def load_splits(cfg: DatasetConfig, seed: int) -> Splits:
     """Read train and test, check them against ``cfg`` and carve the validation split."""
     layout = _Layout(tuple(cfg.text_fields), cfg.label_field, len(cfg.class_names), tuple(cfg.headless_columns or ()))
-    train, test, files = _load_raw(cfg.hub_id, cfg.hub_config, cfg.train_split, cfg.test_split, cfg.data_dir, layout)
+    train, test, files = _load_raw(
+        cfg.hub_id, cfg.hub_config, cfg.train_split, cfg.test_split, cfg.data_dir, layout, cfg.unescape
+    )
     where = files.get(cfg.train_split, f"{cfg.hub_id}:{cfg.train_split}")
     _check_classes(train, test, cfg.class_names, where)
-    if cfg.unescape:
-        train, test = (Split([unescape_text(text) for text in part.texts], part.labels) for part in (train, test))
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
         train = _stratified(train, cfg.max_train_samples, seed, "dataset.max_train_samples", where)[0]
     if cfg.val_fraction == 0:
@@ -99,8 +98,12 @@ _BACKSLASHES = re.compile(r"\\+")  # AG News' line continuations ("early\\and") 
 def unescape_text(text: str) -> str:
     """Repair HTML and escape debris: entities without their ``&``, then all entities
     (``html.unescape``), backslashes as spaces, and runs of whitespace as one space."""
-    text = html.unescape(_LOST_AMPERSAND.sub(r"&\1;", text))
-    return " ".join(_BACKSLASHES.sub(" ", text).split())
+    if ";" in text:  # every lost entity ends in ";" (the test is fast; the pattern is slow to scan a text without one)
+        text = _LOST_AMPERSAND.sub(r"&\1;", text)
+    text = html.unescape(text)
+    if "\\" in text:
+        text = _BACKSLASHES.sub(" ", text)
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -120,15 +123,27 @@ def existing_data_dir(data_dir: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _load_raw(
-    hub_id: str, hub_config: str | None, train_split: str, test_split: str, data_dir: str | None, layout: _Layout
+    hub_id: str,
+    hub_config: str | None,
+    train_split: str,
+    test_split: str,
+    data_dir: str | None,
+    layout: _Layout,
+    unescape: bool,
 ) -> tuple[Split, Split, dict[str, str]]:
-    """Sweep jobs in one process share the parsed data: every argument that affects it is a key."""
+    """Sweep jobs in one process share the parsed (and repaired) data: every argument that affects
+    it is a key, and only the repaired texts are kept."""
     if data_dir is None:
-        return _from_hub(hub_id, hub_config, train_split, layout), _from_hub(hub_id, hub_config, test_split, layout), {}
-    folder = existing_data_dir(data_dir)
-    files = {split: _find_file(folder, split) for split in (train_split, test_split)}
-    splits = [_from_file(files[split], layout) for split in (train_split, test_split)]
-    return splits[0], splits[1], {split: str(path) for split, path in files.items()}
+        splits = [_from_hub(hub_id, hub_config, split, layout) for split in (train_split, test_split)]
+        files = {}
+    else:
+        folder = existing_data_dir(data_dir)
+        paths = {split: _find_file(folder, split) for split in (train_split, test_split)}
+        splits = [_from_file(paths[split], layout) for split in (train_split, test_split)]
+        files = {split: str(path) for split, path in paths.items()}
+    if unescape:
+        splits = [Split([unescape_text(text) for text in part.texts], part.labels) for part in splits]
+    return splits[0], splits[1], files
 
 
 def _find_file(folder: Path, split: str) -> Path:
@@ -203,7 +218,14 @@ def _from_file(path: Path, layout: _Layout) -> Split:
     elif kind == "json":
         table = _read_json(path, _read_text(path), (*text_fields, label_field))
     else:
-        table, headless = _read_csv(path, _read_text(path), layout)
+        # Streamed from the file: millions of rows never exist as one string (UCS-2 or UCS-4 in
+        # Python as soon as one character is not Latin-1) beside their columns.
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                table, headless = _read_csv(path, handle, layout)
+        except UnicodeDecodeError:
+            _read_text(path)  # raises the DataError that names the line
+            raise
         if headless:
             text_fields, label_field, offset = layout.headless_columns[1:], layout.headless_columns[0], 1
     return _to_split(table, text_fields, label_field, offset, layout.num_classes)
@@ -224,11 +246,19 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _read_csv(path: Path, text: str, layout: _Layout) -> tuple[_Table, bool]:
+def _read_csv(path: Path, handle: TextIO, layout: _Layout) -> tuple[_Table, bool]:
     """The CSV's columns, and whether it is the headless original layout (no header line)."""
     with _unlimited_csv_fields():
-        records = _csv_records(path, text)
-        first_line, first = next(records)  # the text is not blank: there is a record
+        records = _csv_records(path, handle)
+        leading = []  # records up to the first one that is not blank
+        for record in records:
+            leading.append(record)
+            if "".join(record[1]).strip():
+                break
+        if not leading or not "".join(leading[-1][1]).strip():
+            raise DataError(f"{path}: the file is empty")
+        records = itertools.chain(leading, records)
+        first_line, first = next(records)
         headless = not _has_columns(first, layout) and len(first) == len(layout.headless_columns) > 0
         if not headless:
             _require(str(path), (*layout.text_fields, layout.label_field), first)
@@ -250,9 +280,9 @@ def _read_csv(path: Path, text: str, layout: _Layout) -> tuple[_Table, bool]:
     return _Table(str(path), dict(zip(names, columns)), lines), headless
 
 
-def _csv_records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_records(path: Path, handle: TextIO) -> Iterator[tuple[int, list[str]]]:
     """``(line, fields)`` of each record, with the line it starts on; blank lines are skipped, as pandas does."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(handle, strict=True)
     start = 1
     try:
         for row in reader:

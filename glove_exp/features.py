@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import Enum
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from glove_exp.models import Constants, Model
-from glove_exp.train import make_predict
+from glove_exp.train import ApplyFn, make_batches, make_predict
+
+
+class FeatureDtype(str, Enum):
+    """How precomputed features are stored, on the host and on the device: 16 bits halve them."""
+
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(jnp.dtype(self.value))  # bfloat16 is ml_dtypes' NumPy type
 
 
 @dataclass(frozen=True)
@@ -25,19 +39,52 @@ class Inputs:
     precomputed: bool
 
 
-def compute_features(model: Model, tokens: np.ndarray, consts: Constants, batch_size: int) -> np.ndarray:
-    """``[N, T]`` token ids -> ``[N, F]`` parameter-free features, jitted in fixed-size batches."""
-    apply = lambda params, rng, x, c, is_training: model.features.apply(params, rng, x, c)  # noqa: E731
-    return make_predict(apply, batch_size)({}, tokens, consts)
+def _features_apply(model: Model) -> ApplyFn:
+    return lambda params, rng, x, c, is_training: model.features.apply(params, rng, x, c)
 
 
-def standardized(consts: Constants, train_features: np.ndarray) -> Constants:
-    """``consts`` with the ``[F]`` mean and standard deviation of the train features (a constant
-    feature keeps scale 1, so it maps to 0 instead of dividing by 0)."""
-    scale = train_features.std(axis=0)
+def feature_batch_size(max_tokens: int, dim: int, eval_batch_size: int) -> int:
+    """Rows per feature batch. On a CPU the looked-up vectors ``[B, T, D]`` of a batch should stay
+    in cache (about 8 MB): 4096 rows of 50 x 300-d vectors (245 MB) pool 3x slower than 128 rows.
+    An accelerator takes ``eval_batch_size`` rows."""
+    if jax.default_backend() != "cpu":
+        return eval_batch_size
+    rows = (8 << 20) // (max_tokens * dim * 4)
+    return max(16, min(eval_batch_size, 1 << max(rows.bit_length() - 1, 0)))
+
+
+def compute_features(
+    model: Model, tokens: np.ndarray, consts: Constants, batch_size: int, dtype: np.dtype = np.float32
+) -> np.ndarray:
+    """``[N, T]`` token ids -> ``[N, F]`` parameter-free features as ``dtype``, a jitted batch at a
+    time into one array: the looked-up vectors exist for one batch only, never as ``[N, T, D]``."""
+    size = feature_batch_size(tokens.shape[1], consts.table.shape[1], batch_size)
+    return make_predict(_features_apply(model), size, dtype)({}, tokens, consts)
+
+
+def feature_moments(
+    model: Model, tokens: np.ndarray, consts: Constants, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[F]`` mean and population standard deviation of the features of ``tokens``, merged batch
+    by batch (Chan et al.'s pairwise update, float64) without keeping the features."""
+    count, mean, squares = 0, 0.0, 0.0
+    size = feature_batch_size(tokens.shape[1], consts.table.shape[1], batch_size)
+    for batch in make_batches(_features_apply(model), size)({}, tokens, consts):
+        values = batch.astype(np.float64)
+        batch_mean = values.mean(axis=0)
+        delta, total = batch_mean - mean, count + len(values)
+        mean = mean + delta * len(values) / total
+        squares = squares + ((values - batch_mean) ** 2).sum(axis=0) + delta**2 * count * len(values) / total
+        count = total
+    return np.asarray(mean), np.sqrt(np.asarray(squares) / max(count, 1))
+
+
+def standardized(consts: Constants, mean: np.ndarray, std: np.ndarray) -> Constants:
+    """``consts`` with the ``[F]`` mean and scale of the train features (a constant feature keeps
+    scale 1, so it maps to 0 instead of dividing by 0)."""
     return consts._replace(
-        feature_mean=jnp.asarray(train_features.mean(axis=0)),
-        feature_scale=jnp.asarray(np.where(scale > 1e-6, scale, 1.0)),
+        feature_mean=jnp.asarray(mean, jnp.float32),
+        feature_scale=jnp.asarray(np.where(std > 1e-6, std, 1.0), jnp.float32),
     )
 
 
@@ -49,13 +96,15 @@ def make_inputs(
     standardize: bool,
     precompute: bool,
     batch_size: int,
+    dtype: FeatureDtype = FeatureDtype.float32,
 ) -> Inputs:
-    """The inputs of training and evaluation from ``tokens`` (split -> ``[N, T]`` ids or None)."""
+    """The inputs of training and evaluation from ``tokens`` (split -> ``[N, T]`` ids or None);
+    precomputed features are stored as ``dtype``."""
     if standardize:
-        consts = standardized(consts, compute_features(model, tokens["train"], consts, batch_size))
+        consts = standardized(consts, *feature_moments(model, tokens["train"], consts, batch_size))
     if precompute:
         tokens = {
-            split: None if ids is None else compute_features(model, ids, consts, batch_size)
+            split: None if ids is None else compute_features(model, ids, consts, batch_size, FeatureDtype(dtype).numpy)
             for split, ids in tokens.items()
         }
     return Inputs(tokens["train"], tokens["val"], tokens["test"], consts, precompute)
@@ -64,23 +113,31 @@ def make_inputs(
 def memory_needs(
     *,
     num_docs: int,
+    text_chars: int,
     max_tokens: int,
     dim: int,
     feature_dim: int,
+    feature_bytes: int,
     layer_sizes: list[int],
     batch_size: int,
+    eval_batch_size: int,
     lime_samples: int,
     precompute: bool,
 ) -> dict[str, int]:
-    """Rough peak bytes of a run's largest arrays, by the setting that drives each (float32, int32)."""
+    """Rough peak bytes that a run adds to the loaded texts and vectors, by the setting that drives
+    each. Features are computed a batch at a time into one array (``feature_bytes`` per value)
+    that the device shares on a CPU; the looked-up vectors ``[B, T, D]`` exist for one batch only."""
     sizes = [feature_dim, *layer_sizes]
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     width = feature_dim if precompute else max_tokens * dim  # what one training example carries
+    looked_up = max(batch_size, eval_batch_size) * max_tokens * dim * 4
     return {
-        # token ids of every document and LIME sample, pooled features, one looked-up batch [B, T, D]
-        "trainer.max_tokens": (num_docs + lime_samples) * max_tokens * 4
-        + (num_docs * feature_dim * 4 if precompute else 0)
-        + min(batch_size, num_docs) * max_tokens * dim * 4,
+        # the text pipeline's arrays per character of text (the lowercased copy, the UTF-8 bytes of
+        # each token, their offsets and ids: about 7 bytes per character at peak), freed before the
+        # features are computed
+        "dataset.max_train_samples": max(text_chars * 7, num_docs * feature_dim * feature_bytes if precompute else 0),
+        # token ids of every document and LIME sample, and one looked-up batch (and its pooling) [B, T, D]
+        "trainer.max_tokens": (num_docs + lime_samples) * max_tokens * 4 + looked_up * 2,
         # parameters, gradients and Adam's two moments; the layers' activations, both passes
         "model.hidden_sizes": params * 4 * 4 + batch_size * sum(sizes) * 4 * 2,
         "trainer.batch_size": batch_size * width * 4 * 2,  # one batch of inputs and its gradient

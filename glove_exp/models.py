@@ -153,7 +153,8 @@ def build_model(
         """``[B, T]`` token ids -> ``[B, F]`` pooled (and standardised) features."""
         table = consts.table
         if trainable:
-            table = hk.get_parameter("embeddings", consts.table.shape, init=lambda *_: consts.table)
+            # a copy: training donates (reuses) the parameter buffers, the constant table must survive
+            table = hk.get_parameter("embeddings", consts.table.shape, init=lambda *_: jnp.array(consts.table))
         x = table[tokens]  # [B, T, D]
         if weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
             x = x * consts.token_weights[tokens][..., None]
@@ -171,7 +172,7 @@ def build_model(
 
     def head(features, consts, is_training):
         del consts  # same signature as forward
-        return head_logits(features, is_training)
+        return head_logits(features.astype(jnp.float32), is_training)  # features may be stored as 16-bit floats
 
     def features(tokens, consts):
         return featurize(tokens, consts, is_training=False)

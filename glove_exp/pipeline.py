@@ -21,7 +21,7 @@ from glove_exp.embeddings import load_word_vectors
 from glove_exp.errors import ConfigError
 from glove_exp.evaluate import evaluate
 from glove_exp.explain import choose_examples, explain_examples
-from glove_exp.features import Inputs, available_memory, make_inputs, memory_needs
+from glove_exp.features import FeatureDtype, Inputs, available_memory, make_inputs, memory_needs
 from glove_exp.interrupts import Interrupts
 from glove_exp.models import Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
 from glove_exp.serving import Predictor, TextSettings
@@ -117,10 +117,14 @@ class Prepared:
 
 
 def run(
-    config: Config, job: JobInfo = JobInfo(), interrupts: Interrupts | None = None, progress: bool = False
+    config: Config,
+    job: JobInfo = JobInfo(),
+    interrupts: Interrupts | None = None,
+    progress: bool = False,
+    timer: StageTimer | None = None,
 ) -> RunResult:
-    """Train, evaluate, explain and log one configuration."""
-    timer = StageTimer()
+    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage)."""
+    timer = timer or StageTimer()
     experiment_id = tracking.open_experiment(config.tracking.uri, config.tracking.experiment)
     prepared = prepare(config, timer, progress)
     splits, encoded, model, inputs = prepared.splits, prepared.encoded, prepared.model, prepared.inputs
@@ -170,7 +174,7 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
         splits = load_splits(config.dataset, config.trainer.seed)
     with timer("vectors"):
         vectors = load_word_vectors(config.embeddings, progress=progress)
-    check_memory(config, sum(len(part) for part in splits.parts().values() if part is not None), vectors.dim)
+    check_memory(config, [part.texts for part in splits.parts().values() if part is not None], vectors.dim)
     with timer("tokens"):
         texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
         e = config.embeddings
@@ -185,16 +189,19 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
     return Prepared(splits, vectors.source, encoded, model, inputs)
 
 
-def check_memory(config: Config, num_docs: int, dim: int) -> None:
-    """Refuse, before any array is built, a run whose largest arrays cannot fit in this machine."""
+def check_memory(config: Config, texts: list[list[str]], dim: int) -> None:
+    """Refuse, before any array is built, a run whose largest arrays cannot fit in this machine
+    (``texts``: every split's documents, already in memory)."""
     m, t = config.model, config.trainer
     precompute = uses_precomputed_features(
         m.pooling, m.token_hidden_sizes, config.embeddings.trainable, t.precompute_features
     )
+    num_docs = sum(map(len, texts))
     needs = memory_needs(
-        num_docs=num_docs, max_tokens=t.max_tokens, dim=dim,
-        feature_dim=feature_dim(m.pooling, m.token_hidden_sizes, t.max_tokens, dim),
-        layer_sizes=[*m.hidden_sizes, len(config.dataset.class_names)], batch_size=min(t.batch_size, num_docs),
+        num_docs=num_docs, text_chars=sum(len(doc) for docs in texts for doc in docs), max_tokens=t.max_tokens,
+        dim=dim, feature_dim=feature_dim(m.pooling, m.token_hidden_sizes, t.max_tokens, dim),
+        feature_bytes=FeatureDtype(t.feature_dtype).numpy.itemsize, layer_sizes=[*m.hidden_sizes, len(config.dataset.class_names)],
+        batch_size=min(t.batch_size, num_docs), eval_batch_size=min(t.eval_batch_size, num_docs),
         lime_samples=config.explain.num_samples if config.explain.num_examples else 0, precompute=precompute,
     )  # fmt: skip
     total, available = sum(needs.values()), available_memory()
@@ -228,8 +235,9 @@ def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
     )
     batch = config.trainer.eval_batch_size
     return make_inputs(
-        model, encoded.ids, consts, standardize=config.model.standardize, precompute=precompute, batch_size=batch
-    )
+        model, encoded.ids, consts, standardize=config.model.standardize, precompute=precompute, batch_size=batch,
+        dtype=config.trainer.feature_dtype,
+    )  # fmt: skip
 
 
 def fit_model(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
@@ -137,27 +137,70 @@ def make_train_epoch(
         )
         return EpochResult(params, opt_state, rng, loss_sums.sum() / num_examples, corrects.sum() / num_examples)
 
-    return jax.jit(epoch)
+    # params and opt_state are replaced every epoch: their buffers are reused in place (donated)
+    return jax.jit(epoch, donate_argnums=(0, 1))
 
 
-def make_predict(apply: ApplyFn, batch_size: int) -> Callable[[hk.Params, np.ndarray, Constants], np.ndarray]:
-    """``predict(params, inputs [N, ...], consts) -> [N, C]`` logits, in fixed-size jitted batches.
+def make_batches(
+    apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
+) -> Callable[[hk.Params, np.ndarray, Constants], Iterator[np.ndarray]]:
+    """``batches(params, inputs [N, ...], consts)`` yields the outputs of consecutive fixed-size
+    jitted batches as host arrays (the last cut to its rows), cast to ``dtype`` on the device.
 
     Small inputs use the next power of two (at least 16) as batch size, so serving a handful of
-    documents neither pads to a full batch nor compiles once per length.
+    documents neither pads to a full batch nor compiles once per length. The next batch is
+    dispatched before the previous one is copied back, so the copy overlaps the computation.
     """
-    batch_logits = jax.jit(lambda params, x, consts: apply(params, None, x, consts, False))
 
-    def predict(params: hk.Params, inputs: np.ndarray, consts: Constants) -> np.ndarray:
+    def outputs(params, x, consts):
+        out = apply(params, None, x, consts, False)
+        return out if dtype is None else out.astype(dtype)
+
+    batch_outputs = jax.jit(outputs)
+
+    def batches(params: hk.Params, inputs: np.ndarray | jax.Array, consts: Constants) -> Iterator[np.ndarray]:
         n = inputs.shape[0]
         size = min(batch_size, max(16, 1 << max(n - 1, 0).bit_length()))
-        chunks = []
+        pending = None
         for start in range(0, n, size):
             chunk = inputs[start : start + size]
-            padded = np.zeros((size, *inputs.shape[1:]), inputs.dtype)
-            padded[: len(chunk)] = chunk
-            chunks.append(np.asarray(batch_logits(params, padded, consts))[: len(chunk)])
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+            if len(chunk) < size:  # host or device inputs alike
+                chunk = jnp.pad(chunk, [(0, size - len(chunk))] + [(0, 0)] * (chunk.ndim - 1))
+            dispatched = batch_outputs(params, chunk, consts), min(size, n - start)
+            if pending is not None:
+                yield np.asarray(pending[0])[: pending[1]]
+            pending = dispatched
+        if pending is not None:
+            yield np.asarray(pending[0])[: pending[1]]
+
+    return batches
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty`` on a 64-byte boundary: on a CPU, ``jax.device_put`` then shares the array
+    instead of copying it (NumPy's large arrays start 16 bytes past one)."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
+def make_predict(
+    apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
+) -> Callable[[hk.Params, np.ndarray, Constants], np.ndarray]:
+    """``predict(params, inputs [N, ...], consts) -> [N, ...]`` outputs (logits, or features) of
+    :func:`make_batches`, written batch by batch into one array of ``dtype`` (default: the output's)."""
+    batches = make_batches(apply, batch_size, dtype)
+
+    def predict(params: hk.Params, inputs: np.ndarray | jax.Array, consts: Constants) -> np.ndarray:
+        out, start = None, 0
+        for batch in batches(params, inputs, consts):
+            if out is None:
+                out = aligned_empty((inputs.shape[0], *batch.shape[1:]), batch.dtype)
+            out[start : start + len(batch)] = batch
+            start += len(batch)
+        return out if out is not None else np.zeros((0, 0), dtype or np.float32)
 
     return predict
 
@@ -220,7 +263,9 @@ def fit(
     """
     if val is None and early_stopping_patience is not None:
         raise ValueError("early stopping needs a validation split")
-    inputs, labels = jnp.asarray(train[0]), jnp.asarray(train[1])
+    # On the device once for all epochs (on a CPU, device_put shares the host array's memory; jnp.asarray copies).
+    inputs, labels = jax.device_put(train[0]), jax.device_put(train[1])
+    val_inputs = None if val is None else jax.device_put(val[0])
     init_key, rng = jax.random.split(rng)
     params = transformed.init(init_key, inputs[:1], consts, True)
     opt_state = optimizer.init(params)
@@ -230,9 +275,9 @@ def fit(
     tic = time.perf_counter()  # compile outside the epoch timings: the epoch and the validation shapes
     epoch_fn = epoch_fn.lower(params, opt_state, rng, inputs, labels, consts).compile()
     if val is not None:
-        predict(params, val[0], consts)
+        predict(params, val_inputs, consts)
     result = FitResult(params=params, compile_time_s=time.perf_counter() - tic)
-    best_params, best_accuracy, waited = params, -1.0, 0
+    best_params, best_accuracy, waited = None, -1.0, 0
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         tic = time.perf_counter()
@@ -244,7 +289,7 @@ def fit(
             )
         val_loss = val_accuracy = None
         if val is not None:
-            val_logits = predict(params, val[0], consts)
+            val_logits = predict(params, val_inputs, consts)
             val_loss, val_accuracy = cross_entropy(val_logits, val[1]), float((val_logits.argmax(-1) == val[1]).mean())
         metrics = EpochMetrics(epoch, loss, float(accuracy), val_loss, val_accuracy, time.perf_counter() - tic)
         result.history.append(metrics)
@@ -255,7 +300,9 @@ def fit(
         if val_accuracy is None:
             continue
         if val_accuracy > best_accuracy:
-            best_params, best_accuracy, result.best_epoch, waited = params, val_accuracy, epoch, 0
+            # the next epoch reuses (donates) the buffers of ``params``: keep the best ones as a copy
+            best = jax.tree.map(jnp.copy, params) if early_stopping_patience is not None else None
+            best_params, best_accuracy, result.best_epoch, waited = best, val_accuracy, epoch, 0
         else:
             waited += 1
         if early_stopping_patience is not None and waited >= early_stopping_patience:

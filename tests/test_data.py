@@ -198,6 +198,12 @@ def valid_csv(n: int = 40, seed: int = 2) -> str:
 BROKEN = {
     "empty file": ("train.csv", "", "train.csv: the file is empty"),
     "BOM and blank lines only": ("train.csv", "\ufeff\n\n", "train.csv: the file is empty"),
+    "spaces only": ("train.csv", "  \n \n", "train.csv: the file is empty"),
+    "not UTF-8 far down": (  # past the first block that the streamed reader decodes
+        "train.csv",
+        b"text,label\n" + b"hello,0\n" * 5000 + b"caf\xe9,1\n",
+        "train.csv: line 5002: bytes that are not UTF-8",
+    ),
     "header only": ("test.csv", "text,label\n", "test.csv: line 1: a header but no data rows"),
     "too many fields": ("train.csv", "text,label\nhello,0\nworld,1,extra\n", "train.csv: line 3: 3 fields, expected 2"),
     "too few fields": ("train.csv", "text,label\nhello,0\nworld\nagain,1\n", "train.csv: line 3: 1 field, expected 2"),

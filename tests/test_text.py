@@ -232,6 +232,19 @@ def test_encode_post_pads_post_truncates_and_maps_oov():
     assert dropped.tolist() == [[2, 3, 2]]
 
 
+@pytest.mark.parametrize("drop_oov", [False, True])
+def test_encode_chunk_by_chunk_equals_one_chunk(monkeypatch, drop_oov):
+    rng = np.random.default_rng(0)
+    words = ["a", "b", "c", "x", "y"]
+    docs = [" ".join(rng.choice(words, size=rng.integers(0, 9))) for _ in range(50)]
+    tokens, index = tokenize_all(docs), {"a": 2, "b": 3, "c": 4}
+    whole = encode(tokens, index, max_tokens=5, drop_oov=drop_oov)
+    monkeypatch.setattr(text_module, "_ENCODE_DOCS", 7)  # 50 documents in 8 chunks, the last one short
+    assert np.array_equal(encode(tokens, index, max_tokens=5, drop_oov=drop_oov), whole)
+    reference = [[index.get(w, OOV) for w in doc.split() if not drop_oov or w in index][:5] for doc in docs]
+    assert whole.tolist() == [ids + [PAD] * (5 - len(ids)) for ids in reference]
+
+
 def test_oov_rate_counts_tokens():
     assert oov_rate(tokenize_all(["a x", "a a"]), {"a": 2}) == pytest.approx(0.25)
     assert oov_rate(tokenize_all(["", "..."]), {"a": 2}) == 0.0
