@@ -18,6 +18,18 @@ import pytest
 # What `glove-exp` sets before it imports MLflow (cli.quiet_environment); here before any test does.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
+# Hyperparameters of glove_exp.models.build_model and glove_exp.train.make_optimizer for small
+# in-process models (the frozen-vector defaults of conf/; tests override what they vary).
+FROZEN_MODEL = {
+    "mask_padding": True, "hier_window": 3, "weighting": "none", "standardize": False, "token_hidden_sizes": [],
+    "hidden_sizes": [128], "activation": "none", "dropout": 0.0, "init": "haiku", "trainable": False,
+}  # fmt: skip
+ADAM = {
+    "name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "clip_norm": None, "schedule": "constant",
+    "warmup_fraction": 0.1, "decay_rate": 0.5,
+}  # fmt: skip
+
+
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 # Each class has its own topic words; documents mix them with shared filler words.
 TOPICS = [

@@ -16,16 +16,11 @@ from glove_exp.features import (
 )
 from glove_exp.models import Model, build_model, make_constants
 from glove_exp.train import fit, make_optimizer
+from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, N = 50, 8, 10, 203  # N is no multiple of any batch size used here
-MODEL = {
-    "mask_padding": True, "hier_window": 3, "weighting": "none", "standardize": False, "token_hidden_sizes": [],
-    "hidden_sizes": [16], "activation": "relu", "dropout": 0.0, "init": "haiku", "trainable": False,
-}  # fmt: skip
-ADAM = {
-    "name": "adam", "lr": 1e-2, "weight_decay": 0.0, "momentum": 0.0, "clip_norm": None, "schedule": "constant",
-    "warmup_fraction": 0.1, "decay_rate": 0.5,
-}  # fmt: skip
+MODEL = {**FROZEN_MODEL, "hidden_sizes": [16], "activation": "relu"}
+FAST_ADAM = {**ADAM, "lr": 1e-2}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +95,7 @@ def test_16_bit_features_train_and_predict_like_32_bit_ones(data, dtype):
     assert inputs.train.dtype == FeatureDtype(dtype).numpy and inputs.train.shape == (150, D)
     np.testing.assert_allclose(inputs.train.astype(np.float32).mean(0), 0.0, atol=2e-3)  # standardised
     result = fit(
-        model.head, make_optimizer(**ADAM, steps_per_epoch=5, epochs=3), (inputs.train, labels[:150]),
+        model.head, make_optimizer(**FAST_ADAM, steps_per_epoch=5, epochs=3), (inputs.train, labels[:150]),
         (inputs.val, labels[150:]), inputs.consts, jax.random.PRNGKey(0), epochs=3, batch_size=32,
         eval_batch_size=64, shuffle=True, early_stopping_patience=2, progress=False,
     )  # fmt: skip

@@ -8,16 +8,10 @@ import pytest
 from glove_exp.errors import TrainingError
 from glove_exp.models import build_model, feature_dim, make_constants
 from glove_exp.train import OptimizerName, Schedule, fit, make_optimizer, make_predict
+from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, C = 60, 6, 12, 3
-MODEL = {
-    "pooling": "mean", "mask_padding": True, "hier_window": 3, "weighting": "none", "standardize": False,
-    "token_hidden_sizes": [], "hidden_sizes": [128], "activation": "none", "dropout": 0.0, "init": "haiku", "trainable": False,
-}  # fmt: skip
-ADAM = {
-    "name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "clip_norm": None, "schedule": "constant",
-    "warmup_fraction": 0.1, "decay_rate": 0.5,
-}  # fmt: skip
+MODEL = {"pooling": "mean", **FROZEN_MODEL}
 
 
 @pytest.fixture(scope="module")
