@@ -45,6 +45,11 @@ def one_line(err: BaseException) -> str:
     ]
     if isinstance(err, MissingConfigException) and err.options:
         firsts.append(f"available options: {', '.join(err.options)}")
+    # the Ray plugin's own config, which ray_cluster builds on, is absent without the extra
+    if any("Could not load 'hydra/launcher/ray'" in first for first in firsts):
+        firsts.append(
+            'the Ray launcher is an extra: pip install "glove-exp[ray]" (in a checkout: pip install -e ".[ray]")'
+        )
     return "; ".join(firsts) or type(err).__name__
 
 

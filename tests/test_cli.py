@@ -274,3 +274,12 @@ def test_offline_without_a_data_dir_is_one_line_naming_the_fixes(run_main, tiny_
         "(Connection refused); set dataset.data_dir (or GLOVE_EXP_DATA_DIR) to local train/test files, "
         "or HF_HUB_OFFLINE=1 to use the datasets cache"
     ]
+
+
+def test_a_missing_ray_launcher_says_which_extra_installs_it():
+    from hydra.errors import ConfigCompositionException
+
+    err = ConfigCompositionException("In 'hydra/launcher/ray_cluster': Could not load 'hydra/launcher/ray'.")
+    line = cli.one_line(err)
+    assert "\n" not in line and "Could not load 'hydra/launcher/ray'" in line and 'glove-exp[ray]"' in line
+    assert "glove-exp[ray]" not in cli.one_line(ConfigCompositionException("Could not load 'model/foo'."))
