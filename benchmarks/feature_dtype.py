@@ -22,8 +22,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 def measure(data_dir: str, pooling: str, seed: int, dtype: str) -> tuple[dict, np.ndarray]:
     """One run's row and its test predictions."""
-    from glove_exp.pipeline import StageTimer, fit_model, prepare
-    from glove_exp.train import make_predict
+    from glove_exp.app.pipeline import StageTimer, fit_model, prepare
+    from glove_exp.core.train import make_predict
 
     config = compose(
         [f"dataset.data_dir={data_dir}", "tracking.uri=unused", f"model.pooling={pooling}", f"trainer.seed={seed}"]

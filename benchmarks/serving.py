@@ -37,9 +37,9 @@ import numpy as np
 from benchmarks.run import ROOT
 
 if TYPE_CHECKING:
-    from glove_exp.config import Config
-    from glove_exp.embeddings import WordVectors
-    from glove_exp.text import Encoded
+    from glove_exp.app.schema import Config
+    from glove_exp.io.vectors import WordVectors
+    from glove_exp.core.text import Encoded
 
 # The former float32 artifact at 120k AG News documents and 840B: 89 MB = V x (300 x 4 + 4 + ~9) bytes.
 TUTORIAL_840B_WORDS = 73_100
@@ -52,7 +52,7 @@ def compose(overrides: list[str]) -> Config:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from glove_exp.config import register, to_config
+    from glove_exp.app.schema import register, to_config
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -61,7 +61,7 @@ def compose(overrides: list[str]) -> Config:
 
 def old_policy(texts: dict[str, list[str] | None], vectors: WordVectors, lowercase: bool, max_tokens: int) -> Encoded:
     """The former vocabulary: every word of every split that has a vector, by frequency over all splits."""
-    from glove_exp.text import Encoded, build_vocabulary, embedding_matrix, encode, oov_rate, tokenize_all
+    from glove_exp.core.text import Encoded, build_vocabulary, embedding_matrix, encode, oov_rate, tokenize_all
 
     present = {split: docs for split, docs in texts.items() if docs is not None}
     corpus = tokenize_all([doc for docs in present.values() for doc in docs], lowercase)
@@ -80,11 +80,11 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     """Train once under ``policy`` (``old`` or ``train+K``), log the pyfunc, load it, serve the test texts."""
     import mlflow
 
-    from glove_exp import pipeline, tracking
-    from glove_exp.data import load_splits
-    from glove_exp.embeddings import load_word_vectors
-    from glove_exp.serving import Predictor, TextSettings
-    from glove_exp.text import NUM_SPECIAL, encode_splits, oov_rate, tokenize_all
+    from glove_exp.app import pipeline, tracking
+    from glove_exp.io.datasets import load_splits
+    from glove_exp.io.vectors import load_word_vectors
+    from glove_exp.app.serving import Predictor, TextSettings
+    from glove_exp.core.text import NUM_SPECIAL, encode_splits, oov_rate, tokenize_all
 
     e, t = config.embeddings, config.trainer
     splits = load_splits(config.dataset, t.seed)

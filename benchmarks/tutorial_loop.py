@@ -37,7 +37,7 @@ def tutorial_encode(
     The matrix covers a Keras-style vocabulary of every word of train and test or, with
     ``whole_table``, all of ``vectors`` (the same maths, a larger table for the loop to update).
     """
-    from glove_exp.text import tokenize_all
+    from glove_exp.core.text import tokenize_all
 
     train_tokens, test_tokens = tokenize_all(train_texts).lists(), tokenize_all(test_texts).lists()
     if whole_table:

@@ -3,6 +3,6 @@ loads it to get the pyfunc, so the logged model holds no pickled Python objects.
 
 import mlflow
 
-from glove_exp.serving import GloveClassifier
+from glove_exp.app.serving import GloveClassifier
 
 mlflow.models.set_model(GloveClassifier())

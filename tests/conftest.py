@@ -18,7 +18,7 @@ import pytest
 # What `glove-exp` sets before it imports MLflow (cli.quiet_environment); here before any test does.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-# Hyperparameters of glove_exp.models.build_model and glove_exp.train.make_optimizer for small
+# Hyperparameters of glove_exp.core.models.build_model and glove_exp.core.train.make_optimizer for small
 # in-process models (the frozen-vector defaults of conf/; tests override what they vary).
 FROZEN_MODEL = {
     "mask_padding": True, "hier_window": 3, "weighting": "none", "standardize": False, "token_hidden_sizes": [],
@@ -119,7 +119,7 @@ def cli_env(cwd: Path) -> dict[str, str]:
 
 
 def cli_command(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "glove_exp.cli", *overrides]
+    return [sys.executable, "-m", "glove_exp.app.cli", *overrides]
 
 
 def run_cli(cwd: Path, *overrides: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -133,7 +133,7 @@ def run_cli(cwd: Path, *overrides: str, timeout: float = 180) -> subprocess.Comp
 def run_report(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``glove-exp-report <args>`` in ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "glove_exp.report", *args], cwd=cwd, env=cli_env(cwd), capture_output=True,
+        [sys.executable, "-m", "glove_exp.report.cli", *args], cwd=cwd, env=cli_env(cwd), capture_output=True,
         text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -187,7 +187,7 @@ def compose_config(*overrides: str):
     """The typed config ``glove-exp <overrides>`` would run, composed through Hydra's compose API."""
     from hydra import compose, initialize_config_dir
 
-    from glove_exp.config import register, to_config
+    from glove_exp.app.schema import register, to_config
 
     register()
     conf = Path(__file__).resolve().parent.parent / "conf"
@@ -213,7 +213,7 @@ def tiny_config(data: dict[str, Path], store: Path, *overrides: str):
 def empty_store(tmp_path_factory) -> Path:
     """An MLflow SQLite store with its tables and no experiment: creating the tables costs about
     half a second, so tests copy this one."""
-    from glove_exp import tracking
+    from glove_exp.app import tracking
 
     path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
     tracking.create_sqlite_store(path)

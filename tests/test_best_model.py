@@ -10,8 +10,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from glove_exp import pipeline
-from glove_exp.sweep import best_job, log_best_model
+from glove_exp.app import pipeline
+from glove_exp.app.sweep import best_job, log_best_model
 from tests.conftest import CLASSES, experiment_runs, store_uri, tiny_config
 
 

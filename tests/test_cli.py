@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from glove_exp import cli
-from glove_exp.interrupts import Interrupts
+from glove_exp.app import cli
+from glove_exp.app.interrupts import Interrupts
 from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps
 
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
@@ -93,7 +93,7 @@ def run_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
 
 CONFIG_ERROR_SCRIPT = """
 import sys
-from glove_exp import cli
+from glove_exp.app import cli
 sys.argv = ["glove-exp", "trainer.max_tokens=0"]
 try:
     cli.main()
@@ -121,7 +121,7 @@ def interrupt_training(cwd: Path, overrides: list[str], signum: int) -> subproce
         "embeddings.dim=8",
         "trainer.epochs=100000",
         "explain.num_examples=0",
-        "hydra.verbose=glove_exp.train",
+        "hydra.verbose=glove_exp.core.train",
     )
     proc = subprocess.Popen(
         command, cwd=cwd, env=cli_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -168,7 +168,7 @@ def test_an_interrupt_during_a_tracking_call_waits_for_it(tmp_path):
     write returns (a write cut short would keep SQLite locked, and the run could not end KILLED)."""
     import os
 
-    from glove_exp import tracking
+    from glove_exp.app import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     steps = []
@@ -197,7 +197,7 @@ def test_experiment_presets_compose_with_or_without_plus(spelling, monkeypatch, 
 
 
 def test_a_tracked_run_gives_back_the_signal_handlers_it_found(tmp_path):
-    from glove_exp import tracking
+    from glove_exp.app import tracking
 
     before = signal.getsignal(signal.SIGINT)
     experiment_id = tracking.open_experiment(f"sqlite:///{tmp_path}/mlflow.db", "glove-exp")
@@ -208,7 +208,7 @@ def test_a_tracked_run_gives_back_the_signal_handlers_it_found(tmp_path):
 
 STARTUP_INTERRUPT_SCRIPT = """
 import os, signal
-from glove_exp.interrupts import Interrupts
+from glove_exp.app.interrupts import Interrupts
 Interrupts().install()                  # what main() does first
 os.kill(os.getpid(), signal.SIGINT)     # Ctrl-C while the heavy imports run
 import jax, mlflow                      # never reached
@@ -227,7 +227,7 @@ def test_ctrl_c_before_a_run_exists_exits_130_with_one_line(tmp_path):
 def test_an_interrupted_store_creation_leaves_no_store_and_the_next_one_works(tmp_path, monkeypatch):
     import mlflow
 
-    from glove_exp import tracking
+    from glove_exp.app import tracking
 
     path = tmp_path / "new" / "mlflow.db"
     real_client = mlflow.MlflowClient

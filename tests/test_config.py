@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from glove_exp.config import Config, flatten, register, to_config
-from glove_exp.errors import ConfigError
+from glove_exp.app.schema import Config, flatten, register, to_config
+from glove_exp.core.errors import ConfigError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 URI = "tracking.uri=sqlite:////tmp/unused.db"

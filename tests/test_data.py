@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from glove_exp.config import DatasetConfig
-from glove_exp.data import _load_raw, load_splits
-from glove_exp.errors import ConfigError, DataError
+from glove_exp.app.schema import DatasetConfig
+from glove_exp.io.datasets import _load_raw, load_splits
+from glove_exp.core.errors import ConfigError, DataError
 from tests.conftest import CLASSES, make_corpus, write_csv
 
 
@@ -322,7 +322,7 @@ def test_class_with_test_rows_but_no_training_rows_warns(tmp_path, caplog):
     texts, labels = make_corpus(40, seed=1)
     write_csv(tmp_path / "train.csv", *zip(*[(t, y) for t, y in zip(texts, labels) if y != 2]))
     write_csv(tmp_path / "test.csv", *make_corpus(8, seed=2))
-    with caplog.at_level(logging.WARNING, logger="glove_exp.data"):
+    with caplog.at_level(logging.WARNING, logger="glove_exp.io.datasets"):
         splits = load_splits(config(tmp_path), seed=0)
     assert len(splits.test) == 8
     assert "class 'Business' (label 2) has 2 test rows but no training rows" in caplog.text

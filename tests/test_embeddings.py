@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glove_exp import embeddings, files
-from glove_exp.config import EmbeddingsConfig
-from glove_exp.embeddings import (
+from glove_exp.io import vectors as embeddings, files
+from glove_exp.app.schema import EmbeddingsConfig
+from glove_exp.io.vectors import (
     WordVectors,
     cache_folder,
     load_glove_text_cached,
@@ -29,7 +29,7 @@ from glove_exp.embeddings import (
     read_glove_text,
     write_glove_text,
 )
-from glove_exp.errors import EmbeddingsError
+from glove_exp.core.errors import EmbeddingsError
 
 
 def lines(*rows: str) -> str:
@@ -155,7 +155,7 @@ def test_killed_conversion_leaves_no_cache_and_the_next_run_rebuilds(glove_file,
         f"""
         import threading
         from pathlib import Path
-        from glove_exp import embeddings
+        from glove_exp.io import vectors as embeddings
         def stall(manifest):  # vectors.npy and words.txt are written; the manifest comes next
             print("saved", flush=True)
             threading.Event().wait()  # stalls here until the test kills this process
@@ -529,7 +529,7 @@ def test_a_refused_piece_is_split_so_few_lines_go_one_by_one(tmp_path, monkeypat
     rows[1234] = "bad x 1 2"  # a word where a number belongs: the reader refuses its whole piece
     path = tmp_path / "one-bad.txt"
     path.write_text(lines(*rows), encoding="utf-8")
-    with caplog.at_level(logging.DEBUG, logger="glove_exp.embeddings"):
+    with caplog.at_level(logging.DEBUG, logger="glove_exp.io.vectors"):
         vectors = read_glove_text(path, 3, progress=False)
     assert len(vectors) == 4999 and "bad" not in vectors.lookup()
     line_by_line = [int(n) for n in re.findall(r"parsing (\d+) bytes line by line", caplog.text)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glove_exp.explain import MAX_SHOWN_CHARS, choose_examples, explain_examples
+from glove_exp.core.explain import MAX_SHOWN_CHARS, choose_examples, explain_examples
 from tests.conftest import CLASSES, FILLER, TOPICS, make_corpus
 
 XSS = "</script><script>alert(1)</script>"

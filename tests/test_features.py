@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from glove_exp.features import (
+from glove_exp.core.features import (
     FeatureDtype,
     compute_features,
     feature_batch_size,
@@ -14,8 +14,8 @@ from glove_exp.features import (
     make_inputs,
     memory_needs,
 )
-from glove_exp.models import Model, build_model, make_constants
-from glove_exp.train import fit, make_optimizer
+from glove_exp.core.models import Model, build_model, make_constants
+from glove_exp.core.train import fit, make_optimizer
 from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, N = 50, 8, 10, 203  # N is no multiple of any batch size used here

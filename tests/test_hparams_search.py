@@ -18,7 +18,7 @@ def glove_exp(cwd, ag_dir, glove_file, *overrides):
         "trainer.epochs=2", "explain.num_examples=0", "tracking.log_model=false",
     ]  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "glove_exp.cli", "-m", *tiny, *overrides],
+        [sys.executable, "-m", "glove_exp.app.cli", "-m", *tiny, *overrides],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -17,8 +17,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from glove_exp import pipeline
-from glove_exp.errors import DataError, EmbeddingsError, TrainingError
+from glove_exp.app import pipeline
+from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
 from tests.conftest import CLASSES, experiment_runs, metric_steps, tiny_config
 
 NUM_TEST = 120
@@ -349,7 +349,7 @@ def test_runs_left_running_by_a_dead_process_end_killed(tmp_path):
     import socket
     import subprocess
 
-    from glove_exp import tracking
+    from glove_exp.app import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment_id = tracking.open_experiment(uri, "glove-exp")
@@ -373,7 +373,7 @@ def test_runs_left_running_by_a_dead_process_end_killed(tmp_path):
     ],
 )
 def test_a_run_that_cannot_fit_in_memory_is_refused_before_any_array(override, key, tiny_data, tmp_path):
-    from glove_exp.errors import ConfigError
+    from glove_exp.core.errors import ConfigError
 
     with pytest.raises(
         ConfigError,

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glove_exp.pooling import Pooling, output_dim, pool
+from glove_exp.core.pooling import Pooling, output_dim, pool
 
 # One document of 3 tokens (+1 padding) and one empty document, D=2.
 X = np.array(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from glove_exp import cli
-from glove_exp.interrupts import Interrupts
+from glove_exp.app import cli
+from glove_exp.app.interrupts import Interrupts
 from tests.conftest import cli_command, cli_env, experiment_runs, free_port
 from tests.test_sweeps import FAST, jobs_file
 

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from glove_exp import report, tracking
-from glove_exp.files import spreadsheet_safe
+from glove_exp.app import tracking
+from glove_exp.report import cli as report
+from glove_exp.io.files import spreadsheet_safe
 
 OLD_SWEEP = "multirun/2026-11-24/10-00-00"
 NEW_SWEEP = "multirun/2026-11-25/12-00-00"
@@ -364,7 +365,7 @@ def test_csv_cells_cannot_be_formulas(store, tmp_path, capsys):
 def test_confusion_matrix_csv_cells_cannot_be_formulas():
     import numpy as np
 
-    from glove_exp.tracking import confusion_csv
+    from glove_exp.app.tracking import confusion_csv
 
     rows = list(csv.reader(io.StringIO(confusion_csv(np.eye(2, dtype=int), ["=HYPERLINK()", "@b"]))))
     assert rows[0][1:] == ["'=HYPERLINK()", "'@b"] and [r[0] for r in rows[1:]] == ["'=HYPERLINK()", "'@b"]

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glove_exp import text as text_module
-from glove_exp.embeddings import WordVectors
-from glove_exp.errors import EmbeddingsError
-from glove_exp.text import (
+from glove_exp.core import text as text_module
+from glove_exp.io.vectors import WordVectors
+from glove_exp.core.errors import EmbeddingsError
+from glove_exp.core.text import (
     KERAS_FILTERS,
     NUM_SPECIAL,
     OOV,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import mlflow
 import pytest
 
-from glove_exp import pipeline
+from glove_exp.app import pipeline
 from tests.conftest import CLASSES, free_port, mlflow_server, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_a_run_logs_to_a_tracking_server(server, tmp_path, tiny_data):
 
 
 def test_an_unreachable_server_is_one_error_naming_tracking_uri(tmp_path, tiny_data):
-    from glove_exp.errors import TrackingError
+    from glove_exp.core.errors import TrackingError
 
     config = tiny_config(tiny_data, tmp_path, f"tracking.uri=http://127.0.0.1:{free_port()}")
     with pytest.raises(TrackingError, match=r"^tracking\.uri=http://127\.0\.0\.1:\d+: cannot open the tracking store"):

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from glove_exp.errors import TrainingError
-from glove_exp.models import build_model, feature_dim, make_constants
-from glove_exp.train import OptimizerName, Schedule, fit, make_optimizer, make_predict
+from glove_exp.core.errors import TrainingError
+from glove_exp.core.models import build_model, feature_dim, make_constants
+from glove_exp.core.train import OptimizerName, Schedule, fit, make_optimizer, make_predict
 from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, C = 60, 6, 12, 3

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from glove_exp.config import DatasetConfig
-from glove_exp.data import _load_raw, load_splits, unescape_text
+from glove_exp.app.schema import DatasetConfig
+from glove_exp.io.datasets import _load_raw, load_splits, unescape_text
 from tests.conftest import CLASSES, write_csv
 
 # (raw AG News text, repaired), copied from rows of the AG News train and test splits.

@@ -15,11 +15,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from glove_exp.errors import ConfigError
-from glove_exp.features import FeatureDtype
-from glove_exp.models import Activation, Init, Weighting
-from glove_exp.pooling import Pooling
-from glove_exp.train import OptimizerName, Schedule
+from glove_exp.core.errors import ConfigError
+from glove_exp.core.features import FeatureDtype
+from glove_exp.core.models import Activation, Init, Weighting
+from glove_exp.core.pooling import Pooling
+from glove_exp.core.train import OptimizerName, Schedule
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from glove_exp.errors import GloveExpError
-from glove_exp.interrupts import Interrupts, interrupted_message, signal_number
+from glove_exp.core.errors import GloveExpError
+from glove_exp.app.interrupts import Interrupts, interrupted_message, signal_number
 
 PROG = "glove-exp"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
 # conf/ lies inside the package in a wheel (pyproject.toml maps it there), beside it in a checkout
 CONFIG_PATH = str(PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf")
 log = logging.getLogger("glove_exp")
@@ -63,7 +63,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from glove_exp.config import to_config
+    from glove_exp.app.schema import to_config
 
     quiet_environment(sys.stderr.isatty())  # again: a Ray worker runs jobs without main()
     hydra_cfg = HydraConfig.get()
@@ -73,7 +73,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
         except GloveExpError as err:
             fail(err)
 
-    from glove_exp.sweep import record_job
+    from glove_exp.app.sweep import record_job
 
     outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": task_overrides(hydra_cfg)}
     try:
@@ -99,10 +99,10 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
 def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
     if config.dataset.data_dir is None:  # offline: say so in seconds, before MLflow and datasets load
-        from glove_exp.data import check_hub_reachable
+        from glove_exp.io.datasets import check_hub_reachable
 
         check_hub_reachable(config.dataset.hub_id)
-    from glove_exp.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
+    from glove_exp.app.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
 
     search = sweep_dir is not None and "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
     job = JobInfo(
@@ -143,7 +143,7 @@ def sweep_keys(sweep_dir: str) -> tuple[str, ...]:
 def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
     import hydra
 
-    from glove_exp.config import register
+    from glove_exp.app.schema import register
 
     register()
 

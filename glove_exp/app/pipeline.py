@@ -14,19 +14,19 @@ from pathlib import Path
 
 import jax
 
-from glove_exp import tracking
-from glove_exp.config import Config
-from glove_exp.data import Splits, load_splits
-from glove_exp.embeddings import load_word_vectors
-from glove_exp.errors import ConfigError
-from glove_exp.evaluate import evaluate
-from glove_exp.explain import choose_examples, explain_examples
-from glove_exp.features import FeatureDtype, Inputs, available_memory, make_inputs, memory_needs
-from glove_exp.interrupts import Interrupts
-from glove_exp.models import Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
-from glove_exp.serving import Predictor, TextSettings
-from glove_exp.text import Encoded, encode_splits, sif_weights
-from glove_exp.train import EpochMetrics, FitResult, fit, make_optimizer, make_predict
+from glove_exp.app import tracking
+from glove_exp.app.schema import Config
+from glove_exp.io.datasets import Splits, load_splits
+from glove_exp.io.vectors import load_word_vectors
+from glove_exp.core.errors import ConfigError
+from glove_exp.core.evaluate import evaluate
+from glove_exp.core.explain import choose_examples, explain_examples
+from glove_exp.core.features import FeatureDtype, Inputs, available_memory, make_inputs, memory_needs
+from glove_exp.app.interrupts import Interrupts
+from glove_exp.core.models import Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
+from glove_exp.app.serving import Predictor, TextSettings
+from glove_exp.core.text import Encoded, encode_splits, sif_weights
+from glove_exp.core.train import EpochMetrics, FitResult, fit, make_optimizer, make_predict
 
 log = logging.getLogger(__name__)
 PENDING_MODEL_DIR = "pending_model"
@@ -215,7 +215,7 @@ def check_memory(config: Config, texts: list[list[str]], dim: int) -> None:
 
 def model_from_config(config: Config) -> Model:
     """The Haiku model the config describes: the one place where the config meets
-    :func:`glove_exp.models.build_model` (``sif_a`` shapes the constants, not the model)."""
+    :func:`glove_exp.core.models.build_model` (``sif_a`` shapes the constants, not the model)."""
     m = config.model
     return build_model(
         len(config.dataset.class_names), pooling=m.pooling, mask_padding=m.mask_padding, hier_window=m.hier_window,

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from glove_exp.errors import EmbeddingsError
-from glove_exp.files import atomic_write, remove_stale_temps, sha256_file
+from glove_exp.core.errors import EmbeddingsError
+from glove_exp.io.files import atomic_write, remove_stale_temps, sha256_file
 
 log = logging.getLogger(__name__)
 

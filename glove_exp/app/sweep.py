@@ -78,7 +78,7 @@ def log_best_model(jobs: list[dict[str, Any]]) -> str | None:
             f"sweep: the best job's model ({folder}) is not on this machine: tracking.log_model=best needs "
             "the jobs' output folders on a filesystem shared with the launching machine; use tracking.log_model=always"
         )
-    from glove_exp.tracking import log_pending_model
+    from glove_exp.app.tracking import log_pending_model
 
     try:
         run_id = log_pending_model(folder)

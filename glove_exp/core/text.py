@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glove_exp.errors import EmbeddingsError
+from glove_exp.core.errors import EmbeddingsError
 
 if TYPE_CHECKING:
-    from glove_exp.embeddings import WordVectors
+    from glove_exp.io.vectors import WordVectors
 
 PAD, OOV = 0, 1
 NUM_SPECIAL = 2

@@ -44,10 +44,10 @@ from mlflow.exceptions import MlflowException
 from scipy import stats
 from sqlalchemy.exc import SQLAlchemyError
 
-from glove_exp import tracking
-from glove_exp.errors import GloveExpError
-from glove_exp.files import spreadsheet_safe
-from glove_exp.interrupts import Interrupts
+from glove_exp.app import tracking
+from glove_exp.core.errors import GloveExpError
+from glove_exp.io.files import spreadsheet_safe
+from glove_exp.app.interrupts import Interrupts
 
 PROG = "glove-exp-report"
 REPORT_TAG = "glove_exp.report"

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glove_exp.pooling import Pooling, output_dim, pool
-from glove_exp.text import PAD
+from glove_exp.core.pooling import Pooling, output_dim, pool
+from glove_exp.core.text import PAD
 
 
 class Activation(str, Enum):

@@ -22,7 +22,7 @@ import numpy as np
 from lime.lime_text import LimeTextExplainer
 from tqdm import tqdm
 
-from glove_exp.files import atomic_write
+from glove_exp.io.files import atomic_write
 
 WORD_SPLIT = r"\W+"  # how LIME cuts a document into the words it removes (its default), and how the page finds them
 MAX_SHOWN_CHARS = 5000  # of a document on its page (AG News documents have about 250); keeps pages small

@@ -31,27 +31,28 @@ from filelock import FileLock, Timeout
 from mlflow.entities import RunStatus
 from omegaconf import OmegaConf
 
-from glove_exp.config import Config, flatten
-from glove_exp.errors import TrackingError
-from glove_exp.files import pid_alive, sha256_file, spreadsheet_safe, temp_path
-from glove_exp.interrupts import Interrupts
+from glove_exp.app.schema import Config, flatten
+from glove_exp.core.errors import TrackingError
+from glove_exp.io.files import pid_alive, sha256_file, spreadsheet_safe, temp_path
+from glove_exp.app.interrupts import Interrupts
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from glove_exp.config import DatasetConfig
-    from glove_exp.data import Splits
-    from glove_exp.evaluate import Evaluation
-    from glove_exp.explain import Explanation
-    from glove_exp.pipeline import JobInfo
-    from glove_exp.serving import Predictor
-    from glove_exp.text import Encoded
-    from glove_exp.train import EpochMetrics, FitResult
+    from glove_exp.app.schema import DatasetConfig
+    from glove_exp.io.datasets import Splits
+    from glove_exp.core.evaluate import Evaluation
+    from glove_exp.core.explain import Explanation
+    from glove_exp.app.pipeline import JobInfo
+    from glove_exp.app.serving import Predictor
+    from glove_exp.core.text import Encoded
+    from glove_exp.core.train import EpochMetrics, FitResult
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
+PROJECT_ROOT = PACKAGE_DIR.parent
 SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 LOCK_SECONDS = 15
@@ -232,7 +233,7 @@ class TrackedRun:
         self.call(mlflow.log_text, evaluation.report_text, "classification_report.txt")
         self.call(mlflow.log_dict, evaluation.report, "classification_report.json")
         self.call(mlflow.log_text, confusion_csv(evaluation.confusion, class_names), "confusion_matrix.csv")
-        from glove_exp.evaluate import confusion_figure
+        from glove_exp.core.evaluate import confusion_figure
 
         self.call(mlflow.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
 
@@ -295,9 +296,9 @@ def log_model_files(folder: Path, example: list[str], output: pd.DataFrame, name
     mlflow.pyfunc.log_model(
         name=name,
         tags={"run_name": run_name},
-        python_model=str(Path(__file__).with_name("mlflow_model.py")),
+        python_model=str(PACKAGE_DIR / "mlflow_model.py"),
         artifacts={"predictor": str(folder)},
-        code_paths=[str(Path(__file__).resolve().parent)],
+        code_paths=[str(PACKAGE_DIR)],
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],

@@ -20,9 +20,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from glove_exp.models import Constants, Model, build_model
-from glove_exp.text import NUM_SPECIAL, encode, tokenize_all
-from glove_exp.train import make_predict
+from glove_exp.core.models import Constants, Model, build_model
+from glove_exp.core.text import NUM_SPECIAL, encode, tokenize_all
+from glove_exp.core.train import make_predict
 
 TEXT_COLUMN = "text"
 

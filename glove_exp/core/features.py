@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glove_exp.models import Constants, Model
-from glove_exp.train import ApplyFn, make_batches, make_predict
+from glove_exp.core.models import Constants, Model
+from glove_exp.core.train import ApplyFn, make_batches, make_predict
 
 
 class FeatureDtype(str, Enum):

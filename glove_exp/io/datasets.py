@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from glove_exp.config import DatasetConfig
-from glove_exp.errors import DataError
+from glove_exp.app.schema import DatasetConfig
+from glove_exp.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

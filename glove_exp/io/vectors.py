@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from glove_exp.config import EmbeddingsConfig
-from glove_exp.download import download, extract_member
-from glove_exp.errors import EmbeddingsError
-from glove_exp.files import remove_stale_temps, temp_path
+from glove_exp.app.schema import EmbeddingsConfig
+from glove_exp.io.download import download, extract_member
+from glove_exp.core.errors import EmbeddingsError
+from glove_exp.io.files import remove_stale_temps, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> No
     two 64 MB pieces of the file and the word list), ``words.txt`` and, last, ``manifest.json``
     in a temporary folder, then rename it to ``folder``; a concurrent writer that got there first
     wins. On any error the temporary folder is deleted (one left by a SIGKILL goes with the next
-    build, see :func:`glove_exp.files.remove_stale_temps`)."""
+    build, see :func:`glove_exp.io.files.remove_stale_temps`)."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()

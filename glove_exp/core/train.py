@@ -22,8 +22,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from glove_exp.errors import TrainingError
-from glove_exp.models import Constants
+from glove_exp.core.errors import TrainingError
+from glove_exp.core.models import Constants
 
 log = logging.getLogger(__name__)
 
