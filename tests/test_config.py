@@ -96,8 +96,21 @@ def test_group_options_hold_only_what_differs_from_the_schema(group, option):
 
 def test_environment_interpolations_appear_once():
     text = "".join(p.read_text() for p in CONF.rglob("*.yaml"))
-    for variable in ("GLOVE_EXP_DATA_DIR", "GLOVE_EXP_CACHE_DIR", "MLFLOW_TRACKING_URI"):
+    for variable in ("GLOVE_EXP_DATA_DIR", "GLOVE_EXP_CACHE_DIR"):
         assert text.count(f"oc.env:{variable}") == 1, variable
+    assert "MLFLOW_TRACKING_URI" not in text.replace("# MLflow: MLFLOW_TRACKING_URI", "")  # the rule is in the schema
+
+
+def test_the_tracking_uri_rule_is_the_reports_too(monkeypatch, tmp_path):
+    from glove_exp.app.schema import default_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = compose_config([])
+    assert OmegaConf.to_container(cfg.tracking)["uri"] == "${glove_exp.tracking_uri:${hydra:runtime.cwd}}"
+    assert OmegaConf.create({"uri": f"${{glove_exp.tracking_uri:{tmp_path}}}"}).uri == default_tracking_uri(tmp_path)
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlflow.db?timeout=10"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
 
 
 def test_seed_tutorial_pins_the_tutorial_and_sweep_overrides_win():

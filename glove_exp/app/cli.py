@@ -63,9 +63,10 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from glove_exp.app.schema import to_config
+    from glove_exp.app.schema import register, to_config
 
     quiet_environment(sys.stderr.isatty())  # again: a Ray worker runs jobs without main()
+    register()  # and resolves the config without the resolvers main() registered
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:  # exit here: Hydra would print its own line about the failed job first

@@ -9,7 +9,9 @@ is read.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -219,9 +221,22 @@ class Config:
             raise ConfigError("trainer.early_stopping_patience needs a validation split: set dataset.val_fraction > 0")
 
 
+URI_RESOLVER = "glove_exp.tracking_uri"  # conf/tracking/mlflow.yaml: ${glove_exp.tracking_uri:${hydra:runtime.cwd}}
+
+
+def default_tracking_uri(folder: str | os.PathLike[str] | None = None) -> str:
+    """The tracking store unless ``tracking.uri`` says otherwise, for ``glove-exp`` and ``glove-exp-report``
+    alike: ``MLFLOW_TRACKING_URI`` if set, else the SQLite store ``mlflow.db`` in ``folder`` (default: the
+    current one) with a 10 s busy timeout, so that parallel jobs wait for each other's writes."""
+    folder = Path.cwd() if folder is None else Path(folder)
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder}/mlflow.db?timeout=10"
+
+
 def register() -> None:
-    """Make ``base_config`` available to ``conf/config.yaml``'s defaults list."""
+    """Make ``base_config`` available to ``conf/config.yaml``'s defaults list, and the tracking-URI rule
+    to its interpolations (idempotent: jobs on other processes call it again)."""
     ConfigStore.instance().store(name="base_config", node=Config)
+    OmegaConf.register_new_resolver(URI_RESOLVER, default_tracking_uri, replace=True)
 
 
 def to_config(cfg: DictConfig) -> Config:

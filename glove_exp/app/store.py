@@ -1,0 +1,127 @@
+"""The tracking store: where it is (the one URI rule), and a checked handle on one experiment.
+
+Concurrency is left to configuration and libraries: the default SQLite URI carries a busy timeout
+(``?timeout=``, which MLflow hands to SQLite), and a new SQLite store is created beside its target
+and renamed into place under a ``filelock``, so parallel jobs never see, and an interrupt never
+leaves, a half-created database. Every call goes through the handle's own ``MlflowClient``: nothing
+sets MLflow's process-wide tracking URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+from filelock import FileLock, Timeout
+from mlflow.entities import RunStatus
+
+from glove_exp.core.errors import TrackingError
+from glove_exp.io.files import pid_alive, temp_path
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+LOCK_SECONDS = 15
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (without its ``?query``), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?")[0])
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database file, wherever the job runs."""
+    path = sqlite_path(uri)
+    return (path.parent / "mlartifacts").resolve().as_uri() if path else None
+
+
+def create_sqlite_store(path: Path) -> None:
+    """Create MLflow's tables in a temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=LOCK_SECONDS):
+        if path.exists():
+            return
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # under the lock, any is a killed creator's
+            stale.unlink(missing_ok=True)
+        tmp = temp_path(path)
+        try:
+            mlflow.MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def bound_http_retries(uri: str) -> None:
+    """MLflow's own defaults retry an unreachable server for minutes."""
+    if urlparse(uri).scheme in ("http", "https"):
+        for name, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(name, value)
+
+
+@dataclass(frozen=True)
+class Store:
+    """One experiment of one tracking store, opened and checked: pass it to whatever writes runs."""
+
+    uri: str
+    experiment_id: str
+    client: mlflow.MlflowClient
+
+    @classmethod
+    def open(cls, uri: str, experiment: str) -> Store:
+        """Check the store at ``uri`` and open ``experiment``, creating either if needed.
+
+        Raises :class:`TrackingError` naming ``tracking.uri`` or ``tracking.experiment``.
+        """
+        if not experiment.strip():
+            raise TrackingError("tracking.experiment must not be empty")
+        scheme = urlparse(uri).scheme
+        if scheme.split("+")[0] not in SCHEMES:
+            raise TrackingError(
+                f"tracking.uri={uri}: unsupported scheme {scheme!r}; use sqlite:///path/mlflow.db or http://host:port"
+            )
+        bound_http_retries(uri)
+        path = sqlite_path(uri)
+        try:
+            if path:
+                create_sqlite_store(path)
+            client = mlflow.MlflowClient(uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                with contextlib.suppress(mlflow.exceptions.MlflowException):  # a parallel job may win the race
+                    client.create_experiment(experiment, artifact_location=artifact_root(uri))
+                found = client.get_experiment_by_name(experiment)
+        except Timeout:
+            raise TrackingError(f"tracking.uri={uri}: another process holds {path}.lock") from None
+        except Exception as err:  # MLflow, SQLAlchemy, requests and OS errors all mean an unusable store
+            raise TrackingError(f"tracking.uri={uri}: cannot open the tracking store ({first_line(err)})") from None
+        if found.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"tracking.experiment={experiment!r} is deleted in {uri}; restore it (mlflow experiments restore) or pick another name"
+            )
+        store = cls(uri, found.experiment_id, client)
+        store.end_dead_runs()
+        return store
+
+    def end_dead_runs(self) -> None:
+        """Runs left RUNNING by a process of this host that no longer exists (SIGKILL, power loss) end KILLED."""
+        host = socket.gethostname().replace("'", "")
+        query = f"attributes.status = 'RUNNING' and tags.host = '{host}'"
+        for run in self.client.search_runs([self.experiment_id], query):
+            pid = int(run.data.tags.get("pid", "0"))
+            if pid and not pid_alive(pid):
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                log.warning("run %s of process %d was left RUNNING; marked KILLED", run.info.run_id, pid)
