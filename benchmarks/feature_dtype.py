@@ -22,7 +22,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 def measure(data_dir: str, pooling: str, seed: int, dtype: str) -> tuple[dict, np.ndarray]:
     """One run's row and its test predictions."""
-    from glove_exp.app.pipeline import StageTimer, fit_model, prepare
+    from glove_exp.app.stages import StageTimer, fit_model, prepare
     from glove_exp.core.train import make_predict
 
     config = compose(

@@ -38,8 +38,8 @@ from benchmarks.run import ROOT
 
 if TYPE_CHECKING:
     from glove_exp.app.schema import Config
-    from glove_exp.io.vectors import WordVectors
     from glove_exp.core.text import Encoded
+    from glove_exp.io.vectors import WordVectors
 
 # The former float32 artifact at 120k AG News documents and 840B: 89 MB = V x (300 x 4 + 4 + ~9) bytes.
 TUTORIAL_840B_WORDS = 73_100
@@ -80,11 +80,13 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     """Train once under ``policy`` (``old`` or ``train+K``), log the pyfunc, load it, serve the test texts."""
     import mlflow
 
-    from glove_exp.app import pipeline, tracking
+    from glove_exp.app import stages, tracking
+    from glove_exp.app.serving import Predictor, TextSettings
+    from glove_exp.app.store import Store
+    from glove_exp.core.models import model_from_spec
+    from glove_exp.core.text import NUM_SPECIAL, encode_splits, oov_rate, tokenize_all
     from glove_exp.io.datasets import load_splits
     from glove_exp.io.vectors import load_word_vectors
-    from glove_exp.app.serving import Predictor, TextSettings
-    from glove_exp.core.text import NUM_SPECIAL, encode_splits, oov_rate, tokenize_all
 
     e, t = config.embeddings, config.trainer
     splits = load_splits(config.dataset, t.seed)
@@ -94,9 +96,9 @@ def measure(config: Config, policy: str, store: Path) -> dict:
         encoded = old_policy(texts, vectors, e.lowercase, t.max_tokens)
     else:
         encoded = encode_splits(texts, vectors, e.lowercase, t.max_tokens, e.drop_oov, e.serving_words or 0)
-    model = pipeline.model_from_config(config)
-    inputs = pipeline.frozen_inputs(model, encoded, config)
-    result = pipeline.fit_model(pipeline.Prepared(splits, vectors.source, encoded, model, inputs), config)
+    model = model_from_spec(stages.spec_from_config(config))
+    inputs = stages.frozen_inputs(model, encoded, config)
+    result = stages.fit_model(stages.Prepared(splits, vectors.source, encoded, model, inputs), config)
     text = TextSettings(e.lowercase, e.drop_oov, t.max_tokens)
     names = config.dataset.class_names
     in_run = Predictor(model, names, text, encoded.words, result.params, inputs.consts, t.eval_batch_size)
@@ -105,13 +107,16 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     exact[NUM_SPECIAL:] = vectors.vectors[[lookup[word] for word in encoded.words]]
     exact_f32 = Predictor(model, names, text, encoded.words, result.params, inputs.consts._replace(table=exact))
 
-    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-    tracking.create_sqlite_store(store / "mlflow.db")
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    uri = f"sqlite:///{store}/mlflow.db"
+    tracked = Store.open(uri, "serving")
+    run_id = tracked.client.create_run(tracked.experiment_id).info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
         folder = in_run.save(Path(tmp) / "predictor")
         example, output = tracking.example_and_output(in_run, splits.test.texts[:2])
-        tracking.log_model_files(folder, example, output, "model", policy)
-    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(store / "dl")))
+        tracking.log_model_files(tracked, run_id, folder, example, output, "model", policy)
+    tracked.client.set_terminated(run_id)
+    model_uri = f"runs:/{run_id}/model"
+    local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(store / "dl"), tracking_uri=uri))
     served = mlflow.pyfunc.load_model(str(local)).predict(splits.test.texts).to_numpy()
     reference, f32 = in_run.predict_proba(splits.test.texts), exact_f32.predict_proba(splits.test.texts)
     labels = splits.test.labels
@@ -133,7 +138,6 @@ def measure(config: Config, policy: str, store: Path) -> dict:
         "model_bytes": folder_bytes(local),
         **{f"{name}_bytes": (saved / f"{name}.{ext}").stat().st_size for name, ext in FILES},
     }
-    mlflow.set_tracking_uri(None)
     return row
 
 

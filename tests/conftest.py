@@ -18,7 +18,7 @@ import pytest
 # What `glove-exp` sets before it imports MLflow (cli.quiet_environment); here before any test does.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-# Hyperparameters of glove_exp.core.models.build_model and glove_exp.core.train.make_optimizer for small
+# Hyperparameters of glove_exp.core.models.ModelSpec and glove_exp.core.train.make_optimizer for small
 # in-process models (the frozen-vector defaults of conf/; tests override what they vary).
 FROZEN_MODEL = {
     "mask_padding": True, "hier_window": 3, "weighting": "none", "standardize": False, "token_hidden_sizes": [],
@@ -209,14 +209,24 @@ def tiny_config(data: dict[str, Path], store: Path, *overrides: str):
     )
 
 
+@pytest.fixture
+def loading_store():
+    """``loading_store(uri)``: where MLflow resolves ``runs:/`` and ``models:/`` URIs, set as users set it
+    (``mlflow.set_tracking_uri``); reset after the test."""
+    import mlflow
+
+    yield mlflow.set_tracking_uri
+    mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory) -> Path:
     """An MLflow SQLite store with its tables and no experiment: creating the tables costs about
     half a second, so tests copy this one."""
-    from glove_exp.app import tracking
+    from glove_exp.app.store import create_sqlite_store
 
     path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
-    tracking.create_sqlite_store(path)
+    create_sqlite_store(path)
     return path
 
 

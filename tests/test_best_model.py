@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from glove_exp.app import pipeline
-from glove_exp.app.sweep import best_job, log_best_model
+from glove_exp.app.best_model import PENDING_MODEL_DIR, best_job, log_best_model
+from glove_exp.app.job import JobInfo
 from tests.conftest import CLASSES, experiment_runs, store_uri, tiny_config
 
 
@@ -59,9 +60,9 @@ def test_a_sweep_logs_only_the_best_jobs_model_which_loads_and_predicts(tiny_dat
         config = tiny_config(
             tiny_data, tmp_path, f"optimizer.lr={lr}", "explain.num_examples=0", "tracking.log_model=best"
         )
-        info = pipeline.JobInfo(num=num, sweep_id=str(sweep), output_dir=str(sweep / str(num)))
+        info = JobInfo(num=num, sweep_id=str(sweep), output_dir=str(sweep / str(num)))
         result = pipeline.run(config, info)
-        assert result.pending_model == str(sweep / str(num) / pipeline.PENDING_MODEL_DIR)
+        assert result.pending_model == str(sweep / str(num) / PENDING_MODEL_DIR)
         jobs.append(
             job(num, result.val_accuracy, result.test_accuracy, pending=result.pending_model)
             | {"run_id": result.run_id}
@@ -73,7 +74,7 @@ def test_a_sweep_logs_only_the_best_jobs_model_which_loads_and_predicts(tiny_dat
     line = log_best_model(jobs)
 
     assert line == f"sweep: the model of job {best['num']}, the best, is logged in run {best['run_id']}"
-    assert not [path for path in sweep.rglob("*") if path.name == pipeline.PENDING_MODEL_DIR]  # every copy deleted
+    assert not [path for path in sweep.rglob("*") if path.name == PENDING_MODEL_DIR]  # every copy deleted
     client = mlflow.MlflowClient(store_uri(tmp_path))
     models = client.search_logged_models(experiment_ids=[next(iter(runs.values())).info.experiment_id])
     assert [model.source_run_id for model in models] == [best["run_id"]]
@@ -84,8 +85,10 @@ def test_a_sweep_logs_only_the_best_jobs_model_which_loads_and_predicts(tiny_dat
     np.testing.assert_allclose(frame.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_a_single_run_with_log_model_best_logs_its_model(tiny_data, tmp_path):
+def test_a_single_run_with_log_model_best_logs_its_model(tiny_data, tmp_path, loading_store):
     config = tiny_config(tiny_data, tmp_path, "explain.num_examples=0", "tracking.log_model=best")
     result = pipeline.run(config)
     assert result.pending_model is None
-    assert Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", tracking_uri=store_uri(tmp_path)))
+    # MLflow resolves a run's logged models (runs:/<id>/model) in the process-wide store, as users load them
+    loading_store(store_uri(tmp_path))
+    assert Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model"))

@@ -14,6 +14,7 @@ import pytest
 
 from glove_exp.app import cli
 from glove_exp.app.interrupts import Interrupts
+from glove_exp.app.store import Store
 from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps
 
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
@@ -173,13 +174,13 @@ def test_an_interrupt_during_a_tracking_call_waits_for_it(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     steps = []
 
-    def write() -> None:
+    def write(run_id: str) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # delivered at the next bytecode, inside this call
         steps.append("write finished")
 
-    experiment_id = tracking.open_experiment(uri, "glove-exp")
+    store = Store.open(uri, "glove-exp")
     with pytest.raises(KeyboardInterrupt, match="signal 2"):
-        with tracking.tracked_run(experiment_id, "interrupted", {}, Interrupts()) as run:
+        with tracking.tracked_run(store, "interrupted", {}, Interrupts()) as run:
             run.call(write)
             steps.append("after the write")
     assert steps == ["write finished"]
@@ -200,8 +201,8 @@ def test_a_tracked_run_gives_back_the_signal_handlers_it_found(tmp_path):
     from glove_exp.app import tracking
 
     before = signal.getsignal(signal.SIGINT)
-    experiment_id = tracking.open_experiment(f"sqlite:///{tmp_path}/mlflow.db", "glove-exp")
-    with tracking.tracked_run(experiment_id, "run", {}, Interrupts()):
+    store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "glove-exp")
+    with tracking.tracked_run(store, "run", {}, Interrupts()):
         assert signal.getsignal(signal.SIGINT) is not before
     assert signal.getsignal(signal.SIGINT) is before
 
@@ -227,7 +228,7 @@ def test_ctrl_c_before_a_run_exists_exits_130_with_one_line(tmp_path):
 def test_an_interrupted_store_creation_leaves_no_store_and_the_next_one_works(tmp_path, monkeypatch):
     import mlflow
 
-    from glove_exp.app import tracking
+    from glove_exp.app import store
 
     path = tmp_path / "new" / "mlflow.db"
     real_client = mlflow.MlflowClient
@@ -238,10 +239,10 @@ def test_an_interrupted_store_creation_leaves_no_store_and_the_next_one_works(tm
 
     monkeypatch.setattr(mlflow, "MlflowClient", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tracking.create_sqlite_store(path)
+        store.create_sqlite_store(path)
     assert not path.exists() and not list(path.parent.glob("*.tmp"))  # nothing half-made left behind
     monkeypatch.setattr(mlflow, "MlflowClient", real_client)
-    assert tracking.open_experiment(f"sqlite:///{path}", "glove-exp")
+    assert store.Store.open(f"sqlite:///{path}", "glove-exp")
 
 
 @pytest.mark.parametrize("case", ["under_a_file", "not_a_database", "deleted_experiment"])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from glove_exp.io.download import download, extract_member
 from glove_exp.core.errors import EmbeddingsError
+from glove_exp.io.download import download, extract_member
 from tests.test_embeddings import temp_names
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, not all-equal so offsets matter

@@ -1,28 +1,47 @@
 from __future__ import annotations
 
 import json
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from glove_exp.core.explain import MAX_SHOWN_CHARS, choose_examples, explain_examples
+from glove_exp.app.explain import MAX_SHOWN_CHARS, explain_examples, write_pages
+from glove_exp.app.serving import TextSettings
+from glove_exp.core.explain import choose_examples, explain, masked_ids
+from glove_exp.core.text import PAD, tokenize
 from tests.conftest import CLASSES, FILLER, TOPICS, make_corpus
 
 XSS = "</script><script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
 SETTINGS = dict(num_features=5, num_samples=100, seed=3, progress=False)
+TOPIC_IDS = [[2 + i * len(TOPICS[0]) + j for j in range(len(TOPICS[0]))] for i in range(len(TOPICS))]
 PAGE_TAGS = set("html head meta title style body h1 h2 p b table tr th td div span".split())
 
 
-def keyword_proba(texts: list[str]) -> np.ndarray:
-    """``[N, 4]`` softmax of 3 x (count of each class's topic words): a stand-in classifier."""
-    words = [re.findall(r"\w+", text.lower()) for text in texts]
-    scores = 3.0 * np.array([[sum(w.count(topic) for topic in topics) for topics in TOPICS] for w in words])
-    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return scores / scores.sum(axis=1, keepdims=True)
+class KeywordModel:
+    """A stand-in classifier with a predictor's interface (:class:`glove_exp.app.serving.Predictor`):
+    the model's tokeniser, and the softmax of 3 x (count of each class's topic words)."""
+
+    def __init__(self, class_names=CLASSES, max_tokens: int = 10_000):
+        self.class_names, self.text = list(class_names), TextSettings(True, False, max_tokens)
+        self.index = {
+            word: 2 + i * len(TOPICS[0]) + j for i, topic in enumerate(TOPICS) for j, word in enumerate(topic)
+        }
+        self.calls = 0
+
+    def document_ids(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        tokens = tokenize(text)
+        words = list(dict.fromkeys(tokens))
+        ids = np.array([self.index.setdefault(t, len(self.index) + 2) for t in tokens], np.int32)
+        return ids, np.array([words.index(t) for t in tokens]), words
+
+    def predict_ids(self, ids: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        scores = 3.0 * np.stack([np.isin(ids, topic).sum(axis=1) for topic in TOPIC_IDS], axis=1)
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return scores / scores.sum(axis=1, keepdims=True)
 
 
 class Page(HTMLParser):
@@ -76,8 +95,9 @@ class Page(HTMLParser):
 
 
 def explain_one(tmp_path: Path, text: str, label: int, names=CLASSES, **settings):
-    [explanation] = explain_examples(keyword_proba, [text], [label], names, [0], tmp_path, **{**SETTINGS, **settings})
-    return explanation, explanation.page.read_text(encoding="utf-8")
+    [explanation] = explain_examples(KeywordModel(names), [text], [label], [0], **{**SETTINGS, **settings})
+    [page] = write_pages([explanation], tmp_path, lowercase=True)
+    return explanation, page.read_text(encoding="utf-8")
 
 
 def test_choose_examples_reproducible_distinct_sorted_in_range() -> None:
@@ -93,8 +113,11 @@ def test_choose_examples_reproducible_distinct_sorted_in_range() -> None:
 def test_explain_examples_writes_one_page_per_example(tmp_path: Path) -> None:
     texts, labels = make_corpus(8, seed=0)
     labels[5] = 0  # a document of class 1 (Sports) labelled World: true and predicted class differ
-    found = explain_examples(keyword_proba, texts, np.array(labels), CLASSES, [1, 5], tmp_path / "lime", **SETTINGS)
-    assert [e.page for e in found] == [tmp_path / "lime" / "example_1.html", tmp_path / "lime" / "example_5.html"]
+    model = KeywordModel()
+    found = explain_examples(model, texts, np.array(labels), [1, 5], **SETTINGS)
+    pages = write_pages(found, tmp_path / "lime", lowercase=True)
+    assert model.calls == 2  # every perturbation of a document scored in one batched call
+    assert pages == [tmp_path / "lime" / "example_1.html", tmp_path / "lime" / "example_5.html"]
     assert sorted(p.name for p in (tmp_path / "lime").iterdir()) == ["example_1.html", "example_5.html"]  # no tmp
     e = found[1]
     assert (e.index, e.text, e.true_class, e.predicted_class) == (5, texts[5], "World", "Sports")
@@ -105,7 +128,7 @@ def test_explain_examples_writes_one_page_per_example(tmp_path: Path) -> None:
     top_word = e.weights["Sports"][0][0]  # largest |weight| first
     assert top_word in TOPICS[1] and top_word in texts[5].lower()
     assert e.weights["Sports"][0][1] > 0
-    page = e.page.read_text(encoding="utf-8")
+    page = pages[1].read_text(encoding="utf-8")
     assert "Test document 5" in page
     assert "True class: <b>World</b>" in page and "Predicted class: <b>Sports</b>" in page
     assert f"Runner-up: <b>{e.runner_up}</b>" in page
@@ -138,7 +161,7 @@ def test_page_is_small_and_has_no_script_on_a_long_document(tmp_path: Path) -> N
     words = rng.choice([*TOPICS[0], *TOPICS[2], *FILLER], size=6000)
     text = " ".join(words) + " & <b>the end</b>"
     e, page = explain_one(tmp_path, text, 0, num_features=10)
-    size = e.page.stat().st_size
+    size = len(page.encode("utf-8"))
     assert size < 150_000, size
     assert "<script" not in page.lower() and "javascript" not in page.lower()
     assert {tag for tag, _ in Page(page).tags} <= PAGE_TAGS
@@ -164,14 +187,63 @@ def test_markup_in_text_and_class_names_is_inert(tmp_path: Path) -> None:
 
 def test_explain_examples_is_reproducible(tmp_path: Path) -> None:
     texts, labels = make_corpus(4, seed=0)
-    first = explain_examples(keyword_proba, texts, labels, CLASSES, [2], tmp_path / "a", **SETTINGS)
-    second = explain_examples(keyword_proba, texts, labels, CLASSES, [2], tmp_path / "b", **SETTINGS)
+    first = explain_examples(KeywordModel(), texts, labels, [2], **SETTINGS)
+    second = explain_examples(KeywordModel(), texts, labels, [2], **SETTINGS)
     assert first[0].data() == second[0].data()
-    assert first[0].page.read_bytes() == second[0].page.read_bytes()
+    pages = [write_pages(found, tmp_path / name, True)[0] for found, name in ((first, "a"), (second, "b"))]
+    assert pages[0].read_bytes() == pages[1].read_bytes()
 
 
-def test_bad_arguments_are_rejected(tmp_path: Path) -> None:
+def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="outside"):
-        explain_examples(keyword_proba, ["goal"], [1], CLASSES, [1], tmp_path, **SETTINGS)
-    with pytest.raises(ValueError, match="distinct"):
-        explain_examples(keyword_proba, ["goal"], [1], ["a", "b", "a", "c"], [0], tmp_path, **SETTINGS)
+        explain_examples(KeywordModel(), ["goal"], [1], [1], **SETTINGS)
+    with pytest.raises(ValueError, match="labels"):
+        explain_examples(KeywordModel(), ["goal"], [1, 2], [0], **SETTINGS)
+
+
+def test_one_word_in_two_spellings_is_one_feature(tmp_path: Path) -> None:
+    """The features are the model's own tokens: ``Tax`` and ``tax`` are one word, weighed once."""
+    e, page = explain_one(tmp_path, "Tax cuts: the tax on Oil and oil stocks", 2, num_features=10)
+    words = [word for word, _ in e.weights[e.predicted_class]]
+    assert sorted(words) == sorted({"tax", "cuts", "the", "on", "oil", "and", "stocks"})
+    highlighted = [word for word, _ in Page(page).highlights["text-predicted"]]
+    assert highlighted.count("Oil") == 1 and highlighted.count("oil") == 1  # both spellings coloured
+
+
+@pytest.mark.parametrize("num_features", [3, 10])  # forward selection, and the largest coefficients
+def test_the_weights_are_limes_own(num_features: int) -> None:
+    """lime 0.2's LimeTextExplainer, given the same words, seed and classifier, finds the same weights."""
+    from lime.lime_text import LimeTextExplainer
+
+    text = "stocks fell as oil rose and the team won the cup match while the bank cut its profit"
+    model = KeywordModel()
+    ids, codes, words = model.document_ids(text)
+
+    def predict(masks: np.ndarray) -> np.ndarray:
+        return model.predict_ids(masked_ids(ids, codes, masks, 100))
+
+    def proba(texts: list[str]) -> np.ndarray:
+        return model.predict_ids(np.array([([model.index[w] for w in tokenize(t)] + [PAD] * 50)[:50] for t in texts]))
+
+    probabilities, ours = explain(words, predict, CLASSES, num_features=num_features, num_samples=300, seed=7)
+    explainer = LimeTextExplainer(class_names=CLASSES, split_expression=tokenize, random_state=7)
+    theirs = explainer.explain_instance(text, proba, num_features=num_features, num_samples=300, labels=list(ours))
+    for label, pairs in ours.items():
+        expected = theirs.as_list(label=label)
+        assert [w for w, _ in pairs] == [w for w, _ in expected]
+        np.testing.assert_allclose([v for _, v in pairs], [v for _, v in expected], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(probabilities, proba([text])[0], rtol=1e-6)
+
+
+def test_masked_ids_drop_the_masked_words_and_pull_later_tokens_in() -> None:
+    ids, codes = np.array([5, 6, 5, 7, 8]), np.array([0, 1, 0, 2, 3])
+    masks = np.array([[1, 1, 1, 1], [0, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]])
+    assert masked_ids(ids, codes, masks, 3).tolist() == [[5, 6, 5], [6, 7, 8], [5, 5, PAD], [PAD, PAD, PAD]]
+    assert masked_ids(ids, codes, masks[:1], 7).tolist() == [[5, 6, 5, 7, 8, PAD, PAD]]
+
+
+def test_an_empty_document_has_no_weights() -> None:
+    probabilities, weights = explain(
+        [], lambda masks: np.full((len(masks), 2), 0.5), ["a", "b"], num_features=5, num_samples=50, seed=0
+    )
+    assert probabilities.tolist() == [0.5, 0.5] and weights == {0: [], 1: []}

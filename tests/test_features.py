@@ -14,7 +14,7 @@ from glove_exp.core.features import (
     make_inputs,
     memory_needs,
 )
-from glove_exp.core.models import Model, build_model, make_constants
+from glove_exp.core.models import Model, ModelSpec, make_constants, model_from_spec
 from glove_exp.core.train import fit, make_optimizer
 from tests.conftest import ADAM, FROZEN_MODEL
 
@@ -54,7 +54,7 @@ def mean_features(table: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 def test_features_are_computed_a_batch_at_a_time_and_equal_the_whole_corpus_at_once(data, batch_size):
     table, tokens, _ = data
     shapes = []
-    model = recording(build_model(2, pooling="mean", **MODEL), shapes)
+    model = recording(model_from_spec(ModelSpec(2, pooling="mean", **MODEL)), shapes)
     features = compute_features(model, tokens, make_constants(table, None, D), batch_size)
     assert features.shape == (N, D) and features.dtype == np.float32
     np.testing.assert_allclose(features, mean_features(table, tokens), rtol=1e-5, atol=1e-6)
@@ -65,7 +65,7 @@ def test_features_are_computed_a_batch_at_a_time_and_equal_the_whole_corpus_at_o
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_features_can_be_stored_as_16_bit_floats(data, dtype):
     table, tokens, _ = data
-    model = build_model(2, pooling="sum", **MODEL)
+    model = model_from_spec(ModelSpec(2, pooling="sum", **MODEL))
     consts = make_constants(table, None, D)
     wide = compute_features(model, tokens, consts, 64)
     narrow = compute_features(model, tokens, consts, 64, FeatureDtype(dtype).numpy)
@@ -76,7 +76,7 @@ def test_features_can_be_stored_as_16_bit_floats(data, dtype):
 
 def test_streamed_moments_match_numpy_on_the_whole_features(data):
     table, tokens, _ = data
-    model = build_model(2, pooling="mean_max", **MODEL)
+    model = model_from_spec(ModelSpec(2, pooling="mean_max", **MODEL))
     consts = make_constants(table, None, 2 * D)
     features = compute_features(model, tokens, consts, 4096).astype(np.float64)
     mean, std = feature_moments(model, tokens, consts, 16)
@@ -87,7 +87,7 @@ def test_streamed_moments_match_numpy_on_the_whole_features(data):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_16_bit_features_train_and_predict_like_32_bit_ones(data, dtype):
     table, tokens, labels = data
-    model = build_model(2, pooling="mean", **{**MODEL, "standardize": True})
+    model = model_from_spec(ModelSpec(2, pooling="mean", **{**MODEL, "standardize": True}))
     splits = {"train": tokens[:150], "val": tokens[150:], "test": tokens[150:]}
     inputs = make_inputs(
         model, splits, make_constants(table, None, D), standardize=True, precompute=True, batch_size=32, dtype=dtype
@@ -133,7 +133,9 @@ def test_features_are_shared_with_the_device_on_a_cpu(data):
     if jax.default_backend() != "cpu":
         pytest.skip("an accelerator has its own memory")
     table, tokens, _ = data
-    features = compute_features(build_model(2, pooling="mean", **MODEL), tokens, make_constants(table, None, D), 64)
+    features = compute_features(
+        model_from_spec(ModelSpec(2, pooling="mean", **MODEL)), tokens, make_constants(table, None, D), 64
+    )
     on_device = jax.device_put(features)
     features[0, 0] = 123.0  # training reads the very same memory: no second copy of the features
     assert float(on_device[0, 0]) == 123.0

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from glove_exp.core.models import Init, build_model, make_constants
 from glove_exp.app.serving import Predictor, TextSettings
+from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec
 
 V, D, T, C = 20, 4, 6, 3
 MODEL = {
@@ -23,7 +23,7 @@ def features(n: int = 5, seed: int = 0) -> np.ndarray:
 
 
 def head(**kw):
-    model = build_model(C, **{**MODEL, **kw})
+    model = model_from_spec(ModelSpec(C, **{**MODEL, **kw}))
     consts = make_constants(np.zeros((V, D), np.float32), None, D)
     params = model.head.init(RNG, features(), consts, False)
     return model, params, consts
@@ -70,7 +70,7 @@ def test_init_sets_the_weight_scale_and_biases_start_at_zero(init, limit):
 
 
 def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
-    model = build_model(C, **{**MODEL, "pooling": "mean_max", "hidden_sizes": [8], "activation": "relu"})
+    model = model_from_spec(ModelSpec(C, **{**MODEL, "pooling": "mean_max", "hidden_sizes": [8], "activation": "relu"}))
     rng = np.random.default_rng(0)
     table = rng.normal(size=(V, D)).astype(np.float16).astype(np.float32)  # as text.embedding_matrix gives it
     table[:2] = 0

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from glove_exp.app import pipeline
+from glove_exp.app.job import JobInfo, run_name
 from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
 from tests.conftest import CLASSES, experiment_runs, metric_steps, tiny_config
 
@@ -310,15 +311,15 @@ def test_a_dataset_logged_at_the_same_moment_by_a_parallel_job_is_linked_on_a_se
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import BAD_REQUEST
 
-    log_input, failed = mlflow.log_input, []
+    log_inputs, failed = mlflow.MlflowClient.log_inputs, []
 
-    def racing_log_input(dataset, **kwargs):
+    def racing_log_inputs(client, run_id, datasets=None, **kwargs):
         if not failed:
-            failed.append(dataset.name)
+            failed.append(datasets[0].dataset.name)
             raise MlflowException('duplicate key value violates unique constraint "dataset_pk"', BAD_REQUEST)
-        return log_input(dataset, **kwargs)
+        return log_inputs(client, run_id, datasets, **kwargs)
 
-    monkeypatch.setattr(mlflow, "log_input", racing_log_input)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_inputs", racing_log_inputs)
     pipeline.run(tiny_config(tiny_data, tmp_path, "explain.num_examples=0", "tracking.log_model=false"))
     [run] = experiment_runs(tmp_path)
     assert failed == ["ag_news-train"] and run.info.status == "FINISHED"
@@ -328,38 +329,38 @@ def test_a_dataset_logged_at_the_same_moment_by_a_parallel_job_is_linked_on_a_se
 @pytest.mark.parametrize(
     ("job", "expected"),
     [
-        (pipeline.JobInfo(), "mean"),
-        (pipeline.JobInfo(preset="swem"), "swem"),
+        (JobInfo(), "mean"),
+        (JobInfo(preset="swem"), "swem"),
         (
-            pipeline.JobInfo(num=4, overrides=("model.pooling=flatten", "trainer.seed=1", "a.b=c"), preset="seed_tutorial",
+            JobInfo(num=4, overrides=("model.pooling=flatten", "trainer.seed=1", "a.b=c"), preset="seed_tutorial",
                              varying=("model.pooling", "trainer.seed")),
             "seed_tutorial-flatten-seed=1",
         ),
-        (pipeline.JobInfo(num=1, overrides=("model.pooling=mean", "trainer.max_tokens=100"), varying=("model.pooling", "trainer.max_tokens")), "mean-max_tokens=100"),
-        (pipeline.JobInfo(num=7, overrides=("model.pooling=mean",), search=True), "mean-trial7"),
-        (pipeline.JobInfo(num=2, overrides=("trainer.epochs=3",)), "mean-2"),
+        (JobInfo(num=1, overrides=("model.pooling=mean", "trainer.max_tokens=100"), varying=("model.pooling", "trainer.max_tokens")), "mean-max_tokens=100"),
+        (JobInfo(num=7, overrides=("model.pooling=mean",), search=True), "mean-trial7"),
+        (JobInfo(num=2, overrides=("trainer.epochs=3",)), "mean-2"),
     ],
 )  # fmt: skip
 def test_run_names_say_what_differs(job, expected, tiny_data, tmp_path):
     config = tiny_config(tiny_data, tmp_path, *(o for o in job.overrides if not o.startswith("a.")))
-    assert pipeline.run_name(config, job) == expected
+    assert run_name(config, job) == expected
 
 
 def test_runs_left_running_by_a_dead_process_end_killed(tmp_path):
     import socket
     import subprocess
 
-    from glove_exp.app import tracking
+    from glove_exp.app.store import Store
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment_id = tracking.open_experiment(uri, "glove-exp")
+    experiment_id = Store.open(uri, "glove-exp").experiment_id
     dead = subprocess.Popen(["true"])
     dead.wait()
     client = mlflow.MlflowClient(uri)
     tags = {"host": socket.gethostname()}
     orphan = client.create_run(experiment_id, tags={**tags, "pid": str(dead.pid)}).info.run_id
     alive = client.create_run(experiment_id, tags={**tags, "pid": str(os.getpid())}).info.run_id
-    tracking.open_experiment(uri, "glove-exp")
+    Store.open(uri, "glove-exp")
     assert client.get_run(orphan).info.status == "KILLED"
     assert client.get_run(alive).info.status == "RUNNING"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from glove_exp.core.errors import TrainingError
-from glove_exp.core.models import build_model, feature_dim, make_constants
+from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
 from glove_exp.core.train import OptimizerName, Schedule, fit, make_optimizer, make_predict
 from tests.conftest import ADAM, FROZEN_MODEL
 
@@ -28,8 +28,8 @@ def data():
 def train(data, model_kw, precomputed, epochs=4, patience=None, optimizer=ADAM):
     table, tokens, labels = data
     hyperparams = {**MODEL, **model_kw}
-    model = build_model(C, **hyperparams)
-    consts = make_constants(table, None, feature_dim(hyperparams["pooling"], hyperparams["token_hidden_sizes"], T, D))
+    model = model_from_spec(ModelSpec(C, **hyperparams))
+    consts = make_constants(table, None, model.spec.feature_dim(T, D))
     inputs = tokens
     if precomputed:
         apply = lambda p, r, x, c, t: model.features.apply(p, r, x, c)  # noqa: E731

@@ -20,8 +20,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from glove_exp.core.models import Constants, Model, build_model
-from glove_exp.core.text import NUM_SPECIAL, encode, tokenize_all
+from glove_exp.core.models import Constants, Model, ModelSpec, model_from_spec
+from glove_exp.core.text import NUM_SPECIAL, OOV, encode, tokenize, tokenize_all
 from glove_exp.core.train import make_predict
 
 TEXT_COLUMN = "text"
@@ -51,15 +51,30 @@ class Predictor:
         tokens = tokenize_all(texts, self.text.lowercase)
         return encode(tokens, self._index, self.text.max_tokens, self.text.drop_oov)
 
+    def document_ids(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """One document, untruncated, as the model reads it: ``[L]`` token ids, ``[L]`` the index of
+        each token's word in ``words``, and ``words``, its distinct tokens in order of first occurrence."""
+        tokens = tokenize(text, self.text.lowercase)
+        if self.text.drop_oov:
+            tokens = [token for token in tokens if token in self._index]
+        words = list(dict.fromkeys(tokens))
+        position = {word: i for i, word in enumerate(words)}
+        ids = np.array([self._index.get(token, OOV) for token in tokens], np.int32)
+        return ids, np.array([position[token] for token in tokens], np.int64), words
+
+    def predict_ids(self, ids: np.ndarray) -> np.ndarray:
+        """``[N, max_tokens]`` token ids -> ``[N, C]`` float32 class probabilities."""
+        logits = self._predict(self.params, ids, self.consts)
+        return np.asarray(jax.nn.softmax(logits, axis=-1), dtype=np.float32)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """``[N, C]`` float32 class probabilities."""
-        logits = self._predict(self.params, self.encode(list(texts)), self.consts)
-        return np.asarray(jax.nn.softmax(logits, axis=-1), dtype=np.float32)
+        return self.predict_ids(self.encode(list(texts)))
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
-            "model": self.model.hyperparams,  # build_model's keyword arguments
+            "model": self.model.spec.to_dict(),
             "class_names": self.class_names,
             "text": asdict(self.text),
         }
@@ -88,7 +103,7 @@ class Predictor:
             for key in data.files:
                 module, name = key.split("::")
                 params.setdefault(module, {})[name] = jax.numpy.asarray(data[key])
-        model = build_model(**meta["model"])
+        model = model_from_spec(ModelSpec(**meta["model"]))  # models saved before ModelSpec store the same keys
         return cls(model, meta["class_names"], TextSettings(**meta["text"]), words, params, consts)
 
 

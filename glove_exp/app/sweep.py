@@ -1,8 +1,8 @@
 """Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl``; a Hydra callback
 in the launching process prints the summary once the sweep is over, and exits 1 if a job failed.
 
-With ``tracking.log_model=best`` each job saves its model in its output folder instead of logging
-it; the callback logs the best job's into that job's MLflow run and deletes every saved copy.
+With ``tracking.log_model=best`` the callback also keeps the best job's model
+(:mod:`glove_exp.app.best_model`).
 
 Jobs may run in other processes or machines (joblib, submitit, Ray), so outcomes and saved models
 go through the sweep folder, which the jobs and the launching process must share (one machine, or
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,44 +52,6 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def best_job(jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished job with a saved model and the highest validation accuracy (test accuracy if
-    any of them has no validation split); the lowest job number on ties."""
-    candidates = sorted(
-        (job for job in jobs if job["status"] == "FINISHED" and job.get("pending_model")),
-        key=lambda job: job.get("num", 0),
-    )
-    if not candidates:
-        return None
-    key = "val_accuracy" if all(job.get("val_accuracy") is not None for job in candidates) else "test_accuracy"
-    return max(candidates, key=lambda job: job[key])
-
-
-def log_best_model(jobs: list[dict[str, Any]]) -> str | None:
-    """Log the best job's saved model into its run and delete every saved copy; returns the line
-    that says what happened (None when no job saved a model)."""
-    winner = best_job(jobs)
-    if winner is None:
-        return None
-    folder = Path(winner["pending_model"])
-    if not folder.is_dir():
-        return (
-            f"sweep: the best job's model ({folder}) is not on this machine: tracking.log_model=best needs "
-            "the jobs' output folders on a filesystem shared with the launching machine; use tracking.log_model=always"
-        )
-    from glove_exp.app.tracking import log_pending_model
-
-    try:
-        run_id = log_pending_model(folder)
-    except Exception as err:  # the store may be down: keep the files so the model is not lost
-        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"sweep: could not log the best job's model ({problem}); its files stay in {folder}"
-    for job in jobs:
-        if job.get("pending_model"):
-            shutil.rmtree(job["pending_model"], ignore_errors=True)
-    return f"sweep: the model of job {winner['num']}, the best, is logged in run {run_id}"
-
-
 class SweepSummary(Callback):
     """Registered under ``hydra.callbacks`` in conf/config.yaml."""
 
@@ -103,6 +64,8 @@ class SweepSummary(Callback):
             raise SystemExit(2)  # Hydra turns an Exception from a callback into a warning
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from glove_exp.app.best_model import log_best_model  # jax and MLflow: only once the jobs are done
+
         jobs = read_jobs(config.hydra.sweep.dir)
         if models := log_best_model(jobs):
             print(models, flush=True)

@@ -1,17 +1,14 @@
 """Test-set evaluation: accuracy, macro-F1, scikit-learn's classification report and the confusion
-matrix (counts, row-normalised, and a plot)."""
+matrix (counts and row-normalised)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -43,18 +40,3 @@ def evaluate(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[
         report=report,
         confusion=confusion_matrix(labels, predictions, labels=ids),
     )
-
-
-def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
-    """Row-normalised confusion matrix with class names, as a matplotlib figure."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
-    size = max(4.0, 0.9 * len(class_names) + 2.5)
-    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
-    display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
-    display.plot(ax=figure.add_subplot(), cmap="Blues", values_format=".2f", xticks_rotation=35, colorbar=True)
-    display.im_.set_clim(0.0, 1.0)
-    display.ax_.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
-    return figure

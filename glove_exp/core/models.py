@@ -12,6 +12,7 @@ features serves raw token ids unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -86,18 +87,49 @@ def make_constants(table: np.ndarray, token_weights: np.ndarray | None, feature_
     )
 
 
-def feature_dim(pooling: Pooling, token_hidden_sizes: Sequence[int], max_tokens: int, embedding_dim: int) -> int:
-    """Width of the pooled features: per-token layers change the word vectors' width first."""
-    size = token_hidden_sizes[-1] if token_hidden_sizes else embedding_dim
-    return output_dim(pooling, max_tokens, size)
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that defines a model: the one place its settings live. The schema's ``model``
+    section maps onto it (``glove_exp.app.stages.spec_from_config``), runs log it, and a saved
+    model stores it (``model.json``). Enum fields also take their string values."""
 
+    num_classes: int
+    pooling: Pooling = Pooling.mean
+    mask_padding: bool = True  # false: padding positions count as tokens (the seed tutorial)
+    hier_window: int = 3  # n-gram window of ``hier`` pooling
+    weighting: Weighting = Weighting.none
+    sif_a: float = 1e-3  # SIF's a: shapes the token weights (constants), not the parameters
+    standardize: bool = False  # z-score pooled features with train statistics
+    token_hidden_sizes: tuple[int, ...] = ()  # dense layers on every word vector before pooling
+    hidden_sizes: tuple[int, ...] = (128,)
+    activation: Activation = Activation.none
+    dropout: float = 0.0
+    init: Init = Init.haiku
+    trainable: bool = False  # the embedding table as a parameter (initialised from GloVe)
 
-def uses_precomputed_features(
-    pooling: Pooling, token_hidden_sizes: Sequence[int], trainable: bool, precompute: bool
-) -> bool:
-    """Whether features can be computed once per run: the featurisation has no parameters, and
-    it is not ``flatten``, which keeps the per-batch lookup (``T * D`` wide features)."""
-    return precompute and not trainable and not token_hidden_sizes and Pooling(pooling) != Pooling.flatten
+    def __post_init__(self) -> None:
+        for name, kind in (("pooling", Pooling), ("weighting", Weighting), ("activation", Activation), ("init", Init)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        for name in ("token_hidden_sizes", "hidden_sizes"):
+            object.__setattr__(self, name, tuple(int(size) for size in getattr(self, name)))
+
+    def feature_dim(self, max_tokens: int, embedding_dim: int) -> int:
+        """Width of the pooled features: per-token layers change the word vectors' width first."""
+        size = self.token_hidden_sizes[-1] if self.token_hidden_sizes else embedding_dim
+        return output_dim(self.pooling, max_tokens, size)
+
+    def precomputes(self, precompute: bool) -> bool:
+        """Whether features can be computed once per run: the featurisation has no parameters, and
+        it is not ``flatten``, which keeps the per-batch lookup (``T * D`` wide features)."""
+        return precompute and not self.trainable and not self.token_hidden_sizes and self.pooling != Pooling.flatten
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (enums as strings, sizes as lists); ``ModelSpec(**d)`` rebuilds it."""
+        return {
+            f.name: (value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value)
+            for f in fields(self)
+            for value in [getattr(self, f.name)]
+        }
 
 
 class Model(NamedTuple):
@@ -106,38 +138,26 @@ class Model(NamedTuple):
     ``forward``: ``init(rng, tokens, consts, is_training)`` / ``apply(params, rng, tokens, consts,
     is_training) -> [B, C]``. ``head``: the same with pooled features ``[B, F]`` in place of tokens.
     ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).
-    ``hyperparams``: the keyword arguments of :func:`build_model`, which rebuild it.
+    ``spec``: what :func:`model_from_spec` built it from.
     """
 
     forward: hk.Transformed
     head: hk.Transformed
     features: hk.Transformed
-    hyperparams: dict[str, Any]
+    spec: ModelSpec
 
 
-def build_model(
-    num_classes: int,
-    *,
-    pooling: Pooling,
-    mask_padding: bool,
-    hier_window: int,
-    weighting: Weighting,
-    standardize: bool,
-    token_hidden_sizes: Sequence[int],
-    hidden_sizes: Sequence[int],
-    activation: Activation,
-    dropout: float,
-    init: Init,
-    trainable: bool,
-) -> Model:
+def model_from_spec(spec: ModelSpec) -> Model:
     """Token ids -> (trainable) lookup -> SIF weights -> per-token MLP -> pooling -> standardisation
-    -> MLP head. Enum arguments may be given as their string values."""
-    pooling, weighting, activation, init = Pooling(pooling), Weighting(weighting), Activation(activation), Init(init)
-    hyperparams = {
-        "num_classes": num_classes, "pooling": pooling, "mask_padding": mask_padding, "hier_window": hier_window,
-        "weighting": weighting, "standardize": standardize, "token_hidden_sizes": list(token_hidden_sizes),
-        "hidden_sizes": list(hidden_sizes), "activation": activation, "dropout": dropout, "init": init, "trainable": trainable,
-    }  # fmt: skip
+    -> MLP head."""
+    pooling, weighting, activation, init, dropout = (
+        spec.pooling,
+        spec.weighting,
+        spec.activation,
+        spec.init,
+        spec.dropout,
+    )
+    token_hidden_sizes, trainable = spec.token_hidden_sizes, spec.trainable
 
     def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool) -> jax.Array:
         """Dense layers on the last axis, dropout (training only) before each activation."""
@@ -160,12 +180,12 @@ def build_model(
             x = x * consts.token_weights[tokens][..., None]
         if token_hidden_sizes:
             x = mlp(token_hidden_sizes, True, "token_mlp", x, is_training)
-        mask = (tokens != PAD).astype(x.dtype) if mask_padding else jnp.ones(tokens.shape, x.dtype)
-        features = pool(x, mask, pooling, hier_window)
-        return (features - consts.feature_mean) / consts.feature_scale if standardize else features
+        mask = (tokens != PAD).astype(x.dtype) if spec.mask_padding else jnp.ones(tokens.shape, x.dtype)
+        features = pool(x, mask, pooling, spec.hier_window)
+        return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
 
     def head_logits(features: jax.Array, is_training: bool) -> jax.Array:
-        return mlp([*hidden_sizes, num_classes], False, "head", features, is_training)
+        return mlp([*spec.hidden_sizes, spec.num_classes], False, "head", features, is_training)
 
     def forward(tokens, consts, is_training):
         return head_logits(featurize(tokens, consts, is_training), is_training)
@@ -177,4 +197,4 @@ def build_model(
     def features(tokens, consts):
         return featurize(tokens, consts, is_training=False)
 
-    return Model(hk.transform(forward), hk.transform(head), hk.transform(features), hyperparams)
+    return Model(hk.transform(forward), hk.transform(head), hk.transform(features), spec)

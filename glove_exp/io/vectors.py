@@ -38,8 +38,8 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from glove_exp.app.schema import EmbeddingsConfig
-from glove_exp.io.download import download, extract_member
 from glove_exp.core.errors import EmbeddingsError
+from glove_exp.io.download import download, extract_member
 from glove_exp.io.files import remove_stale_temps, temp_path
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,153 @@
+"""The stages of a run that need no tracking store: splits -> vectors -> encoded tokens -> model and
+frozen inputs (:func:`prepare`), training (:func:`fit_model`) and the servable predictor."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+
+import jax
+
+from glove_exp.app.schema import Config
+from glove_exp.app.serving import Predictor, TextSettings
+from glove_exp.core.errors import ConfigError
+from glove_exp.core.features import FeatureDtype, Inputs, available_memory, make_inputs, memory_needs
+from glove_exp.core.models import Model, ModelSpec, Weighting, make_constants, model_from_spec
+from glove_exp.core.text import Encoded, encode_splits, sif_weights
+from glove_exp.core.train import EpochMetrics, FitResult, fit, make_optimizer
+from glove_exp.io.datasets import Splits, load_splits
+from glove_exp.io.vectors import load_word_vectors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTimer:
+    """Wall seconds per pipeline stage, in order."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - tic
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    def summary(self) -> str:
+        return " | ".join([*(f"{stage} {s:.1f}s" for stage, s in self.seconds.items()), f"total {self.total:.1f}s"])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything training needs, built and checked before any MLflow run exists."""
+
+    splits: Splits
+    vectors_source: str
+    encoded: Encoded
+    model: Model
+    inputs: Inputs
+
+
+def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepared:
+    """Splits -> vectors -> encoded tokens -> model and frozen inputs, timed per stage."""
+    with timer("data"):
+        splits = load_splits(config.dataset, config.trainer.seed)
+    with timer("vectors"):
+        vectors = load_word_vectors(config.embeddings, progress=progress)
+    check_memory(config, [part.texts for part in splits.parts().values() if part is not None], vectors.dim)
+    with timer("tokens"):
+        texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
+        e = config.embeddings
+        encoded = encode_splits(
+            texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov, e.serving_words or 0
+        )
+    if encoded.oov_rate > 0.5:
+        log.warning("%.0f%% of training tokens have no vector in %s", 100 * encoded.oov_rate, vectors.source)
+    model = model_from_spec(spec_from_config(config))
+    with timer("features"):
+        inputs = frozen_inputs(model, encoded, config)
+    return Prepared(splits, vectors.source, encoded, model, inputs)
+
+
+def check_memory(config: Config, texts: list[list[str]], dim: int) -> None:
+    """Refuse, before any array is built, a run whose largest arrays cannot fit in this machine
+    (``texts``: every split's documents, already in memory)."""
+    spec, t = spec_from_config(config), config.trainer
+    precompute = spec.precomputes(t.precompute_features)
+    num_docs = sum(map(len, texts))
+    needs = memory_needs(
+        num_docs=num_docs, text_chars=sum(len(doc) for docs in texts for doc in docs), max_tokens=t.max_tokens,
+        dim=dim, feature_dim=spec.feature_dim(t.max_tokens, dim),
+        feature_bytes=FeatureDtype(t.feature_dtype).numpy.itemsize, layer_sizes=[*spec.hidden_sizes, spec.num_classes],
+        batch_size=min(t.batch_size, num_docs), eval_batch_size=min(t.eval_batch_size, num_docs),
+        lime_samples=config.explain.num_samples if config.explain.num_examples else 0, precompute=precompute,
+    )  # fmt: skip
+    total, available = sum(needs.values()), available_memory()
+    if total > available:
+        key = max(needs, key=needs.__getitem__)
+        raise ConfigError(
+            f"this run needs about {total / 2**30:.1f} GiB, mostly for {key} ({needs[key] / 2**30:.1f} GiB), "
+            f"but {available / 2**30:.1f} GiB are available: lower {key}"
+        )
+
+
+def spec_from_config(config: Config) -> ModelSpec:
+    """The model the config describes: the one place where the schema meets :class:`ModelSpec`."""
+    settings = {f.name: getattr(config.model, f.name) for f in fields(config.model)}
+    return ModelSpec(num_classes=len(config.dataset.class_names), trainable=config.embeddings.trainable, **settings)
+
+
+def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
+    spec = model.spec
+    weights = sif_weights(encoded.counts, spec.sif_a) if spec.weighting == Weighting.sif else None
+    consts = make_constants(encoded.table, weights, spec.feature_dim(config.trainer.max_tokens, encoded.table.shape[1]))
+    precompute = spec.precomputes(config.trainer.precompute_features)
+    batch = config.trainer.eval_batch_size
+    return make_inputs(
+        model, encoded.ids, consts, standardize=spec.standardize, precompute=precompute, batch_size=batch,
+        dtype=config.trainer.feature_dtype,
+    )  # fmt: skip
+
+
+def fit_model(
+    prepared: Prepared,
+    config: Config,
+    on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
+    progress: bool = False,
+) -> FitResult:
+    """Train the prepared model with the configured optimizer and trainer settings."""
+    splits, inputs = prepared.splits, prepared.inputs
+    t = config.trainer
+    batch_size = min(t.batch_size, len(splits.train))  # a larger batch is the whole split, padded
+    steps_per_epoch = -(-len(splits.train) // batch_size)
+    optimizer = make_optimizer(
+        **asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs
+    )
+    val = None if splits.val is None else (inputs.val, splits.val.labels)
+    transformed = prepared.model.head if inputs.precomputed else prepared.model.forward
+    return fit(
+        transformed, optimizer, (inputs.train, splits.train.labels), val,
+        inputs.consts, jax.random.PRNGKey(t.seed), epochs=t.epochs, batch_size=batch_size,
+        eval_batch_size=t.eval_batch_size, shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience,
+        on_epoch=on_epoch, progress=progress,
+    )  # fmt: skip
+
+
+def predictor(prepared: Prepared, result: FitResult, config: Config) -> Predictor:
+    """The trained model as raw text in, class probabilities out (what MLflow serves)."""
+    e, t = config.embeddings, config.trainer
+    text = TextSettings(e.lowercase, e.drop_oov, t.max_tokens)
+    inputs, names = prepared.inputs, config.dataset.class_names
+    return Predictor(
+        prepared.model, names, text, prepared.encoded.words, result.params, inputs.consts, t.eval_batch_size
+    )
