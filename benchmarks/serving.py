@@ -38,8 +38,8 @@ from benchmarks.run import ROOT
 
 if TYPE_CHECKING:
     from glove_exp.app.schema import Config
-    from glove_exp.io.vectors import WordVectors
     from glove_exp.core.text import Encoded
+    from glove_exp.core.vectors import WordVectors
 
 # The former float32 artifact at 120k AG News documents and 840B: 89 MB = V x (300 x 4 + 4 + ~9) bytes.
 TUTORIAL_840B_WORDS = 73_100
@@ -81,10 +81,10 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     import mlflow
 
     from glove_exp.app import pipeline, tracking
-    from glove_exp.io.datasets import load_splits
-    from glove_exp.io.vectors import load_word_vectors
     from glove_exp.app.serving import Predictor, TextSettings
     from glove_exp.core.text import NUM_SPECIAL, encode_splits, oov_rate, tokenize_all
+    from glove_exp.io.datasets import load_splits
+    from glove_exp.io.vectors import load_word_vectors
 
     e, t = config.embeddings, config.trainer
     splits = load_splits(config.dataset, t.seed)

@@ -18,10 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glove_exp.io import vectors as embeddings, files
 from glove_exp.app.schema import EmbeddingsConfig
+from glove_exp.core.errors import EmbeddingsError
+from glove_exp.core.vectors import WordVectors
+from glove_exp.io import files
+from glove_exp.io import vectors as embeddings
 from glove_exp.io.vectors import (
-    WordVectors,
     cache_folder,
     load_glove_text_cached,
     load_package_vectors,
@@ -29,7 +31,6 @@ from glove_exp.io.vectors import (
     read_glove_text,
     write_glove_text,
 )
-from glove_exp.core.errors import EmbeddingsError
 
 
 def lines(*rows: str) -> str:

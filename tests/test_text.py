@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glove_exp.core import text as text_module
-from glove_exp.io.vectors import WordVectors
 from glove_exp.core.errors import EmbeddingsError
 from glove_exp.core.text import (
     KERAS_FILTERS,
@@ -24,6 +23,7 @@ from glove_exp.core.text import (
     tokenize,
     tokenize_all,
 )
+from glove_exp.core.vectors import WordVectors
 
 
 def keras_text_to_word_sequence(text, filters=KERAS_FILTERS, lower=True, split=" "):

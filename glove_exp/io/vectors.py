@@ -38,8 +38,9 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from glove_exp.app.schema import EmbeddingsConfig
-from glove_exp.io.download import download, extract_member
 from glove_exp.core.errors import EmbeddingsError
+from glove_exp.core.vectors import WordVectors
+from glove_exp.io.download import download, extract_member
 from glove_exp.io.files import remove_stale_temps, temp_path
 
 log = logging.getLogger(__name__)
@@ -63,29 +64,6 @@ MAGIC = {
 CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
 WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines (it skips empty ones)
-
-
-@dataclass(frozen=True)
-class WordVectors:
-    """``vectors[i]`` ([V, D] float32, possibly memory-mapped) is the vector of ``words[i]``."""
-
-    words: list[str]
-    vectors: np.ndarray
-    source: str
-    _lookup: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    def __len__(self) -> int:
-        return len(self.words)
-
-    def lookup(self) -> dict[str, int]:
-        """word -> row (the first row where a word occurs twice), built once."""
-        if not self._lookup:
-            self._lookup.update(zip(reversed(self.words), range(len(self.words) - 1, -1, -1)))
-        return self._lookup
 
 
 @dataclass
