@@ -21,15 +21,14 @@ from hypothesis import strategies as st
 from glove_exp.app.schema import EmbeddingsConfig
 from glove_exp.core.errors import EmbeddingsError
 from glove_exp.core.vectors import WordVectors
-from glove_exp.io import files
+from glove_exp.io import files, glove_text
 from glove_exp.io import vectors as embeddings
+from glove_exp.io.glove_text import read_glove_text, write_glove_text
 from glove_exp.io.vectors import (
     cache_folder,
     load_glove_text_cached,
     load_package_vectors,
     load_word_vectors,
-    read_glove_text,
-    write_glove_text,
 )
 
 
@@ -110,7 +109,7 @@ def test_missing_and_empty_files(tmp_path):
 def test_cache_is_used_memory_mapped_and_keyed_by_the_file(glove_file, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     parses = []
-    parse = embeddings.parse_glove_text
+    parse = embeddings.parse_glove_text  # the name write_cache calls (imported from glove_text)
     monkeypatch.setattr(embeddings, "parse_glove_text", lambda *a, **k: parses.append(a[0]) or parse(*a, **k))
     first = load_glove_text_cached(glove_file, 8, cache, progress=False)
     assert parses == [glove_file]  # the conversion goes through the patched parser
@@ -308,7 +307,7 @@ def test_word2vec_header_is_skipped_with_a_warning(tmp_path, caplog):
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e39"])
 @pytest.mark.parametrize("word", ["bad", ". . ."])  # ". . .": a token with spaces, parsed from the right
 def test_nonfinite_values_are_refused_naming_the_line_and_nothing_is_cached(tmp_path, monkeypatch, value, word):
-    monkeypatch.setattr(embeddings, "CHUNK_BYTES", 64)  # several pieces: the line number spans them
+    monkeypatch.setattr(glove_text, "CHUNK_BYTES", 64)  # several pieces: the line number spans them
     rows = [f"w{i} {i}.5 -{i} {i}e-3" for i in range(40)]
     rows[29] = f"{word} 1 {value} 2"
     path = tmp_path / "nan.txt"
@@ -509,8 +508,8 @@ def tricky_glove_file(path: Path, dim: int = 3, count: int = 400) -> bytes:
 @pytest.mark.parametrize("chunk_bytes, fallback_bytes", [(None, None), (1000, 100), (64, 10)])
 def test_parser_matches_each_line_parsed_on_its_own(tmp_path, monkeypatch, caplog, chunk_bytes, fallback_bytes):
     if chunk_bytes:  # many pieces, each line refused by the reader alone in its sub-piece
-        monkeypatch.setattr(embeddings, "CHUNK_BYTES", chunk_bytes)
-        monkeypatch.setattr(embeddings, "FALLBACK_BYTES", fallback_bytes)
+        monkeypatch.setattr(glove_text, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(glove_text, "FALLBACK_BYTES", fallback_bytes)
     path = tmp_path / "tricky.txt"
     expected, bad = reference_parse(tricky_glove_file(path), 3)
     with caplog.at_level(logging.WARNING):
@@ -525,12 +524,12 @@ def test_parser_matches_each_line_parsed_on_its_own(tmp_path, monkeypatch, caplo
 
 
 def test_a_refused_piece_is_split_so_few_lines_go_one_by_one(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(embeddings, "FALLBACK_BYTES", 2000)
+    monkeypatch.setattr(glove_text, "FALLBACK_BYTES", 2000)
     rows = [f"w{i} {i}.5 -{i}.25 {i}e-3" for i in range(5000)]
     rows[1234] = "bad x 1 2"  # a word where a number belongs: the reader refuses its whole piece
     path = tmp_path / "one-bad.txt"
     path.write_text(lines(*rows), encoding="utf-8")
-    with caplog.at_level(logging.DEBUG, logger="glove_exp.io.vectors"):
+    with caplog.at_level(logging.DEBUG, logger="glove_exp.io.glove_text"):
         vectors = read_glove_text(path, 3, progress=False)
     assert len(vectors) == 4999 and "bad" not in vectors.lookup()
     line_by_line = [int(n) for n in re.findall(r"parsing (\d+) bytes line by line", caplog.text)]
@@ -538,12 +537,12 @@ def test_a_refused_piece_is_split_so_few_lines_go_one_by_one(tmp_path, monkeypat
 
 
 def test_line_chunks_end_at_line_breaks_and_grow_for_long_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(embeddings, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(glove_text, "CHUNK_BYTES", 64)
     content = lines("header 2", "a 1 2", "long " + " ".join(["0.125"] * 100), "b 3 4") + "c 5 6"  # no final break
     path = tmp_path / "lines.txt"
     path.write_text(content, encoding="utf-8")
     start = len("header 2\n")
-    pieces = [(offset, bytes(piece)) for offset, piece in embeddings._line_chunks(path, start)]
+    pieces = [(offset, bytes(piece)) for offset, piece in glove_text._line_chunks(path, start)]
     assert b"".join(piece for _, piece in pieces) == content[start:].encode()
     assert all(piece.endswith(b"\n") for _, piece in pieces[:-1]) and len(pieces) >= 2
     assert [offset for offset, _ in pieces] == list(np.cumsum([start] + [len(p) for _, p in pieces[:-1]]))
@@ -560,4 +559,4 @@ def test_progress_bar_counts_the_whole_file(glove_file, capsys):
 def test_line_chunks_of_nothing_past_the_start(tmp_path, content):
     path = tmp_path / "header-only.txt"
     path.write_bytes(content)
-    assert list(embeddings._line_chunks(path, len(content) + 1 - content.endswith(b"\n"))) == []
+    assert list(glove_text._line_chunks(path, len(content) + 1 - content.endswith(b"\n"))) == []
