@@ -19,17 +19,57 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from glove_exp.app.schema import DatasetConfig
 from glove_exp.core.errors import DataError
 from glove_exp.io.tables import SUFFIXES, Layout, Table, first_line_of, read_file, require_columns, shown
 
 log = logging.getLogger(__name__)
+
+
+class DatasetSettings(Protocol):
+    """What :func:`load_splits` reads of the dataset settings (the app's ``DatasetConfig`` has them
+    all); read-only, so any object with these attributes will do."""
+
+    @property
+    def hub_id(self) -> str: ...
+
+    @property
+    def hub_config(self) -> str | None: ...
+
+    @property
+    def text_fields(self) -> Sequence[str]: ...
+
+    @property
+    def label_field(self) -> str: ...
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+    @property
+    def train_split(self) -> str: ...
+
+    @property
+    def test_split(self) -> str: ...
+
+    @property
+    def val_fraction(self) -> float: ...
+
+    @property
+    def data_dir(self) -> str | None: ...
+
+    @property
+    def headless_columns(self) -> Sequence[str] | None: ...
+
+    @property
+    def max_train_samples(self) -> int | None: ...
+
+    @property
+    def unescape(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +92,7 @@ class Splits:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
-def load_splits(cfg: DatasetConfig, seed: int) -> Splits:
+def load_splits(cfg: DatasetSettings, seed: int) -> Splits:
     """Read train and test, check them against ``cfg`` and carve the validation split."""
     layout = Layout(tuple(cfg.text_fields), cfg.label_field, len(cfg.class_names), tuple(cfg.headless_columns or ()))
     train, test, files = _load_raw(

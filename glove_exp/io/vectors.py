@@ -17,10 +17,10 @@ import os
 import shutil
 import struct
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from glove_exp.app.schema import EmbeddingsConfig
 from glove_exp.core.errors import EmbeddingsError
 from glove_exp.core.vectors import WordVectors
 from glove_exp.io.download import download, extract_member
@@ -33,7 +33,33 @@ CACHE_FORMAT = 1
 NPY_HEADER_BYTES = 128
 
 
-def load_word_vectors(cfg: EmbeddingsConfig, progress: bool = True) -> WordVectors:
+class EmbeddingsSettings(Protocol):
+    """What :func:`load_word_vectors` reads of the embeddings settings (the app's ``EmbeddingsConfig``
+    has them all); read-only, so any object with these attributes will do."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def url(self) -> str | None: ...
+
+    @property
+    def member(self) -> str | None: ...
+
+    @property
+    def sha256(self) -> str | None: ...
+
+    @property
+    def package(self) -> str | None: ...
+
+    @property
+    def cache_dir(self) -> str: ...
+
+
+def load_word_vectors(cfg: EmbeddingsSettings, progress: bool = True) -> WordVectors:
     """The vectors ``cfg`` names: ``path`` wins over ``url`` (downloaded once), over ``package``."""
     cache_dir = Path(cfg.cache_dir).expanduser()
     if cfg.path:
@@ -49,7 +75,7 @@ def load_word_vectors(cfg: EmbeddingsConfig, progress: bool = True) -> WordVecto
     return vectors
 
 
-def fetch_glove_text(cfg: EmbeddingsConfig, cache_dir: Path, progress: bool) -> Path:
+def fetch_glove_text(cfg: EmbeddingsSettings, cache_dir: Path, progress: bool) -> Path:
     """Download ``cfg.url`` (a zip) into ``cache_dir/downloads`` and extract ``cfg.member``."""
     url = str(cfg.url)
     member = cfg.member or Path(url).name.removesuffix(".zip") + ".txt"
