@@ -21,7 +21,8 @@ from glove_exp.io.vectors import load_word_vectors
 from glove_exp.core.errors import ConfigError
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples, explain_examples
-from glove_exp.core.features import FeatureDtype, Inputs, available_memory, make_inputs, memory_needs
+from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_needs
+from glove_exp.io.files import available_memory
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.core.models import Model, Weighting, build_model, feature_dim, make_constants, uses_precomputed_features
 from glove_exp.app.serving import Predictor, TextSettings
