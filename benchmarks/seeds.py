@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/seeds.md")
     args = parser.parse_args(argv)
-    from glove_exp.io.datasets import existing_data_dir
     from glove_exp.core.errors import GloveExpError
+    from glove_exp.io.datasets import existing_data_dir
 
     seeds = [int(s) for s in args.seeds.split(",")]
     try:

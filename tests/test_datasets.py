@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from glove_exp.app.schema import DatasetConfig
-from glove_exp.io.datasets import _load_raw, load_splits
 from glove_exp.core.errors import ConfigError, DataError
+from glove_exp.io.datasets import _load_raw, load_splits
 from tests.conftest import CLASSES, make_corpus, write_csv
 
 
