@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from glove_exp.core.models import Init, build_model, make_constants
 from glove_exp.app.serving import Predictor, TextSettings
+from glove_exp.core.models import Init, build_model, make_constants
 
 V, D, T, C = 20, 4, 6, 3
 MODEL = {

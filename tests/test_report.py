@@ -17,8 +17,8 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 
 from glove_exp.app import tracking
-from glove_exp.report import cli as report
 from glove_exp.io.files import spreadsheet_safe
+from glove_exp.report import cli as report
 
 OLD_SWEEP = "multirun/2026-11-24/10-00-00"
 NEW_SWEEP = "multirun/2026-11-25/12-00-00"

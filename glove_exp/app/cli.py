@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from glove_exp.core.errors import GloveExpError
 from glove_exp.app.interrupts import Interrupts, interrupted_message, signal_number
+from glove_exp.core.errors import GloveExpError
 
 PROG = "glove-exp"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/

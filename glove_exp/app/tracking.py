@@ -31,22 +31,22 @@ from filelock import FileLock, Timeout
 from mlflow.entities import RunStatus
 from omegaconf import OmegaConf
 
+from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
 from glove_exp.core.errors import TrackingError
 from glove_exp.io.files import pid_alive, sha256_file, spreadsheet_safe, temp_path
-from glove_exp.app.interrupts import Interrupts
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from glove_exp.app.pipeline import JobInfo
     from glove_exp.app.schema import DatasetConfig
-    from glove_exp.io.datasets import Splits
+    from glove_exp.app.serving import Predictor
     from glove_exp.core.evaluate import Evaluation
     from glove_exp.core.explain import Explanation
-    from glove_exp.app.pipeline import JobInfo
-    from glove_exp.app.serving import Predictor
     from glove_exp.core.text import Encoded
     from glove_exp.core.train import EpochMetrics, FitResult
+    from glove_exp.io.datasets import Splits
 
 log = logging.getLogger(__name__)
 

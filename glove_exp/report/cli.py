@@ -45,9 +45,9 @@ from scipy import stats
 from sqlalchemy.exc import SQLAlchemyError
 
 from glove_exp.app import tracking
+from glove_exp.app.interrupts import Interrupts
 from glove_exp.core.errors import GloveExpError
 from glove_exp.io.files import spreadsheet_safe
-from glove_exp.app.interrupts import Interrupts
 
 PROG = "glove-exp-report"
 REPORT_TAG = "glove_exp.report"
