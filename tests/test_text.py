@@ -23,7 +23,7 @@ from glove_exp.core.text import (
     tokenize,
     tokenize_all,
 )
-from glove_exp.io.vectors import WordVectors
+from glove_exp.core.vectors import WordVectors
 
 
 def keras_text_to_word_sequence(text, filters=KERAS_FILTERS, lower=True, split=" "):

@@ -3,7 +3,6 @@ poolings, the pooled features, computed once per run (pure functions of arrays).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import Enum
 
@@ -143,15 +142,3 @@ def memory_needs(
         "trainer.batch_size": batch_size * width * 4 * 2,  # one batch of inputs and its gradient
         "explain.num_samples": lime_samples * 1024,  # LIME's perturbed texts and its sample matrices
     }  # fmt: skip
-
-
-def available_memory() -> int:
-    """Bytes the kernel says are available (``MemAvailable``), else the free pages."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from glove_exp.core.errors import EmbeddingsError
-
-if TYPE_CHECKING:
-    from glove_exp.io.vectors import WordVectors
+from glove_exp.core.vectors import WordVectors
 
 PAD, OOV = 0, 1
 NUM_SPECIAL = 2

@@ -1,5 +1,6 @@
 """Writing files so that readers see the old file or the complete new one, never a part, and
-clearing the temporaries of writers that were killed before they could clean up."""
+clearing the temporaries of writers that were killed before they could clean up; and the memory
+available to a run, as ``/proc/meminfo`` says."""
 
 from __future__ import annotations
 
@@ -101,3 +102,15 @@ def spreadsheet_safe(value: object) -> object:
         return value
     except ValueError:
         return "'" + value
+
+
+def available_memory() -> int:
+    """Bytes the kernel says are available (``MemAvailable``), else the free pages."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

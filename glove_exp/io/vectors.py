@@ -1,106 +1,65 @@
-"""Pre-trained word vectors: GloVe text files (fast parse + binary cache), Stanford zips and
-packaged vectors, all returned as one :class:`WordVectors`.
+"""Pre-trained word vectors: GloVe text files (parsed once by :mod:`glove_exp.io.glove_text`,
+then read from a binary cache), Stanford zips and packaged vectors, all returned as one
+:class:`WordVectors`.
 
-The text parser hands the file, in 64 MB pieces read and parsed in a background thread, to
-pyarrow's multi-threaded CSV reader (space-separated, no quoting) with fixed float32 columns;
-the few lines that do not have ``dim + 1`` fields (840B has tokens with spaces in them) are
-parsed again from the right. Converted vectors are cached as
-``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in a folder named after the source
-file's path, size, mtime and dimension, which appears only once complete (atomic rename).
-
-Before parsing, the first 64 KB are sniffed so that a file that is not GloVe text (compressed,
-a zip, binary, tab-separated) is refused in one line that says what it is; a word2vec header
-line is skipped. Vectors with NaN or infinite values are refused, naming the line.
+Converted vectors are cached as ``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in
+a folder named after the source file's path, size, mtime and dimension, which appears only once
+complete (atomic rename).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import io
-import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import struct
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
-from tqdm import tqdm
 
-from glove_exp.app.schema import EmbeddingsConfig
 from glove_exp.core.errors import EmbeddingsError
+from glove_exp.core.vectors import WordVectors
 from glove_exp.io.download import download, extract_member
 from glove_exp.io.files import remove_stale_temps, temp_path
+from glove_exp.io.glove_text import parse_glove_text, warn_duplicates
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-CHUNK_BYTES = 64 << 20  # pieces of the file parsed at once; two are in memory at a time
-BLOCK_BYTES = 8 << 20  # the CSV reader's blocks: its threads share a piece's blocks
-FALLBACK_BYTES = 1 << 20  # pieces the CSV reader refuses are split down to this size
 NPY_HEADER_BYTES = 128
-MAX_BAD_FRACTION = 0.5
-HEAD_BYTES = 64 << 10  # sniffed before parsing
-SAMPLE_LINES = 100
-# what a file that is not GloVe text is, by its first bytes, and what to do
-MAGIC = {
-    b"\x1f\x8b": "a gzip-compressed file; decompress it first (gunzip)",
-    b"PK\x03\x04": "a zip archive; extract the .txt inside (unzip), or use embeddings=<variant> (e.g. glove_6b_100d) to download and extract it",
-    b"\xfd7zXZ\x00": "an xz-compressed file; decompress it first (unxz)",
-    b"\xff\xfe": "UTF-16 text; GloVe text files are UTF-8 (iconv -f UTF-16 -t UTF-8)",
-    b"\xfe\xff": "UTF-16 text; GloVe text files are UTF-8 (iconv -f UTF-16 -t UTF-8)",
-}
-CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
-WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
-LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines (it skips empty ones)
 
 
-@dataclass(frozen=True)
-class WordVectors:
-    """``vectors[i]`` ([V, D] float32, possibly memory-mapped) is the vector of ``words[i]``."""
-
-    words: list[str]
-    vectors: np.ndarray
-    source: str
-    _lookup: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+class EmbeddingsSettings(Protocol):
+    """What :func:`load_word_vectors` reads of the embeddings settings (the app's ``EmbeddingsConfig``
+    has them all); read-only, so any object with these attributes will do."""
 
     @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
+    def dim(self) -> int: ...
 
-    def __len__(self) -> int:
-        return len(self.words)
+    @property
+    def path(self) -> str | None: ...
 
-    def lookup(self) -> dict[str, int]:
-        """word -> row (the first row where a word occurs twice), built once."""
-        if not self._lookup:
-            self._lookup.update(zip(reversed(self.words), range(len(self.words) - 1, -1, -1)))
-        return self._lookup
+    @property
+    def url(self) -> str | None: ...
 
+    @property
+    def member(self) -> str | None: ...
 
-@dataclass
-class ParseStats:
-    lines: int = 0
-    malformed: int = 0
-    examples: list[str] = field(default_factory=list)  # first few malformed lines, shortened
+    @property
+    def sha256(self) -> str | None: ...
 
-    def bad(self, line: str) -> None:
-        self.malformed += 1
-        if len(self.examples) < 3:
-            self.examples.append(line[:60])
+    @property
+    def package(self) -> str | None: ...
+
+    @property
+    def cache_dir(self) -> str: ...
 
 
-def load_word_vectors(cfg: EmbeddingsConfig, progress: bool = True) -> WordVectors:
+def load_word_vectors(cfg: EmbeddingsSettings, progress: bool = True) -> WordVectors:
     """The vectors ``cfg`` names: ``path`` wins over ``url`` (downloaded once), over ``package``."""
     cache_dir = Path(cfg.cache_dir).expanduser()
     if cfg.path:
@@ -116,7 +75,7 @@ def load_word_vectors(cfg: EmbeddingsConfig, progress: bool = True) -> WordVecto
     return vectors
 
 
-def fetch_glove_text(cfg: EmbeddingsConfig, cache_dir: Path, progress: bool) -> Path:
+def fetch_glove_text(cfg: EmbeddingsSettings, cache_dir: Path, progress: bool) -> Path:
     """Download ``cfg.url`` (a zip) into ``cache_dir/downloads`` and extract ``cfg.member``."""
     url = str(cfg.url)
     member = cfg.member or Path(url).name.removesuffix(".zip") + ".txt"
@@ -219,7 +178,7 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> No
                 out.write(np.ascontiguousarray(block, dtype="<f4").data)
             out.seek(0)
             out.write(_npy_header(len(words), dim))
-        _warn_duplicates(path, words)
+        warn_duplicates(path, words)
         (tmp / "words.txt").write_text("\n".join(words), encoding="utf-8")
         manifest = {"format": CACHE_FORMAT, "count": len(words), "dim": dim, "source": str(path)}
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -258,290 +217,3 @@ def read_cache(folder: Path, path: Path) -> WordVectors:
             f"{len(words)} words and vectors {vectors.shape} {vectors.dtype}, manifest says {expected}"
         )
     return WordVectors(words, vectors, source=str(path))
-
-
-def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
-    """Parse a GloVe text file into :class:`WordVectors` held in memory (see
-    :func:`parse_glove_text`; a word that occurs twice keeps its first vector in ``lookup``)."""
-    words: list[str] = []
-    blocks = [np.zeros((0, dim), np.float32)]
-    for block_words, block in parse_glove_text(path, dim, progress):
-        words += block_words
-        blocks.append(block)
-    _warn_duplicates(path, words)
-    return WordVectors(words, np.concatenate(blocks), source=str(path))
-
-
-def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order,
-    except that the lines parsed from the right follow the others of their piece of the file.
-
-    The file is sniffed first (:func:`_sniff`). Each ~64 MB piece of lines goes through pyarrow's
-    multi-threaded CSV reader in a background thread, which reads and parses the next piece while
-    the caller consumes this one. Lines with another number of fields are parsed from the right
-    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces); a
-    piece the reader refuses (say, a word where a number belongs) is split into smaller pieces,
-    down to ``FALLBACK_BYTES`` parsed line by line. Lines that still fail are skipped and counted;
-    once the file is read, it is refused if most of its lines were bad. A NaN or infinite value
-    is refused at once, naming its line.
-    """
-    start = _sniff(path, dim)
-    stats = ParseStats()
-    pieces = _line_chunks(path, start)
-    with (
-        tqdm(
-            total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=f"parse {path.name}", disable=not progress,
-        ) as bar,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="glove-parse") as reader,
-    ):  # fmt: skip
-        parse_next = partial(_parse_next_piece, pieces, dim)
-        pending = reader.submit(parse_next)
-        while (parsed := pending.result()) is not None:
-            pending = reader.submit(parse_next)  # the next piece is read and parsed meanwhile
-            offset, size, text, parts = parsed
-            for table, other_width in parts:
-                for words, vectors in _table_blocks(table, stats) + _other_width_block(other_width, dim, stats):
-                    _check_finite(path, dim, text, offset, words, vectors)
-                    yield words, vectors
-            bar.update(size)
-    _check_malformed(path, dim, stats)
-    log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
-
-
-CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
-
-
-def _parse_next_piece(
-    pieces: Iterator[tuple[int, memoryview]], dim: int
-) -> tuple[int, int, memoryview | bytes, list[CsvPart]] | None:
-    """The next piece of ``pieces`` as (its offset in the file, its size there, its text made
-    valid UTF-8, its parts), or None at the end."""
-    offset, piece = next(pieces, (0, None))
-    if piece is None:
-        return None
-    text = _valid_utf8(piece)
-    return offset, len(piece), text, _csv_parts(text, dim)
-
-
-def _csv_parts(text: memoryview | bytes, dim: int) -> list[CsvPart]:
-    """``text`` through the CSV reader; a piece the reader refuses is split into eight and tried
-    again, and below ``FALLBACK_BYTES`` handed back line by line (split and skipped as the reader
-    does, so that the result does not depend on where the file was cut)."""
-    other_width: list[str] = []
-
-    def keep_other_width(row: pacsv.InvalidRow) -> str:
-        other_width.append(row.text)
-        return "skip"
-
-    try:
-        return [(pacsv.read_csv(pa.py_buffer(text), **_csv_options(dim, keep_other_width)), other_width)]
-    except pa.ArrowInvalid as err:
-        pieces = _split_at_lines(text, 8) if len(text) > FALLBACK_BYTES else [text]
-        if len(pieces) == 1:
-            log.debug("%s; parsing %d bytes line by line", str(err).splitlines()[0], len(text))
-            return [(None, [line for line in LINE_BREAK.split(str(text, "utf-8")) if line])]
-    return [part for piece in pieces for part in _csv_parts(piece, dim)]
-
-
-def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str]) -> dict:
-    """pyarrow CSV options for ``word v0 .. v{dim-1}`` lines: space-separated, no quoting, float32."""
-    names = ["word", *(f"v{i}" for i in range(dim))]
-    return {
-        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8", block_size=BLOCK_BYTES),
-        "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=invalid_row_handler),
-        "convert_options": pacsv.ConvertOptions(
-            column_types={"word": pa.string(), **{n: pa.float32() for n in names[1:]}},
-            null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
-        ),
-    }  # fmt: skip
-
-
-def _split_at_lines(text: memoryview | bytes, count: int) -> list[memoryview]:
-    """``text`` in at most ``count`` pieces that end at line breaks (the last one may not)."""
-    data = bytes(text)
-    step = max(len(data) // count, 1)
-    cuts = [0]
-    while (cut := data.find(b"\n", cuts[-1] + step - 1) + 1) and cut < len(data):
-        cuts.append(cut)
-    cuts.append(len(data))
-    return [memoryview(data)[a:b] for a, b in zip(cuts, cuts[1:])]
-
-
-def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
-    """(words, vectors) of each record batch of ``table``: pyarrow writes each batch's float
-    columns row-major in one pass (``to_tensor``)."""
-    if table is None:
-        return []
-    stats.lines += len(table)
-    return [
-        (batch.column(0).to_pylist(), batch.drop_columns(["word"]).to_tensor(row_major=True).to_numpy())
-        for batch in table.to_batches()
-        if len(batch)
-    ]
-
-
-def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
-    """The lines the CSV reader did not parse, parsed from the right (the bad ones counted)."""
-    stats.lines += len(lines)
-    parsed = []
-    for line in lines:
-        entry = _parse_from_right(line, dim)
-        if entry is None:
-            stats.bad(line)
-        else:
-            parsed.append(entry)
-    if not parsed:
-        return []
-    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))]
-
-
-def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
-    """(offset, piece) of the file from byte ``start`` on, in pieces of about ``CHUNK_BYTES``
-    that end at a line break (the last one may not). The pieces are views of two buffers read in
-    turn (fresh 64 MB buffers would cost more in page faults than the parse), so a piece stays
-    valid until the next-but-one is read; each read starts after the previous piece's last line
-    break."""
-    with open(path, "rb") as handle:
-        rest = os.fstat(handle.fileno()).st_size - start  # < 0 past a header line without a line break
-        size = max(min(CHUNK_BYTES, rest + 1), 1)  # a small file: one small read
-        buffers = [bytearray(size), bytearray(size)]
-        for turn in itertools.count():
-            handle.seek(start)
-            buffer = buffers[turn % 2]
-            read = handle.readinto(buffer)
-            while read == len(buffer) and buffer.rfind(b"\n") < 0:  # a line longer than the buffer
-                buffers[turn % 2] = buffer = buffer + bytearray(len(buffer))
-                read += handle.readinto(memoryview(buffer)[read:])
-            if not read:
-                return
-            cut = read if read < len(buffer) else buffer.rfind(b"\n") + 1
-            yield start, memoryview(buffer)[:cut]
-            start += cut
-
-
-def _valid_utf8(chunk: memoryview) -> memoryview | bytes:
-    """``chunk`` with bytes that are not UTF-8 (seen in some crawled vocabularies) replaced by
-    U+FFFD: pyarrow can only hand valid UTF-8 lines to the handler of lines of another width."""
-    offsets = pa.py_buffer(np.array([0, len(chunk)], np.int64))
-    try:  # arrow validates ten times faster than bytes.decode
-        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(chunk)]).validate(full=True)
-        return chunk
-    except pa.ArrowInvalid:
-        return str(chunk, "utf-8", "replace").encode("utf-8")
-
-
-def _sniff(path: Path, dim: int) -> int:
-    """Refuse, in one line that says what it is, a file that is not GloVe text or whose lines
-    mostly hold another number of values than ``dim``; returns the byte offset where the vectors
-    start (past a word2vec header line ``<count> <dim>``, skipped with a warning: the lines that
-    follow tell the dimension)."""
-    with open(path, "rb") as handle:
-        head = handle.read(HEAD_BYTES)
-        complete = not handle.read(1)
-    if not head.strip():
-        raise EmbeddingsError(f"{path} is empty; point embeddings.path at a GloVe text file")
-    for magic, what in MAGIC.items():
-        if head.startswith(magic):
-            raise EmbeddingsError(f"{path}: {what}")
-    if b"\x00" in head or len(head) - len(head.translate(None, CONTROL_BYTES)) > len(head) // 20:
-        raise EmbeddingsError(f"{path}: binary, not a GloVe text file (a word2vec .bin? convert it to text first)")
-    lines = head.split(b"\n") if complete else head.split(b"\n")[:-1]  # the last one may be cut off
-    start = 0
-    if lines and dim != 1 and WORD2VEC_HEADER.fullmatch(lines[0].strip()):  # "<count> <dim>": no vector
-        log.warning("%s: line 1 is a word2vec header (%s); skipped it", path, lines[0].strip().decode())
-        start = len(lines[0]) + 1
-        lines = lines[1:]
-    sample = [line.strip() for line in lines[:SAMPLE_LINES] if line.strip()]
-    if sum(b"\t" in line for line in sample) * 2 > len(sample):
-        raise EmbeddingsError(f"{path}: tab-separated; GloVe text files separate fields with spaces (tr '\\t' ' ')")
-    _check_width(path, dim, Counter(len(line.split(b" ")) - 1 for line in sample))
-    return start
-
-
-def _check_width(path: Path, dim: int, widths: Counter[int]) -> None:
-    """Refuse a file whose sampled lines mostly hold another number of values than ``dim``."""
-    if not widths:
-        return  # no complete line in the head: the parser judges the lines
-    width, count = widths.most_common(1)[0]
-    if width == dim or 2 * count <= widths.total():
-        return
-    if width == 0:
-        raise EmbeddingsError(
-            f"{path}: its lines hold a single field, not a word and {dim} numbers separated by spaces; "
-            "not a GloVe text file"
-        )
-    raise EmbeddingsError(f"{path} holds {width}-d vectors but embeddings.dim={dim}; set embeddings.dim={width}")
-
-
-def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
-    fields = line.rstrip().rsplit(" ", dim)
-    if len(fields) != dim + 1 or not fields[0]:
-        return None
-    try:
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by _check_finite
-            vector = np.array(fields[1:], dtype=np.float32)
-    except ValueError:
-        return None
-    return fields[0], vector
-
-
-def _check_finite(
-    path: Path, dim: int, text: memoryview | bytes, offset: int, words: list[str], vectors: np.ndarray
-) -> None:
-    """Refuse NaN or infinite values (which would only surface as a diverged training run),
-    naming the first such line of ``text``, the piece of the file at byte ``offset``."""
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if not bad.any():
-        return
-    word = words[int(np.argmax(bad))]
-    lines = enumerate(str(text, "utf-8").split("\n"), start=_line_number(path, offset))
-    number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
-    where = f"line {number} ({word!r})" if number else f"the line of {word!r}"  # None: pyarrow split it at a lone \r
-    raise EmbeddingsError(f"{path}: {where} holds NaN, inf or a value beyond float32's range; fix or delete that line")
-
-
-def _line_number(path: Path, offset: int) -> int:
-    """The number (from 1) of the line that starts at byte ``offset`` of ``path``: line breaks
-    are counted only when an error names a line."""
-    breaks = 0
-    with open(path, "rb") as handle:
-        while offset > 0 and (block := handle.read(min(offset, 1 << 20))):
-            breaks += block.count(b"\n")
-            offset -= len(block)
-    return breaks + 1
-
-
-def _is_nonfinite_entry(line: str, dim: int, word: str) -> bool:
-    entry = _parse_from_right(line, dim)
-    return entry is not None and entry[0] == word and not np.isfinite(entry[1]).all()
-
-
-def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
-    if stats.lines == 0:  # say, nothing but a word2vec header
-        raise EmbeddingsError(f"{path} holds no vectors; point embeddings.path at a GloVe text file")
-    if stats.malformed == 0:
-        return
-    message = f"{path}: {stats.malformed} of {stats.lines} lines do not hold a word and {dim} numbers (e.g. {stats.examples[0]!r})"
-    if stats.malformed > MAX_BAD_FRACTION * stats.lines:
-        raise EmbeddingsError(f"{message}: most lines are bad, this is not a {dim}-d GloVe text file")
-    log.warning("%s; skipped them", message)
-
-
-def _warn_duplicates(path: Path, words: list[str]) -> None:
-    duplicates = len(words) - len(set(words))
-    if duplicates:
-        log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
-
-
-def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:
-    """Write ``vectors`` in GloVe's text format (as Stanford distributes it), e.g. to rebuild
-    ``glove.6B.50d.txt`` from the packaged vectors for benchmarks."""
-    with open(path, "w", encoding="utf-8") as out:
-        for start in range(0, len(vectors), 50_000):
-            chunk = np.asarray(vectors.vectors[start : start + 50_000])
-            buffer = io.StringIO()
-            np.savetxt(buffer, chunk, fmt=f"%.{decimals}f", delimiter=" ")
-            lines = buffer.getvalue().splitlines()
-            out.writelines(f"{w} {line}\n" for w, line in zip(vectors.words[start : start + 50_000], lines))
-    return path
