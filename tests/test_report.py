@@ -290,7 +290,11 @@ def test_sort_accepts_either_spelling(store, tmp_path, capsys):
 
 def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     uri = make_store(tmp_path, empty_db)
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    mlflow.set_tracking_uri(elsewhere)  # the report's MLflow calls use their own client, not this
     run_cli(capsys, "--tracking-uri", uri, "--sweep", NEW_SWEEP, "--out", str(tmp_path / "r1"), "--log")
+    assert mlflow.get_tracking_uri() == elsewhere and mlflow.active_run() is None
+    assert not (tmp_path / "elsewhere.db").exists()
     mlflow.set_tracking_uri(uri)
     reports = mlflow.search_runs(experiment_names=["glove-exp"], filter_string="tags.`glove_exp.report` = 'true'")
     assert len(reports) == 1
@@ -305,6 +309,7 @@ def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     for name, value in expected.items():
         assert row[f"metrics.{name}"] == pytest.approx(value), name
     assert row["params.sort"] == "val/selected_accuracy"
+    assert row["tags.mlflow.source.type"] == "LOCAL" and row["tags.mlflow.user"]  # as mlflow.start_run tags a run
     run_id = row["run_id"]
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
     assert artifacts == {*render.FILES, cli.TABLE_ARTIFACT}

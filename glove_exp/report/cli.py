@@ -17,36 +17,71 @@ Later reports leave such runs out.
 
 The parts: :mod:`~glove_exp.report.query` reads the store (sweep ids, old and new metric names),
 :mod:`~glove_exp.report.statistics` groups and summarises, :mod:`~glove_exp.report.render` writes
-the tables, files and figure; this module parses the command line and logs the report run.
+the tables, files and figure; this module parses the command line and logs the report run. Every
+MLflow call goes through an ``MlflowClient`` of the chosen URI (no process-wide tracking URI).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
+import time
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from glove_exp.app import tracking
 from glove_exp.app.interrupts import Interrupts
+from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
 from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, load_runs, sweep_key
 from glove_exp.report.render import FILES, group_display, summary_note, to_markdown, write_report
 from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, check_sort, group_runs
 
 PROG = "glove-exp-report"
-PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
+PARENT_TAG = MLFLOW_PARENT_RUN_ID  # what the MLflow UI nests child runs by
 TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (shown in the UI)
 
 
 def default_uri() -> str:
     """``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the current folder (as ``glove-exp`` does)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd()}/mlflow.db"
+
+
+@contextlib.contextmanager
+def report_run(
+    client: mlflow.MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str], interrupts: Interrupts
+) -> Iterator[str]:
+    """A new run (with the user and source tags MLflow's fluent ``start_run`` adds); yields its id and ends it
+    FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM). Store writes wait for a signal to be raised
+    until they have returned (:meth:`Interrupts.store_call`)."""
+    status = RunStatus.FAILED
+    run_id = None
+    with interrupts.run():
+        try:
+            with interrupts.store_call():
+                run = client.create_run(
+                    experiment_id, run_name=run_name, tags=resolve_tags({**tags, MLFLOW_RUN_NAME: run_name})
+                )
+                run_id = run.info.run_id
+            yield run_id
+            status = RunStatus.FINISHED
+        except KeyboardInterrupt:
+            status = RunStatus.KILLED
+            raise
+        finally:
+            if run_id is not None:
+                with interrupts.store_call():
+                    client.set_terminated(run_id, RunStatus.to_string(status))
 
 
 def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple[list[Path], Figure], groups: pd.DataFrame,
@@ -60,23 +95,29 @@ def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple
         "best_group": str(groups["group"].iloc[0])[:5000],
         **({"sweep_id": sweep} if sweep else {}),
     }
-    experiment_id = tracking.open_experiment(uri, experiment)
+    store = Store.open(uri, experiment)
+    client, interrupts = store.client, Interrupts(PROG)
     try:
-        with tracking.tracked_run(experiment_id, f"report-{sweep or experiment}", tags, Interrupts(PROG)) as report_run:
-            report_run.log_params(params)
-            report_run.log_metrics(best_group_metrics(groups))
-            report_run.call(mlflow.log_table, groups, artifact_file=TABLE_ARTIFACT)
-            report_run.call(mlflow.log_figure, figure, FILES[-1])
-            for path in files[:-1]:
-                report_run.call(mlflow.log_artifact, str(path))
+        with report_run(client, store.experiment_id, f"report-{sweep or experiment}", tags, interrupts) as run_id:
+            now = int(time.time() * 1000)
+            metrics = [Metric(key, value, now, 0) for key, value in best_group_metrics(groups).items()]
+            writes = [
+                partial(client.log_batch, run_id, params=[Param(k, str(v)) for k, v in params.items()]),
+                partial(client.log_batch, run_id, metrics=metrics),
+                partial(client.log_table, run_id, groups, artifact_file=TABLE_ARTIFACT),
+                partial(client.log_figure, run_id, figure, FILES[-1]),
+                *(partial(client.log_artifact, run_id, str(path)) for path in files[:-1]),
+            ]
+            for write in writes:  # one at a time: a signal is raised between two of them
+                with interrupts.store_call():
+                    write()
         if sweep:
-            client = mlflow.MlflowClient(uri)
-            for run_id in run_ids:
-                if PARENT_TAG not in client.get_run(run_id).data.tags:
-                    client.set_tag(run_id, PARENT_TAG, report_run.run_id)
+            for child in run_ids:
+                if PARENT_TAG not in client.get_run(child).data.tags:
+                    client.set_tag(child, PARENT_TAG, run_id)
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the report to {uri}: {str(err).strip().splitlines()[0]}") from err
-    return report_run.run_id
+    return run_id
 
 
 def _path_part(text: str, fallback: str) -> str:

@@ -2,7 +2,7 @@
 
 Everything goes through an ``mlflow.MlflowClient`` made for one URI: nothing here sets MLflow's
 process-wide tracking URI or uses its fluent API. :func:`runs_frame` gives the table
-``mlflow.search_runs(output_format="pandas")`` gives.
+MLflow's fluent ``search_runs(output_format="pandas")`` gives.
 
 Sweep ids are the ``sweep_id`` tag, Hydra's sweep folder as the job saw it (``multirun/<date>/<time>``
 by default). A ``--sweep`` is compared after ``os.path.normpath`` and, for a path that exists or is
@@ -28,7 +28,7 @@ from glove_exp.report.statistics import column
 
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
 STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
-PAGE_SIZE = 10_000  # runs per search request, as mlflow.search_runs asks for
+PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs asks for
 
 
 def store_error(uri: str, err: Exception) -> GloveExpError:
@@ -100,7 +100,7 @@ def _pages(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string
 
 
 def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str = "") -> pd.DataFrame:
-    """The runs as ``mlflow.search_runs(output_format="pandas")`` gives them: ``run_id``,
+    """The runs as MLflow's fluent ``search_runs(output_format="pandas")`` gives them: ``run_id``,
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
     runs = list(_pages(client, experiment_ids, filter_string))
@@ -154,7 +154,7 @@ def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: st
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), as ``mlflow.search_runs`` gives them.
+    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), as :func:`runs_frame` gives them.
 
     Report runs are left out. Raises :class:`GloveExpError` for a missing store, experiment or sweep,
     or when nothing finished.
