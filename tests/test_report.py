@@ -352,6 +352,19 @@ def test_runs_frame_is_what_mlflow_search_runs_gives(store, monkeypatch, page_si
     )
 
 
+def test_default_store_is_mlflow_db_in_the_cwd(store, tmp_path, monkeypatch, capsys):
+    """``default_tracking_uri()``'s ``?timeout=10`` is no part of the file the report checks for."""
+    shutil.copyfile(store.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out, _ = run_cli(capsys, "--sweep", "latest")
+    assert NEW_SWEEP in out and (tmp_path / "reports" / "glove-exp" / "multirun_2026-11-25_12-00-00").is_dir()
+    (tmp_path / "mlflow.db").unlink()
+    line = assert_user_error(capsys)
+    assert line.endswith(f"no MLflow database at {tmp_path / 'mlflow.db'}; run glove-exp first or pass --tracking-uri")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_plot_labels_fit_and_no_warnings(store, new_sweep, tmp_path):
     groups, runs = new_sweep
     long = groups.assign(group=["x" * 150, "model.dropout=0.5 " * 8, "short", "y=1"])

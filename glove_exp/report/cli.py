@@ -41,6 +41,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from glove_exp.app.interrupts import Interrupts
+from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
 from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, load_runs, sweep_key
@@ -50,11 +51,6 @@ from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, check_
 PROG = "glove-exp-report"
 PARENT_TAG = MLFLOW_PARENT_RUN_ID  # what the MLflow UI nests child runs by
 TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (shown in the UI)
-
-
-def default_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the current folder (as ``glove-exp`` does)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd()}/mlflow.db"
 
 
 @contextlib.contextmanager
@@ -158,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db",
+        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db?timeout=10 (as for glove-exp)",
     )
     parser.add_argument(
         "--out",
@@ -198,7 +194,7 @@ def report(args: argparse.Namespace) -> None:
     """Load, group, print, write and optionally log; user errors raise :class:`GloveExpError`."""
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise GloveExpError(f"--out {args.out} is a file, not a folder")
-    uri = args.tracking_uri or default_uri()
+    uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):  # MLflow's default retries take minutes to give up
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     runs = load_runs(uri, args.experiment, args.sweep)
