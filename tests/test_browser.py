@@ -17,8 +17,8 @@ import mlflow
 import pytest
 
 from glove_exp.app import pipeline
-from glove_exp.report import cli as report
 from glove_exp.app.pipeline import JobInfo
+from glove_exp.report import cli as report
 from tests.conftest import mlflow_server, store_uri, tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")
