@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from glove_exp.app import tracking
+from glove_exp.app.store import Store
 from glove_exp.io.files import spreadsheet_safe
-from glove_exp.report import cli as report
+from glove_exp.report import cli, query, render
+from glove_exp.report.statistics import group_runs
 
 OLD_SWEEP = "multirun/2026-11-24/10-00-00"
 NEW_SWEEP = "multirun/2026-11-25/12-00-00"
@@ -36,7 +37,7 @@ def add_run(uri: str, name: str, *, val: float | None, test: float, lr: str = "0
     validation split). ``history`` is the per-epoch validation accuracy; the kept model is the last
     epoch, ``val``. ``old_names``: the metric names of stores written before the rename."""
     client = mlflow.MlflowClient(uri)
-    experiment_id = tracking.open_experiment(uri, experiment)
+    experiment_id = Store.open(uri, experiment).experiment_id
     tags = {"mlflow.runName": name, "dataset": "ag_news", "embeddings": "glove50", "pooling": pooling}
     if sweep:
         tags |= {"sweep_id": sweep, "hydra_job_num": "0", "hydra_overrides": f"optimizer.lr={lr} trainer.seed={seed}"}
@@ -114,11 +115,11 @@ def store(tmp_path_factory, empty_db) -> str:
 
 @pytest.fixture(scope="module")
 def new_sweep(store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return report.group_runs(report.load_runs(store, "glove-exp", NEW_SWEEP))
+    return group_runs(query.load_runs(store, "glove-exp", NEW_SWEEP))
 
 
 def run_cli(capsys, *args: str) -> tuple[str, str]:
-    report.main(list(args))
+    cli.main(list(args))
     captured = capsys.readouterr()
     return captured.out, captured.err
 
@@ -174,7 +175,7 @@ def test_ranks_by_the_kept_models_validation_accuracy_in_both_spellings(store, n
     kept = runs.set_index("run").loc["kept-last"]
     assert kept["val_accuracy"] == 0.80  # not its best epoch's 0.95, which would rank it first
     assert groups["group"].iloc[0].endswith("lr=0.01")
-    old_groups, old_runs = report.group_runs(report.load_runs(store, "glove-exp", OLD_SWEEP))
+    old_groups, old_runs = group_runs(query.load_runs(store, "glove-exp", OLD_SWEEP))
     assert old_runs["run"].tolist() == ["old-a", "old-b"]  # old-b's best epoch (0.95) is not the kept one (0.78)
     assert old_runs["val_accuracy"].tolist() == [0.80, 0.78]
     assert old_runs["test_accuracy"].tolist() == [0.79, 0.83]
@@ -247,18 +248,18 @@ def test_whole_experiment_default_out_and_old_names(store, tmp_path, monkeypatch
 
 
 def test_by_keys(store, tmp_path, capsys):
-    runs = report.load_runs(store, "glove-exp")
-    groups, _ = report.group_runs(runs, ["model.pooling"])
+    runs = query.load_runs(store, "glove-exp")
+    groups, _ = group_runs(runs, ["model.pooling"])
     assert groups["group"].tolist() == ["model.pooling=mean", "model.pooling=max"]
     assert groups["n"].tolist() == [9, 1] and groups["val_accuracy_n"].tolist() == [8, 1]
-    assert report.group_display(groups)["n"].tolist() == ["9 (8 with val)", "1"]
+    assert render.group_display(groups)["n"].tolist() == ["9 (8 with val)", "1"]
     assert "pooling" in groups.columns and "lr" not in groups.columns  # context columns only where one value per group
     values = [0.80, 0.78, *A_VAL, *B_VAL, 0.80]  # no-val has no validation value
     mean, std = statistics.fmean(values), statistics.stdev(values)
     assert groups.at[0, "val_accuracy_mean"] == pytest.approx(mean) and groups.at[
         0, "val_accuracy_std"
     ] == pytest.approx(std)
-    twice, _ = report.group_runs(runs, ["optimizer.lr", "model.pooling"])
+    twice, _ = group_runs(runs, ["optimizer.lr", "model.pooling"])
     out, _ = run_cli(
         capsys, "--tracking-uri", store, "--by", "optimizer.lr,model.pooling", "--out", str(tmp_path / "a")
     )
@@ -272,9 +273,9 @@ def test_by_keys(store, tmp_path, capsys):
 
 
 def test_sort_accepts_either_spelling(store, tmp_path, capsys):
-    runs = report.load_runs(store, "glove-exp", NEW_SWEEP)
-    new, _ = report.group_runs(runs, sort="test/accuracy")
-    old, _ = report.group_runs(runs, sort="test_accuracy")
+    runs = query.load_runs(store, "glove-exp", NEW_SWEEP)
+    new, _ = group_runs(runs, sort="test/accuracy")
+    old, _ = group_runs(runs, sort="test_accuracy")
     assert new["group"].tolist() == old["group"].tolist()
     assert new["group"].iloc[0] == "dataset.val_fraction=0 optimizer.lr=0.01"  # the best test accuracy
     out, _ = run_cli(
@@ -289,7 +290,11 @@ def test_sort_accepts_either_spelling(store, tmp_path, capsys):
 
 def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     uri = make_store(tmp_path, empty_db)
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    mlflow.set_tracking_uri(elsewhere)  # the report's MLflow calls use their own client, not this
     run_cli(capsys, "--tracking-uri", uri, "--sweep", NEW_SWEEP, "--out", str(tmp_path / "r1"), "--log")
+    assert mlflow.get_tracking_uri() == elsewhere and mlflow.active_run() is None
+    assert not (tmp_path / "elsewhere.db").exists()
     mlflow.set_tracking_uri(uri)
     reports = mlflow.search_runs(experiment_names=["glove-exp"], filter_string="tags.`glove_exp.report` = 'true'")
     assert len(reports) == 1
@@ -304,11 +309,12 @@ def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     for name, value in expected.items():
         assert row[f"metrics.{name}"] == pytest.approx(value), name
     assert row["params.sort"] == "val/selected_accuracy"
+    assert row["tags.mlflow.source.type"] == "LOCAL" and row["tags.mlflow.user"]  # as mlflow.start_run tags a run
     run_id = row["run_id"]
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
-    assert artifacts == {*report.FILES, report.TABLE_ARTIFACT}
+    assert artifacts == {*render.FILES, cli.TABLE_ARTIFACT}
     mlflow.set_experiment("glove-exp")
-    table = mlflow.load_table(report.TABLE_ARTIFACT, run_ids=[run_id])
+    table = mlflow.load_table(cli.TABLE_ARTIFACT, run_ids=[run_id])
     assert table["group"].tolist()[0] == row["tags.best_group"] and table["n"].tolist() == [3, 1, 2, 1]
     children = mlflow.search_runs(
         experiment_names=["glove-exp"], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'"
@@ -329,12 +335,42 @@ def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     assert "report-" not in out and len(csv_rows(tmp_path / "r3" / "runs.csv")) == 10
 
 
+@pytest.mark.parametrize("page_size", [query.PAGE_SIZE, 3])
+def test_runs_frame_is_what_mlflow_search_runs_gives(store, monkeypatch, page_size):
+    monkeypatch.setattr(query, "PAGE_SIZE", page_size)  # 3: the 10 finished runs come in 4 pages
+    client = mlflow.MlflowClient(store)
+    experiment_id = client.get_experiment_by_name("glove-exp").experiment_id
+    ours = query.runs_frame(client, [experiment_id], "attributes.status = 'FINISHED'")
+    mlflow.set_tracking_uri(store)
+    theirs = mlflow.search_runs([experiment_id], "attributes.status = 'FINISHED'", output_format="pandas")
+    assert len(ours) == 10 and sorted(ours.columns) == sorted(theirs.columns)
+    assert ours.columns[:6].tolist() == theirs.columns[:6].tolist()  # then metrics, params and tags
+    pd.testing.assert_frame_equal(ours, theirs[ours.columns])
+    empty = query.runs_frame(client, [experiment_id], "attributes.status = 'KILLED'")
+    pd.testing.assert_frame_equal(
+        empty, mlflow.search_runs([experiment_id], "attributes.status = 'KILLED'", output_format="pandas")
+    )
+
+
+def test_default_store_is_mlflow_db_in_the_cwd(store, tmp_path, monkeypatch, capsys):
+    """``default_tracking_uri()``'s ``?timeout=10`` is no part of the file the report checks for."""
+    shutil.copyfile(store.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out, _ = run_cli(capsys, "--sweep", "latest")
+    assert NEW_SWEEP in out and (tmp_path / "reports" / "glove-exp" / "multirun_2026-11-25_12-00-00").is_dir()
+    (tmp_path / "mlflow.db").unlink()
+    line = assert_user_error(capsys)
+    assert line.endswith(f"no MLflow database at {tmp_path / 'mlflow.db'}; run glove-exp first or pass --tracking-uri")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_plot_labels_fit_and_no_warnings(store, new_sweep, tmp_path):
     groups, runs = new_sweep
     long = groups.assign(group=["x" * 150, "model.dropout=0.5 " * 8, "short", "y=1"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, figure = report.write_report(long, runs, tmp_path, "a title " * 20, "note")
+        _, figure = render.write_report(long, runs, tmp_path, "a title " * 20, "note")
     assert [str(w.message) for w in caught] == []
     figure.draw_without_rendering()
     box = figure.bbox
@@ -376,10 +412,10 @@ def test_markdown_has_no_raw_html(store, tmp_path, capsys):
     md = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;&amp;co" in md
     assert "<b>" not in md and "pooling &lt;b&gt;x&lt;/b&gt;" in md  # in the settings common to all groups
-    display = report.run_display(
+    display = render.run_display(
         pd.DataFrame({"run": ["a|b\nc <b>"], "val_accuracy": [0.85412], "run_id": ["0123456789"]})
     )
-    assert report.to_markdown(display).splitlines()[2] == "| a\\|b c &lt;b&gt; |       85.41 | 01234567 |"
+    assert render.to_markdown(display).splitlines()[2] == "| a\\|b c &lt;b&gt; |       85.41 | 01234567 |"
 
 
 @pytest.mark.parametrize(
@@ -394,7 +430,7 @@ def test_markdown_has_no_raw_html(store, tmp_path, capsys):
     ],
 )
 def test_default_out_stays_in_reports(experiment, sweep, tmp_path):
-    out = report.default_out(experiment, sweep)
+    out = cli.default_out(experiment, sweep)
     assert out.parts[0] == "reports" and len(out.parts) == 3
     assert (tmp_path / out).resolve().is_relative_to((tmp_path / "reports").resolve())
     assert not any(part.startswith(".") for part in out.parts)
@@ -409,7 +445,7 @@ def test_experiment_dot_dot_writes_under_reports(store, tmp_path, monkeypatch, c
 
 def assert_user_error(capsys, *args: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        report.main(list(args))
+        cli.main(list(args))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     lines = [line for line in err.splitlines() if " INFO mlflow" not in line]  # a new store's set-up log
@@ -447,8 +483,10 @@ def test_unknown_sweep_lists_recent(store, tmp_path, capsys):
 
 def test_sweep_path_spellings(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    client = query.open_client(store)
+    experiment = query.find_experiment(client, "glove-exp")
     for spelling in (f"./{OLD_SWEEP}/", str(tmp_path / OLD_SWEEP)):
-        assert report.resolve_sweep("glove-exp", spelling) == OLD_SWEEP
+        assert query.resolve_sweep(client, experiment, spelling) == OLD_SWEEP
 
 
 def test_no_finished_runs(store, tmp_path, capsys):

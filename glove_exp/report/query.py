@@ -1,0 +1,173 @@
+"""Reading the tracking store for the report: checks, sweep ids, and runs as a pandas table.
+
+Everything goes through an ``mlflow.MlflowClient`` made for one URI: nothing here sets MLflow's
+process-wide tracking URI or uses its fluent API. :func:`runs_frame` gives the table
+MLflow's fluent ``search_runs(output_format="pandas")`` gives.
+
+Sweep ids are the ``sweep_id`` tag, Hydra's sweep folder as the job saw it (``multirun/<date>/<time>``
+by default). A ``--sweep`` is compared after ``os.path.normpath`` and, for a path that exists or is
+absolute, also in its absolute and cwd-relative spellings, so ``./multirun/x/``, ``multirun/x`` and
+``$PWD/multirun/x`` all find the same sweep.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Experiment, Run, ViewType
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
+
+from glove_exp.app.store import sqlite_path
+from glove_exp.core.errors import GloveExpError
+from glove_exp.report.statistics import column
+
+REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
+STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
+PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs asks for
+
+
+def store_error(uri: str, err: Exception) -> GloveExpError:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return GloveExpError(f"cannot read the tracking store {uri}: {first_line}")
+
+
+def sweep_key(sweep: str) -> str:
+    """The form sweep ids are compared in."""
+    return os.path.normpath(sweep)
+
+
+def sweep_spellings(sweep: str) -> set[str]:
+    """``sweep`` as given, absolute, and relative to the cwd (all normalised)."""
+    spellings = {sweep_key(sweep)}
+    if os.path.isabs(sweep) or os.path.exists(sweep):
+        absolute = os.path.abspath(sweep)
+        spellings |= {sweep_key(absolute), sweep_key(os.path.relpath(absolute))}
+    return spellings
+
+
+def quote(value: str) -> str:
+    """A string literal for an MLflow filter."""
+    mark = '"' if "'" in value else "'"
+    if mark in value:
+        raise GloveExpError(f"cannot filter on a value with both kinds of quote: {value!r}")
+    return f"{mark}{value}{mark}"
+
+
+def check_store(uri: str) -> None:
+    """A SQLite store must already exist: opening a missing one would create an empty database."""
+    path = sqlite_path(uri)  # without the URI's ?query (e.g. ?timeout=10)
+    if path is not None and not path.is_file():
+        raise GloveExpError(f"no MLflow database at {path}; run glove-exp first or pass --tracking-uri")
+
+
+def open_client(uri: str) -> mlflow.MlflowClient:
+    """A client of the existing store at ``uri``; a missing or unreadable store is a user error."""
+    check_store(uri)
+    try:
+        return mlflow.MlflowClient(uri)
+    except STORE_ERRORS as err:
+        raise store_error(uri, err) from err
+
+
+def find_experiment(client: mlflow.MlflowClient, name: str) -> Experiment:
+    """Experiment ``name``; an unknown one is a user error that lists those there are."""
+    try:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            available = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+            raise GloveExpError(f"unknown experiment {name!r} in {client.tracking_uri}; available: {available}")
+    except STORE_ERRORS as err:
+        raise store_error(client.tracking_uri, err) from err
+    return found
+
+
+def _pages(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str) -> Iterator[Run]:
+    """Every active run matching ``filter_string``, in MLflow's order (newest first), page by page."""
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string, ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE, page_token=token
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str = "") -> pd.DataFrame:
+    """The runs as MLflow's fluent ``search_runs(output_format="pandas")`` gives them: ``run_id``,
+    ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
+    then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
+    runs = list(_pages(client, experiment_ids, filter_string))
+    data: dict[str, list[object]] = {
+        "run_id": [run.info.run_id for run in runs],
+        "experiment_id": [run.info.experiment_id for run in runs],
+        "status": [run.info.status for run in runs],
+        "artifact_uri": [run.info.artifact_uri for run in runs],
+        "start_time": [pd.to_datetime(run.info.start_time, unit="ms", utc=True) for run in runs],
+        "end_time": [pd.to_datetime(run.info.end_time, unit="ms", utc=True) for run in runs],
+    }
+    parts = (
+        ("metrics", np.nan, [run.data.metrics for run in runs]),
+        ("params", None, [run.data.params for run in runs]),
+        ("tags", None, [run.data.tags for run in runs]),
+    )
+    for prefix, null, values in parts:
+        keys = dict.fromkeys(key for run_values in values for key in run_values)
+        data |= {f"{prefix}.{key}": [run_values.get(key, null) for run_values in values] for key in keys}
+    return pd.DataFrame(data)
+
+
+def search(client: mlflow.MlflowClient, experiment: Experiment, filter_string: str = "") -> pd.DataFrame:
+    """All runs of ``experiment`` matching ``filter_string``, newest first, report runs left out."""
+    try:
+        runs = runs_frame(client, [experiment.experiment_id], filter_string)
+    except STORE_ERRORS as err:
+        raise store_error(client.tracking_uri, err) from err
+    if runs.empty:
+        return runs
+    runs = runs[column(runs, f"tags.{REPORT_TAG}") != "true"]
+    return runs.sort_values("start_time", ascending=False, kind="stable")
+
+
+def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
+    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: that of the newest run with one)."""
+    runs = search(client, experiment)
+    ids = [s for s in column(runs, "tags.sweep_id").dropna().tolist() if s]  # newest first
+    if sweep == "latest":
+        if not ids:
+            raise GloveExpError(f"no sweeps in experiment {experiment.name!r}")
+        return ids[0]
+    wanted = sweep_spellings(sweep)
+    for stored in ids:
+        if sweep_key(stored) in wanted:
+            return stored
+    available = list(dict.fromkeys(ids))[:5]
+    raise GloveExpError(
+        f"unknown sweep {sweep!r} in experiment {experiment.name!r}; recent sweeps: {', '.join(available) or 'none'}"
+    )
+
+
+def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
+    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), as :func:`runs_frame` gives them.
+
+    Report runs are left out. Raises :class:`GloveExpError` for a missing store, experiment or sweep,
+    or when nothing finished.
+    """
+    client = open_client(uri)
+    found = find_experiment(client, experiment)
+    query = "attributes.status = 'FINISHED'"
+    where = f"experiment {experiment!r}"
+    if sweep is not None:
+        stored = resolve_sweep(client, found, sweep)
+        query += f" and tags.sweep_id = {quote(stored)}"
+        where = f"sweep {stored!r} of {where}"
+    runs = search(client, found, query)
+    if runs.empty:
+        raise GloveExpError(f"no FINISHED runs in {where}")
+    return runs.reset_index(drop=True)
