@@ -14,8 +14,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.run import ROOT
-from benchmarks.seeds import compose
+from benchmarks.common import ROOT, compose
 
 DTYPES = ("float32", "float16", "bfloat16")
 

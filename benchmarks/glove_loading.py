@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import ROOT
 from benchmarks.memory import reset_peak, status_mb
 
-ROOT = Path(__file__).resolve().parent.parent
 LOADERS = ("tutorial dict", "glove-exp first load", "glove-exp cached reload")
 STAND_INS = {"840b": (2_196_017, 300)}  # lines, dimension
 SPACED_PER_MILLION = 150  # tokens with spaces inside (840B has a few hundred)

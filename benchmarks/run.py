@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT, publish
 
 
 def table(rows: list[dict]) -> str:
@@ -39,7 +39,7 @@ def table(rows: list[dict]) -> str:
 
 
 def compose_seed_tutorial(data_dir: str, pooling: str):
-    from benchmarks.seeds import compose
+    from benchmarks.common import compose
 
     return compose(
         ["experiment=seed_tutorial", f"model.pooling={pooling}", f"dataset.data_dir={data_dir}", "tracking.uri=unused"]
@@ -171,14 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     sections.append("## Scaling: AG-News-like corpora, GloVe 6B-50d, mean pooling, end to end\n\n" + table(scaling))
     publish("\n\n".join(sections) + "\n", args.out)
     return 0
-
-
-def publish(report: str, out: Path) -> None:
-    """Print a Markdown report and write it to ``out``."""
-    print(report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report, encoding="utf-8")
-    print(f"written to {out}")
 
 
 if __name__ == "__main__":

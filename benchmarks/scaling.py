@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import ROOT
+
 STANDIN = Path("/work/standin")
 AG_NEWS = Path(os.environ.get("GLOVE_EXP_DATA_DIR", "/work/shared/data/ag_news"))
 TEST_ROWS = 7_600
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def glove_6b_words() -> list[str]:
@@ -123,8 +124,8 @@ def vector_overrides(vectors: Path | None, cache_dir: Path) -> list[str]:
 
 def load_vectors(vectors: Path, cache_dir: Path) -> dict:
     """Load (and cache) the vectors once, so that the runs measure the cached load."""
+    from benchmarks.common import compose
     from benchmarks.memory import status_mb
-    from benchmarks.seeds import compose
     from glove_exp.io.vectors import load_word_vectors
 
     config = compose(["tracking.uri=unused", *vector_overrides(vectors, cache_dir)])
@@ -147,8 +148,8 @@ def measure(
 
     import mlflow
 
+    from benchmarks.common import compose
     from benchmarks.memory import status_mb
-    from benchmarks.seeds import compose
     from glove_exp.app import pipeline
 
     @dataclass

@@ -25,25 +25,13 @@ import jax
 import numpy as np
 import pandas as pd
 
-from benchmarks.run import ROOT, publish
+from benchmarks.common import ROOT, compose, publish
 
 if TYPE_CHECKING:
-    from glove_exp.app.schema import Config
+    pass
 
 POOLINGS = ("flatten", "mean", "sum")
 SIDES = ("tutorial loop", "glove-exp")
-
-
-def compose(overrides: list[str]) -> Config:
-    """glove-exp's checked ``Config`` for ``conf/config.yaml`` plus ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from glove_exp.app.schema import register, to_config
-
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return to_config(hydra_compose("config", overrides=overrides))
 
 
 def tutorial_accuracies(data_dir: Path, seeds: list[int], epochs: int, jit: bool) -> list[dict]:

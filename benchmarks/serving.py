@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmarks.run import ROOT
+from benchmarks.common import ROOT
 
 if TYPE_CHECKING:
     from glove_exp.app.schema import Config

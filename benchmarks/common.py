@@ -1,0 +1,31 @@
+"""What every benchmark shares: the checkout, glove-exp's composed config, and publishing a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from glove_exp.app.schema import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose(overrides: list[str]) -> Config:
+    """glove-exp's checked ``Config`` for ``conf/config.yaml`` plus ``overrides``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from glove_exp.app.schema import register, to_config
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return to_config(hydra_compose("config", overrides=overrides))
+
+
+def publish(report: str, out: Path) -> None:
+    """Print a Markdown report and write it to ``out``."""
+    print(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    print(f"written to {out}")
