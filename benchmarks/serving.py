@@ -113,10 +113,10 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = in_run.save(Path(tmp) / "predictor")
         example, output = tracking.example_and_output(in_run, splits.test.texts[:2])
-        tracking.log_model_files(tracked, run_id, folder, example, output, "model", policy)
+        model_id = tracking.log_model_files(tracked, run_id, folder, example, output, "model", policy)
     tracked.client.set_terminated(run_id)
-    model_uri = f"runs:/{run_id}/model"
-    local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(store / "dl"), tracking_uri=uri))
+    location = tracked.client.get_logged_model(model_id).artifact_location
+    local = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(store / "dl")))
     served = mlflow.pyfunc.load_model(str(local)).predict(splits.test.texts).to_numpy()
     reference, f32 = in_run.predict_proba(splits.test.texts), exact_f32.predict_proba(splits.test.texts)
     labels = splits.test.labels

@@ -219,6 +219,25 @@ def test_logged_model_stores_its_table_as_float16(single):
     assert len(words) + 2 == int(run.data.params["data.vocab_size"])
 
 
+def test_a_model_saved_before_the_layers_loads_as_before(single, tmp_path, loading_store):
+    """Models logged before glove_exp/app existed import ``glove_exp.serving.GloveClassifier`` and
+    store ``build_model``'s keyword arguments (no ``sif_a``) in model.json: both still load."""
+    from glove_exp.app.serving import Predictor
+    from glove_exp.serving import GloveClassifier
+
+    store, _, run = single
+    loading_store(f"sqlite:///{store}/mlflow.db")
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path)))
+    meta_file = folder / "artifacts" / "predictor" / "model.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    del meta["model"]["sif_a"]
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    assert GloveClassifier.__module__ == "glove_exp.app.serving"
+    model = mlflow.pyfunc.load_model(str(folder))
+    expected = Predictor.load(folder / "artifacts" / "predictor").predict_proba(["stocks oil market", "team goal"])
+    np.testing.assert_allclose(model.predict(["stocks oil market", "team goal"]).to_numpy(), expected, rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_same_config_and_seed_reproduce_the_same_numbers(single, tiny_data, tmp_path):
     first_store, _, first = single

@@ -15,12 +15,13 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mlflow
 import numpy as np
+from matplotlib.figure import Figure
 from mlflow.entities import (
     Dataset,
     DatasetInput,
@@ -34,8 +35,8 @@ from mlflow.entities import (
 )
 from mlflow.models import Model, infer_signature
 from omegaconf import OmegaConf
+from sklearn.metrics import ConfusionMatrixDisplay
 
-from glove_exp.app.figures import confusion_figure
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
 from glove_exp.app.store import Store
@@ -64,21 +65,14 @@ PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets",
 
 
 def git_commit() -> str:
-    """The checkout's commit (``-dirty`` with local changes), or ``unknown`` for an installed wheel."""
+    """The checkout's commit (``-dirty`` with local changes to tracked files), or ``unknown`` for an installed wheel."""
     if not (PROJECT_ROOT / ".git").exists():
         return "unknown"
+    command = ["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"]  # no tag names: the hash
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return subprocess.run(
+            command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -244,6 +238,18 @@ def metric_names(class_names: list[str]) -> list[str]:
         safe = re.sub(r"[^0-9A-Za-z_\-.]+", "_", name).strip("_.") or "class"
         names.append(safe if safe not in names else f"{safe}_{len(names)}")
     return names
+
+
+def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
+    """Row-normalised confusion matrix with class names, as a matplotlib figure."""
+    literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
+    size = max(4.0, 0.9 * len(class_names) + 2.5)
+    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
+    display.plot(ax=figure.add_subplot(), cmap="Blues", values_format=".2f", xticks_rotation=35, colorbar=True)
+    display.im_.set_clim(0.0, 1.0)
+    display.ax_.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
+    return figure
 
 
 def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:

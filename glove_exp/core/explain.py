@@ -59,7 +59,7 @@ def choose_examples(num_examples: int, num_docs: int, seed: int) -> list[int]:
 
 
 def perturbations(num_words: int, num_samples: int, rng: np.random.RandomState) -> np.ndarray:
-    """``[S, W]`` float 0/1 masks: row 0 keeps every word, row ``i > 0`` drops ``k ~ U{1..W}`` distinct words."""
+    """``[S, W]`` 0/1 masks: row 0 keeps every word, row ``i > 0`` drops ``k ~ U{1..W}`` distinct words."""
     masks = np.ones((num_samples, num_words))
     for row, size in enumerate(rng.randint(1, num_words + 1, num_samples - 1), start=1):
         masks[row, rng.choice(num_words, size, replace=False)] = 0
@@ -69,13 +69,16 @@ def perturbations(num_words: int, num_samples: int, rng: np.random.RandomState) 
 def kernel_weights(masks: np.ndarray) -> np.ndarray:
     """``[S]`` sample weights: ``sqrt(exp(-d^2 / width^2))`` of the cosine distance (x 100) to row 0."""
     norms = np.linalg.norm(masks, axis=1) * np.linalg.norm(masks[0])
-    cosine = masks @ masks[0] / np.where(norms > 0, norms, 1.0)
-    distances = (1.0 - cosine) * 100
+    distances = (1.0 - masks @ masks[0] / np.where(norms > 0, norms, 1.0)) * 100
     return np.sqrt(np.exp(-(distances**2) / KERNEL_WIDTH**2))
 
 
 def _ridge(alpha: float, x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> Ridge:
     return Ridge(alpha=alpha, fit_intercept=True).fit(x, y, sample_weight=weights)
+
+
+def _r2(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
+    return _ridge(0.0, x, y, weights).score(x, y, sample_weight=weights)
 
 
 def select_features(masks: np.ndarray, target: np.ndarray, weights: np.ndarray, count: int) -> list[int]:
@@ -84,14 +87,8 @@ def select_features(masks: np.ndarray, target: np.ndarray, weights: np.ndarray, 
     if count <= 6:
         chosen: list[int] = []
         for _ in range(min(count, masks.shape[1])):
-            scores = {
-                f: _ridge(0.0, masks[:, [*chosen, f]], target, weights).score(
-                    masks[:, [*chosen, f]], target, sample_weight=weights
-                )
-                for f in range(masks.shape[1])
-                if f not in chosen
-            }
-            chosen.append(max(scores, key=scores.__getitem__))
+            rest = [f for f in range(masks.shape[1]) if f not in chosen]
+            chosen.append(max(rest, key=lambda f: _r2(masks[:, [*chosen, f]], target, weights)))
         return chosen
     coefficients = _ridge(0.01, masks, target, weights).coef_ * masks[0]
     return sorted(range(masks.shape[1]), key=lambda f: -abs(coefficients[f]))[:count]
