@@ -36,21 +36,17 @@ TIMEOUT_S = 60.0
 def check_url(url: str) -> None:
     """Allow ``https://`` anywhere and ``http://`` to loopback hosts only (used by tests)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return
-    raise EmbeddingsError(
-        f"refusing to download {url}: only https:// URLs are allowed (http:// only to 127.0.0.1, localhost or ::1)"
-    )
+    if not (parts.scheme == "https" and parts.hostname or parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        raise EmbeddingsError(
+            f"refusing to download {url}: only https:// URLs are allowed (http:// only to 127.0.0.1, localhost or ::1)"
+        )
 
 
 def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` (returned as is when it already exists, without network).
 
-    The data grows in ``<dest>.part``; a later call resumes it with an HTTP Range request.
-    ``dest`` appears only after the byte count matched the server's Content-Length and the
-    sha256 matched ``sha256`` (when given); a mismatch deletes the ``.part`` and raises
+    A later call resumes the ``<dest>.part`` with an HTTP Range request. A byte count other than the
+    server's Content-Length, or a sha256 other than ``sha256``, deletes the ``.part`` and raises
     :class:`EmbeddingsError`, as do refused URLs and network failures (which keep the ``.part``).
     """
     check_url(url)

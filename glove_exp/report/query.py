@@ -99,12 +99,8 @@ def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_st
         "start_time": [pd.to_datetime(run.info.start_time, unit="ms", utc=True) for run in runs],
         "end_time": [pd.to_datetime(run.info.end_time, unit="ms", utc=True) for run in runs],
     }
-    parts = (
-        ("metrics", np.nan, [run.data.metrics for run in runs]),
-        ("params", None, [run.data.params for run in runs]),
-        ("tags", None, [run.data.tags for run in runs]),
-    )
-    for prefix, null, values in parts:
+    for prefix, null in (("metrics", np.nan), ("params", None), ("tags", None)):
+        values = [getattr(run.data, prefix) for run in runs]
         keys = dict.fromkeys(key for run_values in values for key in run_values)
         data |= {f"{prefix}.{key}": [run_values.get(key, null) for run_values in values] for key in keys}
     return pd.DataFrame(data)
