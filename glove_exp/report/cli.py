@@ -78,14 +78,6 @@ def default_out(experiment: str, sweep: str | None) -> Path:
     return Path("reports") / _path_part(experiment, "experiment") / leaf
 
 
-def _keys(values: list[str] | None) -> list[str] | None:
-    """``--by a,b --by c`` -> ``[a, b, c]``."""
-    if values is None:
-        return None
-    keys = [key.strip() for value in values for key in value.split(",") if key.strip()]
-    return keys or None
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -104,7 +96,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tracking-uri",
-        default=None,
         help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db?timeout=10 (as for glove-exp)",
     )
     parser.add_argument(
@@ -116,7 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--by",
-        action="append",
+        action="extend",  # --by a,b --by c: [a, b, c]
+        type=lambda value: [key.strip() for key in value.split(",") if key.strip()],
         metavar="KEY",
         help="group by these params instead (repeatable or comma-separated, e.g. --by model.pooling,optimizer.lr); "
         "default: every param except trainer.seed, i.e. one group per configuration",
@@ -137,7 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Reports leave such runs out",
     )
     args = parser.parse_args(argv)
-    args.by = _keys(args.by)
+    args.by = args.by or None
     return args
 
 
