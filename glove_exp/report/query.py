@@ -137,11 +137,8 @@ def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: st
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), as :func:`runs_frame` gives them.
-
-    Report runs are left out. Raises :class:`GloveExpError` for a missing store, experiment or sweep,
-    or when nothing finished.
-    """
+    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), report runs left out; a missing
+    store, experiment or sweep, or nothing finished, is a :class:`GloveExpError`."""
     client = open_client(uri)
     found = find_experiment(client, experiment)
     query = "attributes.status = 'FINISHED'"
