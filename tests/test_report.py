@@ -500,3 +500,11 @@ def test_missing_or_broken_store(tmp_path, capsys):
     (tmp_path / "bad.db").write_text("not a database")
     line = assert_user_error(capsys, "--tracking-uri", f"sqlite:///{tmp_path}/bad.db")
     assert "cannot read the tracking store" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "by"),
+    [([], None), (["--by", " a, b ", "--by", "c"], ["a", "b", "c"]), (["--by", " , "], None), (["--by", ""], None)],
+)
+def test_by_is_split_on_commas_without_blank_keys(argv, by):
+    assert cli.parse_args(argv).by == by

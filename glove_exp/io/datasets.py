@@ -1,15 +1,13 @@
 """Dataset loading: from the hub through Hugging Face ``datasets``, or from local files.
 
-Local files (``dataset.data_dir``) are ``train`` and ``test`` as CSV, Parquet or JSON Lines (``.json``:
-also one array of objects) in the hub's own column layout, or the original headless CSV of Zhang et
-al. (first column the 1-based class, the remaining columns the text fields). They are read by
-:mod:`glove_exp.io.tables`, not by ``datasets``: a path is never a glob pattern, and
-every problem is one :class:`DataError` line naming the file and its line (or row). A validation
-split is carved from train, stratified and seeded; the test split is only read for the final report.
+Local files (``dataset.data_dir``) are ``train`` and ``test`` as CSV, Parquet or JSON Lines, read by
+:mod:`glove_exp.io.tables`. A validation split is carved from train, stratified and seeded; the test
+split is only read for the final report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import logging
@@ -166,7 +164,7 @@ def _load_raw(
     else:
         folder = existing_data_dir(data_dir)
         paths = {split: _find_file(folder, split) for split in (train_split, test_split)}
-        splits = [_from_file(paths[split], layout) for split in (train_split, test_split)]
+        splits = [_to_split(*read_file(paths[split], layout), layout) for split in (train_split, test_split)]
         files = {split: str(path) for split, path in paths.items()}
     if unescape:
         splits = [Split([unescape_text(text) for text in part.texts], part.labels) for part in splits]
@@ -218,19 +216,14 @@ def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: Layout) -
             "download it elsewhere and point dataset.data_dir (or GLOVE_EXP_DATA_DIR) at a folder with train/test files"
         ) from None
     where = f"{hub_id}:{split}"
-    require_columns(where, (*layout.text_fields, layout.label_field), table.column_names)
-    return _to_split(Table(where, table.to_dict(), None), layout.text_fields, layout.label_field, 0, layout.num_classes)
+    require_columns(where, layout.needed, table.column_names)
+    return _to_split(Table(where, table.to_dict(), None), False, layout)
 
 
-def _from_file(path: Path, layout: Layout) -> Split:
-    """Read ``path`` ourselves (no ``datasets``: no glob patterns, and every error knows its line)."""
-    table, headless = read_file(path, layout)
-    if headless:
-        return _to_split(table, layout.headless_columns[1:], layout.headless_columns[0], 1, layout.num_classes)
-    return _to_split(table, layout.text_fields, layout.label_field, 0, layout.num_classes)
-
-
-def _to_split(table: Table, text_fields: Sequence[str], label_field: str, offset: int, num_classes: int) -> Split:
+def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
+    """The split of ``table``: the original headless CSV has the label first, counting classes from 1."""
+    label_field, *text_fields = layout.headless_columns if headless else (layout.label_field, *layout.text_fields)
+    offset = int(headless)
     if not table.columns[label_field]:
         raise DataError(f"{table.where}: no data rows")
     columns = [table.columns[f] for f in text_fields]
@@ -238,7 +231,7 @@ def _to_split(table: Table, text_fields: Sequence[str], label_field: str, offset
         texts = [" ".join(parts) for parts in zip(*columns)]
     except TypeError:  # a missing (null) field, or one that is not text
         texts = [_joined(table, row, text_fields, parts) for row, parts in enumerate(zip(*columns))]
-    labels = _labels(table, table.columns[label_field], offset, num_classes)
+    labels = _labels(table, table.columns[label_field], offset, layout.num_classes)
     empty = sum(not text.strip() for text in texts)
     if empty:
         log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", table.where, empty)
@@ -278,16 +271,11 @@ def _label(table: Table, row: int, value: Any) -> int:
 def _as_int(value: Any) -> int | None:
     """An integer label from an int, an integral float or their text (``"3"``, ``"3.0"``); else None."""
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             return int(value)
-        except ValueError:
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)

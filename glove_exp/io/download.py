@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
@@ -36,21 +36,17 @@ TIMEOUT_S = 60.0
 def check_url(url: str) -> None:
     """Allow ``https://`` anywhere and ``http://`` to loopback hosts only (used by tests)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return
-    raise EmbeddingsError(
-        f"refusing to download {url}: only https:// URLs are allowed (http:// only to 127.0.0.1, localhost or ::1)"
-    )
+    if not (parts.scheme == "https" and parts.hostname or parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        raise EmbeddingsError(
+            f"refusing to download {url}: only https:// URLs are allowed (http:// only to 127.0.0.1, localhost or ::1)"
+        )
 
 
 def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` (returned as is when it already exists, without network).
 
-    The data grows in ``<dest>.part``; a later call resumes it with an HTTP Range request.
-    ``dest`` appears only after the byte count matched the server's Content-Length and the
-    sha256 matched ``sha256`` (when given); a mismatch deletes the ``.part`` and raises
+    A later call resumes the ``<dest>.part`` with an HTTP Range request. A byte count other than the
+    server's Content-Length, or a sha256 other than ``sha256``, deletes the ``.part`` and raises
     :class:`EmbeddingsError`, as do refused URLs and network failures (which keep the ``.part``).
     """
     check_url(url)
@@ -91,29 +87,25 @@ def _fetch(url: str, part: Path, progress: bool) -> int | None:
                 raise EmbeddingsError(
                     f"download of {url}: asked for bytes from {offset}, the server sent from {start}; run again"
                 )
-            total = total if total is not None else _plus(offset, _content_length(response))
+            if total is None and (length := _content_length(response)) is not None:
+                total = offset + length
         else:  # 200: the server ignored the Range header (or there was none), start over
             offset, total = 0, _content_length(response)
-        _stream(url, response, part, offset, total, progress)
+        with open(part, "ab" if offset else "wb") as out:
+            _copy(_chunks(url, response), out, part.name.removesuffix(".part"), progress, total, offset)
     return total
 
 
-def _stream(url: str, response: BinaryIO, part: Path, offset: int, total: int | None, progress: bool) -> None:
-    with (
-        open(part, "ab" if offset else "wb") as out,
-        tqdm(
-            total=total,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=part.name[: -len(".part")],
-            disable=not progress,
-        ) as bar,
-    ):
-        for chunk in _chunks(url, response):
-            out.write(chunk)
-            bar.update(len(chunk))
+def _copy(
+    blocks: Iterable[bytes], out: BinaryIO, desc: str, progress: bool, total: int | None, initial: int = 0
+) -> None:
+    """Write ``blocks`` to ``out`` under a progress bar in bytes."""
+    with tqdm(
+        total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress
+    ) as bar:
+        for block in blocks:
+            out.write(block)
+            bar.update(len(block))
 
 
 def _chunks(url: str, response: BinaryIO) -> Iterator[bytes]:
@@ -172,10 +164,6 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total != "*" else None)
 
 
-def _plus(offset: int, length: int | None) -> int | None:
-    return None if length is None else offset + length
-
-
 def _unreachable(url: str, err: BaseException, interrupted: bool = False) -> EmbeddingsError:
     reason = getattr(err, "reason", None) or err
     what = "the download was interrupted (run again to resume)" if interrupted else "could not be reached"
@@ -229,17 +217,5 @@ def _member_info(archive: zipfile.ZipFile, member: str, zip_path: Path) -> zipfi
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, progress: bool) -> None:
     # Reading to the end makes zipfile compare the CRC-32 (BadZipFile on mismatch).
-    with (
-        archive.open(info) as src,
-        tqdm(
-            total=info.file_size,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"extract {info.filename}",
-            disable=not progress,
-        ) as bar,
-    ):
-        for block in iter(lambda: src.read(CHUNK_BYTES), b""):
-            out.write(block)
-            bar.update(len(block))
+    with archive.open(info) as src:
+        _copy(iter(lambda: src.read(CHUNK_BYTES), b""), out, f"extract {info.filename}", progress, info.file_size)

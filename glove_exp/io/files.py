@@ -12,7 +12,6 @@ import secrets
 import shutil
 import socket
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,19 +65,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``.
-
-    Readers see either the old file or the complete new one; on any exception the temporary
-    file is removed and the exception propagates.
-    """
+    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``; on any
+    exception the temporary file is removed and the exception propagates."""
     tmp = temp_path(path)
     try:
         with open(tmp, "xb") as handle:
             write(handle)
         os.replace(tmp, path)
     except BaseException:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

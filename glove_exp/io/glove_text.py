@@ -79,18 +79,9 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file, in file order,
-    except that the lines parsed from the right follow the others of their piece of the file.
-
-    The file is sniffed first (:func:`_sniff`). Each ~64 MB piece of lines goes through pyarrow's
-    multi-threaded CSV reader in a background thread, which reads and parses the next piece while
-    the caller consumes this one. Lines with another number of fields are parsed from the right
-    (the last ``dim`` fields are the vector, the rest the word: 840B has tokens with spaces); a
-    piece the reader refuses (say, a word where a number belongs) is split into smaller pieces,
-    down to ``FALLBACK_BYTES`` parsed line by line. Lines that still fail are skipped and counted;
-    once the file is read, it is refused if most of its lines were bad. A NaN or infinite value
-    is refused at once, naming its line.
-    """
+    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file (see the module docstring),
+    in file order except that the lines parsed from the right follow the others of their piece. Lines
+    that fail every parse are skipped and counted; the file is refused if most of its lines were bad."""
     start = _sniff(path, dim)
     stats = ParseStats()
     pieces = _line_chunks(path, start)

@@ -32,6 +32,10 @@ class Layout:
     num_classes: int
     headless_columns: tuple[str, ...]  # the original headless CSV's columns, label first; () if none
 
+    @property
+    def needed(self) -> tuple[str, ...]:
+        return (*self.text_fields, self.label_field)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -48,12 +52,11 @@ class Table:
 def read_file(path: Path, layout: Layout) -> tuple[Table, bool]:
     """The columns of ``path`` (its suffix says the format), and whether it is the original headless
     CSV, whose columns are ``layout.headless_columns``."""
-    needed = (*layout.text_fields, layout.label_field)
     kind = SUFFIXES[path.suffix]
     if kind == "parquet":
-        return _read_parquet(path, needed), False
+        return _read_parquet(path, layout.needed), False
     if kind == "json":
-        return _read_json(path, _read_text(path), needed), False
+        return _read_json(path, _read_text(path), layout.needed), False
     # Streamed from the file: millions of rows never exist as one string (UCS-2 or UCS-4 in
     # Python as soon as one character is not Latin-1) beside their columns.
     try:
@@ -92,9 +95,9 @@ def _read_csv(path: Path, handle: TextIO, layout: Layout) -> tuple[Table, bool]:
             raise DataError(f"{path}: the file is empty")
         records = itertools.chain(leading, records)
         first_line, first = next(records)
-        headless = not _has_columns(first, layout) and len(first) == len(layout.headless_columns) > 0
+        headless = not set(layout.needed) <= set(first) and len(first) == len(layout.headless_columns) > 0
         if not headless:
-            require_columns(str(path), (*layout.text_fields, layout.label_field), first)
+            require_columns(str(path), layout.needed, first)
         names = list(layout.headless_columns) if headless else first
         # One list per column, no object per row: 120k retained rows would cost as much garbage collection as parsing.
         columns: list[list[str]] = [[] for _ in names]
@@ -190,10 +193,6 @@ def require_columns(where: str, needed: tuple[str, ...], found: list[str]) -> No
     repeated = [c for c in dict.fromkeys(needed) if found.count(c) > 1]
     if repeated:
         raise DataError(f"{where}: column(s) {repeated} appear more than once in {shown(repr(found))}")
-
-
-def _has_columns(header: list[str], layout: Layout) -> bool:
-    return all(c in header for c in (*layout.text_fields, layout.label_field))
 
 
 def first_line_of(err: Exception) -> str:

@@ -110,19 +110,14 @@ def load_package_vectors(package: str) -> WordVectors:
     return WordVectors(words, vectors, source=f"package {package}")
 
 
-def existing_vectors_file(path: str | Path) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise EmbeddingsError(f"embeddings.path: {file} does not exist; point it at a GloVe text file")
-    if not os.access(file, os.R_OK):
-        raise EmbeddingsError(f"embeddings.path: {file} is not readable")
-    return file
-
-
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
     """A GloVe text file, converted once into ``cache_dir`` and then reloaded memory-mapped (a
     complete cache is only read, so it may lie on a read-only file system)."""
-    path = existing_vectors_file(path)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise EmbeddingsError(f"embeddings.path: {path} does not exist; point it at a GloVe text file")
+    if not os.access(path, os.R_OK):
+        raise EmbeddingsError(f"embeddings.path: {path} is not readable")
     folder = cache_folder(path, dim, cache_dir)
     if folder.exists():
         try:

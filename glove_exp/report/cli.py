@@ -1,48 +1,30 @@
-"""The ``glove-exp-report`` console script: compare the FINISHED runs of an experiment or a sweep.
+"""The ``glove-exp-report`` console script: compare the FINISHED runs of an experiment or a sweep
+(README "Comparing runs"; ``--help``).
 
-It reads MLflow (never the sweep folders). Runs that differ only in ``trainer.seed`` form a group
-(``--by KEY`` groups by chosen params instead); each group gets n, mean, sample standard deviation
-and a 95 % Student t interval of the validation and test accuracy, and groups are ranked by mean
-validation accuracy. The validation accuracy is that of the model that was kept and tested
-(``val/selected_accuracy``: the best epoch with early stopping, else the last one), never the best
-epoch's; runs without a validation split show "–" and rank last. The test columns are for
-reading, not choosing.
-
-Output: the group table on stdout, and ``results.md`` (groups and runs), ``results.csv`` (one row
-per group), ``runs.csv`` (one row per run; raw values, fractions not percentages) and
-``accuracy.png`` (group means with 95 % interval bars). With ``--log`` they go to a run
-``report-<sweep or experiment>`` tagged ``glove_exp.report=true``, with the best group's metrics
-and the group table as an MLflow table; for a sweep it becomes the parent of the sweep's runs.
-Later reports leave such runs out.
-
-The parts: :mod:`~glove_exp.report.query` reads the store (sweep ids, old and new metric names),
-:mod:`~glove_exp.report.statistics` groups and summarises, :mod:`~glove_exp.report.render` writes
-the tables, files and figure; this module parses the command line and logs the report run. Every
-MLflow call goes through an ``MlflowClient`` of the chosen URI (no process-wide tracking URI).
+It reads MLflow, never the sweep folders: :mod:`~glove_exp.report.query` reads the store (sweep ids,
+old and new metric names), :mod:`~glove_exp.report.statistics` groups and summarises,
+:mod:`~glove_exp.report.render` writes the tables, files and figure; this module parses the command
+line and logs the report run. Every MLflow call goes through an ``MlflowClient`` of the chosen URI
+(no process-wide tracking URI).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
-import time
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import default_tracking_uri
-from glove_exp.app.store import Store
+from glove_exp.app.store import Store, first_line
+from glove_exp.app.tracking import tracked_run
 from glove_exp.core.errors import GloveExpError
 from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, load_runs, sweep_key
 from glove_exp.report.render import FILES, group_display, summary_note, to_markdown, write_report
@@ -53,67 +35,36 @@ PARENT_TAG = MLFLOW_PARENT_RUN_ID  # what the MLflow UI nests child runs by
 TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (shown in the UI)
 
 
-@contextlib.contextmanager
-def report_run(
-    client: mlflow.MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str], interrupts: Interrupts
-) -> Iterator[str]:
-    """A new run (with the user and source tags MLflow's fluent ``start_run`` adds); yields its id and ends it
-    FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM). Store writes wait for a signal to be raised
-    until they have returned (:meth:`Interrupts.store_call`)."""
-    status = RunStatus.FAILED
-    run_id = None
-    with interrupts.run():
-        try:
-            with interrupts.store_call():
-                run = client.create_run(
-                    experiment_id, run_name=run_name, tags=resolve_tags({**tags, MLFLOW_RUN_NAME: run_name})
-                )
-                run_id = run.info.run_id
-            yield run_id
-            status = RunStatus.FINISHED
-        except KeyboardInterrupt:
-            status = RunStatus.KILLED
-            raise
-        finally:
-            if run_id is not None:
-                with interrupts.store_call():
-                    client.set_terminated(run_id, RunStatus.to_string(status))
-
-
 def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple[list[Path], Figure], groups: pd.DataFrame,
                params: dict[str, str], run_ids: list[str]) -> str:  # fmt: skip
-    """A new FINISHED run ``report-<sweep or experiment>`` with the best group's metrics (``val/accuracy_mean``,
-    ...), the group table (:data:`TABLE_ARTIFACT`), the figure and the files; for a sweep, the parent of
-    the sweep's runs that have none (the MLflow UI nests them under it). Returns its id."""
+    """A new FINISHED run ``report-<sweep or experiment>`` (with the user and source tags MLflow's fluent
+    ``start_run`` adds) holding the best group's metrics (``val/accuracy_mean``, ...), the group table
+    (:data:`TABLE_ARTIFACT`), the figure and the files; for a sweep, the parent of the sweep's runs that
+    have none (the MLflow UI nests them under it). Returns its id."""
     files, figure = report_files
+    run_name = f"report-{sweep or experiment}"
     tags = {
         REPORT_TAG: "true",
         "best_group": str(groups["group"].iloc[0])[:5000],
         **({"sweep_id": sweep} if sweep else {}),
+        MLFLOW_RUN_NAME: run_name,
     }
     store = Store.open(uri, experiment)
-    client, interrupts = store.client, Interrupts(PROG)
     try:
-        with report_run(client, store.experiment_id, f"report-{sweep or experiment}", tags, interrupts) as run_id:
-            now = int(time.time() * 1000)
-            metrics = [Metric(key, value, now, 0) for key, value in best_group_metrics(groups).items()]
-            writes = [
-                partial(client.log_batch, run_id, params=[Param(k, str(v)) for k, v in params.items()]),
-                partial(client.log_batch, run_id, metrics=metrics),
-                partial(client.log_table, run_id, groups, artifact_file=TABLE_ARTIFACT),
-                partial(client.log_figure, run_id, figure, FILES[-1]),
-                *(partial(client.log_artifact, run_id, str(path)) for path in files[:-1]),
-            ]
-            for write in writes:  # one at a time: a signal is raised between two of them
-                with interrupts.store_call():
-                    write()
+        with tracked_run(store, run_name, resolve_tags(tags), Interrupts(PROG)) as run:
+            run.log_params(params)  # each write on its own: a signal is raised between two of them
+            run.log_metrics(best_group_metrics(groups))
+            run.call(store.client.log_table, groups, artifact_file=TABLE_ARTIFACT)
+            run.call(store.client.log_figure, figure, FILES[-1])
+            for path in files[:-1]:
+                run.call(store.client.log_artifact, str(path))
         if sweep:
             for child in run_ids:
-                if PARENT_TAG not in client.get_run(child).data.tags:
-                    client.set_tag(child, PARENT_TAG, run_id)
+                if PARENT_TAG not in store.client.get_run(child).data.tags:
+                    store.client.set_tag(child, PARENT_TAG, run.run_id)
     except STORE_ERRORS as err:
-        raise GloveExpError(f"cannot log the report to {uri}: {str(err).strip().splitlines()[0]}") from err
-    return run_id
+        raise GloveExpError(f"cannot log the report to {uri}: {first_line(err)}") from err
+    return run.run_id
 
 
 def _path_part(text: str, fallback: str) -> str:
@@ -125,14 +76,6 @@ def default_out(experiment: str, sweep: str | None) -> Path:
     """``reports/<experiment>/all`` or ``reports/<experiment>/<sweep id, / turned into _>``; always inside ``reports/``."""
     leaf = _path_part(sweep_key(sweep), "sweep") if sweep else "all"
     return Path("reports") / _path_part(experiment, "experiment") / leaf
-
-
-def _keys(values: list[str] | None) -> list[str] | None:
-    """``--by a,b --by c`` -> ``[a, b, c]``."""
-    if values is None:
-        return None
-    keys = [key.strip() for value in values for key in value.split(",") if key.strip()]
-    return keys or None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -153,7 +96,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tracking-uri",
-        default=None,
         help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db?timeout=10 (as for glove-exp)",
     )
     parser.add_argument(
@@ -165,7 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--by",
-        action="append",
+        action="extend",  # --by a,b --by c: [a, b, c]
+        type=lambda value: [key.strip() for key in value.split(",") if key.strip()],
         metavar="KEY",
         help="group by these params instead (repeatable or comma-separated, e.g. --by model.pooling,optimizer.lr); "
         "default: every param except trainer.seed, i.e. one group per configuration",
@@ -186,7 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Reports leave such runs out",
     )
     args = parser.parse_args(argv)
-    args.by = _keys(args.by)
+    args.by = args.by or None
     return args
 
 

@@ -13,16 +13,16 @@ absolute, also in its absolute and cwd-relative spellings, so ``./multirun/x/``,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Experiment, Run, ViewType
+from mlflow.entities import Experiment, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.utils import get_results_from_paginated_fn
 from sqlalchemy.exc import SQLAlchemyError
 
-from glove_exp.app.store import sqlite_path
+from glove_exp.app.store import first_line, sqlite_path
 from glove_exp.core.errors import GloveExpError
 from glove_exp.report.statistics import column
 
@@ -32,8 +32,7 @@ PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs as
 
 
 def store_error(uri: str, err: Exception) -> GloveExpError:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return GloveExpError(f"cannot read the tracking store {uri}: {first_line}")
+    return GloveExpError(f"cannot read the tracking store {uri}: {first_line(err)}")
 
 
 def sweep_key(sweep: str) -> str:
@@ -58,16 +57,12 @@ def quote(value: str) -> str:
     return f"{mark}{value}{mark}"
 
 
-def check_store(uri: str) -> None:
-    """A SQLite store must already exist: opening a missing one would create an empty database."""
+def open_client(uri: str) -> mlflow.MlflowClient:
+    """A client of the existing store at ``uri``; a missing or unreadable store is a user error (a
+    missing SQLite store is not opened: that would create an empty database)."""
     path = sqlite_path(uri)  # without the URI's ?query (e.g. ?timeout=10)
     if path is not None and not path.is_file():
         raise GloveExpError(f"no MLflow database at {path}; run glove-exp first or pass --tracking-uri")
-
-
-def open_client(uri: str) -> mlflow.MlflowClient:
-    """A client of the existing store at ``uri``; a missing or unreadable store is a user error."""
-    check_store(uri)
     try:
         return mlflow.MlflowClient(uri)
     except STORE_ERRORS as err:
@@ -86,24 +81,16 @@ def find_experiment(client: mlflow.MlflowClient, name: str) -> Experiment:
     return found
 
 
-def _pages(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str) -> Iterator[Run]:
-    """Every active run matching ``filter_string``, in MLflow's order (newest first), page by page."""
-    token = None
-    while True:
-        page = client.search_runs(
-            experiment_ids, filter_string, ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE, page_token=token
-        )
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
 def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str = "") -> pd.DataFrame:
     """The runs as MLflow's fluent ``search_runs(output_format="pandas")`` gives them: ``run_id``,
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
-    runs = list(_pages(client, experiment_ids, filter_string))
+    runs = get_results_from_paginated_fn(  # every page, as the fluent search_runs reads them
+        lambda size, token: client.search_runs(
+            experiment_ids, filter_string, ViewType.ACTIVE_ONLY, max_results=size, page_token=token
+        ),
+        PAGE_SIZE,
+    )
     data: dict[str, list[object]] = {
         "run_id": [run.info.run_id for run in runs],
         "experiment_id": [run.info.experiment_id for run in runs],
@@ -112,12 +99,8 @@ def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_st
         "start_time": [pd.to_datetime(run.info.start_time, unit="ms", utc=True) for run in runs],
         "end_time": [pd.to_datetime(run.info.end_time, unit="ms", utc=True) for run in runs],
     }
-    parts = (
-        ("metrics", np.nan, [run.data.metrics for run in runs]),
-        ("params", None, [run.data.params for run in runs]),
-        ("tags", None, [run.data.tags for run in runs]),
-    )
-    for prefix, null, values in parts:
+    for prefix, null in (("metrics", np.nan), ("params", None), ("tags", None)):
+        values = [getattr(run.data, prefix) for run in runs]
         keys = dict.fromkeys(key for run_values in values for key in run_values)
         data |= {f"{prefix}.{key}": [run_values.get(key, null) for run_values in values] for key in keys}
     return pd.DataFrame(data)
@@ -154,11 +137,8 @@ def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: st
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), as :func:`runs_frame` gives them.
-
-    Report runs are left out. Raises :class:`GloveExpError` for a missing store, experiment or sweep,
-    or when nothing finished.
-    """
+    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), report runs left out; a missing
+    store, experiment or sweep, or nothing finished, is a :class:`GloveExpError`."""
     client = open_client(uri)
     found = find_experiment(client, experiment)
     query = "attributes.status = 'FINISHED'"

@@ -40,10 +40,6 @@ def _number(spec: str, scale: float = 1.0) -> Callable[[object], str]:
 _percent = _number(".2f", 100.0)
 
 
-def _short_id(value: object) -> str:
-    return str(value)[:8]
-
-
 def _span(low: pd.Series, high: pd.Series, fmt: Callable[[object], str], template: str, collapse: bool) -> pd.Series:
     """``template`` filled with formatted ``low`` and ``high`` ("–" where missing; one value where they
     agree and ``collapse``)."""
@@ -108,7 +104,7 @@ def run_display(run_rows: pd.DataFrame) -> pd.DataFrame:
             "test_accuracy": ("test acc %", _percent),
             "macro_f1": ("macro-F1 %", _percent),
             "train_s": ("train s", _number(".1f")),
-            "run_id": ("run id", _short_id),
+            "run_id": ("run id", lambda value: str(value)[:8]),
         },
     )
 
