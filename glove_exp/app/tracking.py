@@ -34,6 +34,7 @@ from mlflow.entities import (
     RunTag,
 )
 from mlflow.models import Model, infer_signature
+from mlflow.tracking.context.registry import resolve_tags  # the user and source tags start_run adds
 from omegaconf import OmegaConf
 from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -295,12 +296,15 @@ def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source
 
 @contextlib.contextmanager
 def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: Interrupts) -> Iterator[TrackedRun]:
-    """A new run in ``store``, ended FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM)."""
+    """A new run in ``store`` with ``tags`` and MLflow's own (user, source), ended FINISHED, FAILED
+    (exception) or KILLED (Ctrl-C, SIGTERM)."""
     status, run_id = RunStatus.FAILED, None
     with interrupts.run():
         try:
             with interrupts.store_call():
-                run_id = store.client.create_run(store.experiment_id, run_name=run_name, tags=tags).info.run_id
+                run_id = store.client.create_run(
+                    store.experiment_id, run_name=run_name, tags=resolve_tags(tags)
+                ).info.run_id
             yield TrackedRun(store, run_id, interrupts)
             status = RunStatus.FINISHED
         except KeyboardInterrupt:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from glove_exp.app.interrupts import Interrupts
@@ -51,7 +50,7 @@ def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple
     }
     store = Store.open(uri, experiment)
     try:
-        with tracked_run(store, run_name, resolve_tags(tags), Interrupts(PROG)) as run:
+        with tracked_run(store, run_name, tags, Interrupts(PROG)) as run:
             run.log_params(params)  # each write on its own: a signal is raised between two of them
             run.log_metrics(best_group_metrics(groups))
             run.call(store.client.log_table, groups, artifact_file=TABLE_ARTIFACT)

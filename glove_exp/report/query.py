@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Experiment, ViewType
 from mlflow.exceptions import MlflowException
-from mlflow.utils import get_results_from_paginated_fn
 from sqlalchemy.exc import SQLAlchemyError
 
 from glove_exp.app.store import first_line, sqlite_path
@@ -85,12 +84,12 @@ def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_st
     """The runs as MLflow's fluent ``search_runs(output_format="pandas")`` gives them: ``run_id``,
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
-    runs = get_results_from_paginated_fn(  # every page, as the fluent search_runs reads them
-        lambda size, token: client.search_runs(
-            experiment_ids, filter_string, ViewType.ACTIVE_ONLY, max_results=size, page_token=token
-        ),
-        PAGE_SIZE,
-    )
+    runs, token = [], None
+    while True:  # every page
+        page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY, PAGE_SIZE, page_token=token)
+        runs, token = runs + list(page), page.token
+        if not token:
+            break
     data: dict[str, list[object]] = {
         "run_id": [run.info.run_id for run in runs],
         "experiment_id": [run.info.experiment_id for run in runs],
