@@ -12,7 +12,7 @@ import pytest
 
 from glove_exp.app import pipeline
 from glove_exp.app.best_model import PENDING_MODEL_DIR, best_job, log_best_model
-from glove_exp.app.job import JobInfo
+from glove_exp.app.tracking import JobInfo
 from tests.conftest import CLASSES, experiment_runs, store_uri, tiny_config
 
 

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 
 from glove_exp.app import pipeline
-from glove_exp.app.job import JobInfo
+from glove_exp.app.tracking import JobInfo
 from glove_exp.report import cli as report
 from tests.conftest import mlflow_server, store_uri, tiny_config
 

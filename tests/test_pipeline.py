@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from glove_exp.app import pipeline
-from glove_exp.app.job import JobInfo, run_name
+from glove_exp.app.tracking import JobInfo, run_name
 from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
 from tests.conftest import CLASSES, experiment_runs, metric_steps, tiny_config
 

@@ -1,13 +1,5 @@
-"""Where a run's model goes (``tracking.log_model``), and which one a sweep keeps.
-
-``always`` logs every run's model, ``never`` none, and ``best`` (the default) a single run's model
-and, in a sweep, only the best job's: each job saves its model under its output folder with what
-logging it needs (``pending.json``); when the sweep ends, the model of the best job (highest
-validation accuracy, else test accuracy) is logged into that job's finished run and every saved
-copy is deleted, so a 20-trial search stores one model, not twenty. Logging goes through the store
-client and never reopens the run, so a signal meanwhile cannot leave the run RUNNING; the saved
-files are deleted only once the model is logged.
-"""
+"""Where a run's model goes (``tracking.log_model``): with ``best`` each sweep job saves its model, and
+the sweep's end logs the best job's into its finished run (never reopened) before deleting the copies."""
 
 from __future__ import annotations
 
@@ -18,11 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from glove_exp.app.job import JobInfo
 from glove_exp.app.schema import TrackingConfig
 from glove_exp.app.serving import Predictor
 from glove_exp.app.store import Store, first_line
-from glove_exp.app.tracking import TrackedRun, example_and_output, log_model_files
+from glove_exp.app.tracking import JobInfo, TrackedRun, example_and_output, log_model_files
 
 PENDING_MODEL_DIR = "pending_model"
 PENDING_FILE = "pending.json"

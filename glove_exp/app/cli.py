@@ -1,9 +1,5 @@
-"""The ``glove-exp`` console script: Hydra composes ``conf/``, each job runs the pipeline.
-
-User mistakes (:class:`GloveExpError`, Hydra's own composition errors, a cluster that cannot be
-reached) print one line and exit 2. In a sweep (``-m``) a failing job is recorded and the others go on; the sweep ends with a
-summary and exit status 1. Ctrl-C or SIGTERM prints one line and exits 128 + the signal number.
-"""
+"""The ``glove-exp`` console script: user mistakes are one line and exit 2; a sweep's failed job is
+recorded while the others go on (exit 1); a signal is one line and exit 128 + its number."""
 
 from __future__ import annotations
 

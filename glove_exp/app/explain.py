@@ -1,11 +1,5 @@
-"""LIME explanations of test documents, and one small self-contained HTML page each.
-
-:func:`glove_exp.core.explain.explain` computes the word weights of the predicted class and the
-runner-up on the model's own tokens; the page is rendered here, without JavaScript: the document
-with its words highlighted by weight for each of the two classes, every class's probability, and
-the weights as tables. Everything that comes from the data (text, words, class names) goes through
-``html.escape``, and a Content-Security-Policy forbids scripts even if markup slipped through.
-"""
+"""LIME explanations of test documents, and one self-contained HTML page each: no JavaScript, every
+piece of data escaped, and a Content-Security-Policy that forbids scripts."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Ctrl-C and SIGTERM: one line and exit status 128 + signal, whenever they arrive.
-
-Before an MLflow run exists there is nothing to save, so the process ends at once (even in the
-middle of an import, where a ``KeyboardInterrupt`` could leave a C++ extension half-loaded).
-While a run is active the signal becomes ``KeyboardInterrupt("signal <n>")`` so that the run ends
-KILLED with what it logged; during a tracking-store write it waits for the write to return, since
-an exception in the middle of a SQLite transaction leaves the store locked.
-"""
+"""Ctrl-C and SIGTERM: one line and exit status 128 + signal. Before a run exists the process ends at
+once (even mid-import); during a run the signal becomes ``KeyboardInterrupt`` so the run ends KILLED,
+but never inside a tracking-store write, which would leave a SQLite store locked."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""One experiment run, stage by stage: open the store -> prepare (splits, vectors, tokens, model,
-features) -> train -> evaluate -> explain -> log. Every input is checked (tracking store, data,
-vectors) before the MLflow run is created, so a user error leaves no run behind."""
+"""One run as its stages. Every input (store, data, vectors) is checked before the MLflow run exists,
+so a user error leaves no run behind."""
 
 from __future__ import annotations
 
@@ -8,14 +7,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from glove_exp.app import tracking
 from glove_exp.app.best_model import deliver_model
 from glove_exp.app.explain import explain_examples, write_pages
 from glove_exp.app.interrupts import Interrupts
-from glove_exp.app.job import JobInfo, run_name
 from glove_exp.app.schema import Config
 from glove_exp.app.stages import StageTimer, fit_model, predictor, prepare
 from glove_exp.app.store import Store
+from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
 from glove_exp.core.train import make_predict
@@ -49,9 +47,9 @@ def run(
     prepared = prepare(config, timer, progress)
     splits, model, inputs, test = prepared.splits, prepared.model, prepared.inputs, prepared.splits.test
     names, seed, explain = config.dataset.class_names, config.trainer.seed, config.explain
-    tags = tracking.run_tags(config, job, splits.files, prepared.vectors_source)
+    tags = run_tags(config, job, splits.files, prepared.vectors_source)
     name = run_name(config, job)
-    with tracking.tracked_run(store, name, tags, interrupts or Interrupts()) as tracked:
+    with tracked_run(store, name, tags, interrupts or Interrupts()) as tracked:
         tracked.log_config(config, model.spec, prepared.encoded.sizes(), int(inputs.consts.feature_mean.shape[0]))
         tracked.log_datasets(splits, config.dataset)
         with timer("train"):

@@ -1,13 +1,5 @@
-"""Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl``; a Hydra callback
-in the launching process prints the summary once the sweep is over, and exits 1 if a job failed.
-
-With ``tracking.log_model=best`` the callback also keeps the best job's model
-(:mod:`glove_exp.app.best_model`).
-
-Jobs may run in other processes or machines (joblib, submitit, Ray), so outcomes and saved models
-go through the sweep folder, which the jobs and the launching process must share (one machine, or
-a shared filesystem as SLURM clusters have), rather than through memory.
-"""
+"""Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl`` (jobs may run in other
+processes or machines, so through a shared folder); a Hydra callback prints the summary at the end."""
 
 from __future__ import annotations
 

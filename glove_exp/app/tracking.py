@@ -1,5 +1,5 @@
-"""One MLflow run per job, written through the :class:`~glove_exp.app.store.Store` handle it is
-given, and ended FINISHED, FAILED or KILLED."""
+"""One MLflow run per job, named and tagged after where it sits in Hydra, written through the
+:class:`~glove_exp.app.store.Store` handle it is given, and ended FINISHED, FAILED or KILLED."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,7 +47,6 @@ from glove_exp.io.files import sha256_file, spreadsheet_safe
 if TYPE_CHECKING:
     import pandas as pd
 
-    from glove_exp.app.job import JobInfo
     from glove_exp.app.schema import DatasetConfig
     from glove_exp.app.serving import Predictor
     from glove_exp.core.evaluate import Evaluation
@@ -63,6 +63,41 @@ PROJECT_ROOT = PACKAGE_DIR.parent
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "lime", "hydra-core")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Where the run sits in Hydra: job name, number in a sweep, the sweep's folder, the job's
+    overrides, the experiment preset, the keys the sweep varies, whether it is a search, and the
+    job's output folder in a sweep (where ``tracking.log_model=best`` leaves its model)."""
+
+    name: str = "glove-exp"
+    num: int | None = None
+    sweep_id: str | None = None
+    overrides: tuple[str, ...] = ()
+    preset: str | None = None
+    varying: tuple[str, ...] = ()
+    search: bool = False
+    output_dir: str | None = None
+
+
+def run_name(config: Config, job: JobInfo = JobInfo()) -> str:
+    """Short and unique within a sweep: the preset (else the pooling), then the values the sweep
+    varies (``seed_tutorial-flatten-seed=0``, ``mean-max_tokens=100``) or a search's trial number."""
+    base = config.tracking.run_name or job.preset or config.model.pooling.value
+    if job.search:
+        return f"{base}-trial{job.num}"
+    values = dict(override.split("=", 1) for override in job.overrides if "=" in override)
+    parts = [base]
+    for key in job.varying:
+        value = values.get(key, "").rstrip("/").rsplit("/", 1)[-1][:20]
+        if key == "model.pooling":
+            parts += [value] if value != base else []
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    if job.num is not None and len(parts) == 1:  # a sweep that varies nothing visible: keep names apart
+        parts.append(str(job.num))
+    return "-".join(parts)
 
 
 def git_commit() -> str:

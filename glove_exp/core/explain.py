@@ -1,12 +1,6 @@
-"""LIME (Ribeiro et al., 2016) for text, on the model's own tokens, given a batched predict function.
-
-The maths is that of lime 0.2's ``LimeTextExplainer`` with bag-of-words features (tested against
-it): the features are a document's distinct tokens; sample ``i > 0`` removes a uniformly drawn
-number of them; samples are weighted by an exponential kernel on their cosine distance to the
-document, and a weighted ridge regression on the kept features explains each class's probability.
-Here the features are the tokens the model reads (lower-cased by its own tokeniser), so one word's
-weight is never split between ``Tax`` and ``tax``, and every perturbation is scored in one call.
-"""
+"""LIME (Ribeiro et al., 2016) for text: lime 0.2's ``LimeTextExplainer`` maths with bag-of-words
+features (tested against it), where the features are the tokens the model reads (so ``Tax`` and
+``tax`` are one word) and every perturbation of a document is scored in one batched call."""
 
 from __future__ import annotations
 
