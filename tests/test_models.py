@@ -25,7 +25,7 @@ def features(n: int = 5, seed: int = 0) -> np.ndarray:
 def head(**kw):
     model = model_from_spec(ModelSpec(C, **{**MODEL, **kw}))
     consts = make_constants(np.zeros((V, D), np.float32), None, D)
-    params = model.head.init(RNG, features(), consts, False)
+    params, _ = model.head.init(RNG, features(), consts, False)
     return model, params, consts
 
 
@@ -33,7 +33,9 @@ def affine_gap(activation: str) -> float:
     """``max |f(x) + f(-x) - 2 f(0)|`` of a fresh two-layer head: 0 exactly when it is affine."""
     model, params, consts = head(hidden_sizes=[16, 8], activation=activation)
     x = features()
-    at_x, at_minus_x, at_0 = (np.asarray(model.head.apply(params, None, v, consts, False)) for v in (x, -x, 0 * x))
+    at_x, at_minus_x, at_0 = (
+        np.asarray(model.head.apply(params, {}, None, v, consts, False)[0]) for v in (x, -x, 0 * x)
+    )
     return float(np.abs(at_x + at_minus_x - 2 * at_0).max())
 
 
@@ -47,7 +49,7 @@ def test_dropout_only_while_training():
     x = features(64)
 
     def apply(rng: jax.Array | None, training: bool) -> np.ndarray:
-        return np.asarray(model.head.apply(params, rng, x, consts, training))
+        return np.asarray(model.head.apply(params, {}, rng, x, consts, training)[0])
 
     np.testing.assert_array_equal(apply(None, False), apply(jax.random.PRNGKey(1), False))
     assert not np.allclose(apply(jax.random.PRNGKey(1), True), apply(jax.random.PRNGKey(2), True))
@@ -75,9 +77,9 @@ def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     table = rng.normal(size=(V, D)).astype(np.float16).astype(np.float32)  # as text.embedding_matrix gives it
     table[:2] = 0
     consts = make_constants(table, None, 2 * D)
-    params = model.forward.init(RNG, np.zeros((1, T), np.int32), consts, False)
+    params, state = model.forward.init(RNG, np.zeros((1, T), np.int32), consts, False)
     words = [f"w{i}" for i in range(V - 2)]
-    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, consts)
+    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, state, consts)
     texts = ["w1 w2 w3", "W4 unknown w5", ""]
     folder = predictor.save(tmp_path / "predictor")
     meta = json.loads((folder / "model.json").read_text())

@@ -32,8 +32,8 @@ def train(data, model_kw, precomputed, epochs=4, patience=None, optimizer=ADAM):
     consts = make_constants(table, None, model.spec.feature_dim(T, D))
     inputs = tokens
     if precomputed:
-        apply = lambda p, r, x, c, t: model.features.apply(p, r, x, c)  # noqa: E731
-        inputs = make_predict(apply, 64)({}, tokens, consts)
+        apply = lambda p, s, r, x, c, t: (model.features.apply(p, r, x, c), s)  # noqa: E731
+        inputs = make_predict(apply, 64)({}, {}, tokens, consts)
     result = fit(
         model.head if precomputed else model.forward, make_optimizer(**optimizer, steps_per_epoch=8, epochs=epochs),
         (inputs[:250], labels[:250]), (inputs[250:], labels[250:]), consts, jax.random.PRNGKey(0),
@@ -59,9 +59,9 @@ def test_head_params_serve_token_ids(data):
     """A head trained on features predicts identically through the token-id forward function."""
     result, model, consts = train(data, {}, precomputed=True)
     tokens = data[1][250:]
-    via_tokens = make_predict(model.forward.apply, 64)(result.params, tokens, consts)
-    features = make_predict(lambda p, r, x, c, t: model.features.apply(p, r, x, c), 64)({}, tokens, consts)
-    via_features = make_predict(model.head.apply, 64)(result.params, features, consts)
+    via_tokens = make_predict(model.forward.apply, 64)(result.params, result.state, tokens, consts)
+    features = make_predict(lambda p, s, r, x, c, t: (model.features.apply(p, r, x, c), s), 64)({}, {}, tokens, consts)
+    via_features = make_predict(model.head.apply, 64)(result.params, result.state, features, consts)
     np.testing.assert_allclose(via_tokens, via_features, rtol=1e-5, atol=1e-5)
 
 
@@ -97,7 +97,7 @@ def test_early_stopping_restores_the_best_epoch(data):
     result, model, consts = train(data, cfg, precomputed=False, epochs=30, patience=2, optimizer={**ADAM, "lr": 0.05})
     assert len(result.history) < 30
     assert result.selected_epoch == result.best_epoch == len(result.history) - 2
-    logits = make_predict(model.forward.apply, 64)(result.params, data[1][250:], consts)
+    logits = make_predict(model.forward.apply, 64)(result.params, result.state, data[1][250:], consts)
     assert (logits.argmax(-1) == data[2][250:]).mean() == pytest.approx(result.selected.val_accuracy)
 
 

@@ -135,8 +135,9 @@ class ModelSpec:
 class Model(NamedTuple):
     """Pure functions over explicit state.
 
-    ``forward``: ``init(rng, tokens, consts, is_training)`` / ``apply(params, rng, tokens, consts,
-    is_training) -> [B, C]``. ``head``: the same with pooled features ``[B, F]`` in place of tokens.
+    ``forward``: ``init(rng, tokens, consts, is_training) -> (params, state)`` / ``apply(params, state,
+    rng, tokens, consts, is_training) -> ([B, C], state)``. ``head``: the same with pooled features
+    ``[B, F]`` in place of tokens.
     ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).
     ``spec``: what :func:`model_from_spec` built it from.
     """
@@ -197,4 +198,4 @@ def model_from_spec(spec: ModelSpec) -> Model:
     def features(tokens, consts):
         return featurize(tokens, consts, is_training=False)
 
-    return Model(hk.transform(forward), hk.transform(head), hk.transform(features), spec)
+    return Model(hk.transform_with_state(forward), hk.transform_with_state(head), hk.transform(features), spec)
