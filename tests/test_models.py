@@ -89,3 +89,25 @@ def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     loaded = Predictor.load(folder)
     np.testing.assert_allclose(loaded.predict_proba(texts), predictor.predict_proba(texts), rtol=1e-6)
     assert hk.data_structures.tree_size(loaded.params) == hk.data_structures.tree_size(params)
+    (folder / "state.npz").unlink()  # a model saved before batch norm: no state file, an empty state
+    assert Predictor.load(folder).state == {} and predictor.state == {}
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_a_normalised_predictor_saves_its_state_and_scores_a_row_alone_as_in_a_batch(tmp_path, norm):
+    model = model_from_spec(ModelSpec(C, **{**MODEL, "hidden_sizes": [8], "activation": "relu", "norm": norm}))
+    rng = np.random.default_rng(0)
+    consts = make_constants(rng.normal(size=(V, D)).astype(np.float16).astype(np.float32), None, D)  # saved as float16
+    tokens = rng.integers(2, V, size=(32, T)).astype(np.int32)
+    params, state = model.forward.init(RNG, tokens, consts, True)
+    _, state = model.forward.apply(params, state, RNG, tokens, consts, True)  # a step of running statistics
+    words = [f"w{i}" for i in range(V - 2)]
+    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, state, consts)
+    loaded = Predictor.load(predictor.save(tmp_path / "predictor"))
+    assert loaded.model.spec.norm == norm and len(loaded.state) == (4 if norm == "batch" else 0)
+    jax.tree.map(np.testing.assert_array_equal, loaded.state, state)
+    texts = ["w1 w2 w3", "w4 w5 w6 w7", "w8", "w9 w10 w1"]
+    together = loaded.predict_proba(texts)
+    np.testing.assert_allclose(together, predictor.predict_proba(texts), rtol=1e-6)
+    alone = np.concatenate([loaded.predict_proba([text]) for text in texts])
+    np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
