@@ -30,7 +30,9 @@ def measure(data_dir: str, pooling: str, seed: int, dtype: str) -> tuple[dict, n
     )
     prepared = prepare(config, StageTimer())
     result = fit_model(prepared, config)
-    logits = make_predict(prepared.model.head.apply, 4096)(result.params, prepared.inputs.test, prepared.inputs.consts)
+    logits = make_predict(prepared.model.head.apply, 4096)(
+        result.params, result.state, prepared.inputs.test, prepared.inputs.consts
+    )
     predictions = logits.argmax(-1)
     accuracy = float((predictions == prepared.splits.test.labels).mean())
     return {"pooling": pooling, "seed": seed, "dtype": dtype, "test_accuracy": round(accuracy, 6)}, predictions

@@ -101,11 +101,13 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     result = stages.fit_model(stages.Prepared(splits, vectors.source, encoded, model, inputs), config)
     text = TextSettings(e.lowercase, e.drop_oov, t.max_tokens)
     names = config.dataset.class_names
-    in_run = Predictor(model, names, text, encoded.words, result.params, inputs.consts, t.eval_batch_size)
+    in_run = Predictor(model, names, text, encoded.words, result.params, result.state, inputs.consts, t.eval_batch_size)
     lookup = vectors.lookup()
     exact = np.zeros_like(encoded.table)
     exact[NUM_SPECIAL:] = vectors.vectors[[lookup[word] for word in encoded.words]]
-    exact_f32 = Predictor(model, names, text, encoded.words, result.params, inputs.consts._replace(table=exact))
+    exact_f32 = Predictor(
+        model, names, text, encoded.words, result.params, result.state, inputs.consts._replace(table=exact)
+    )
 
     uri = f"sqlite:///{store}/mlflow.db"
     tracked = Store.open(uri, "serving")

@@ -10,7 +10,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from glove_exp.app.schema import Config, flatten, register, to_config
+from glove_exp.app.stages import spec_from_config
 from glove_exp.core.errors import ConfigError
+from glove_exp.core.models import Norm
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 URI = "tracking.uri=sqlite:////tmp/unused.db"
@@ -161,11 +163,19 @@ def test_out_of_range_values_name_the_key(override, key):
 
 
 @pytest.mark.parametrize(
-    "override", ["model.pooling=avg", "trainer.epochs=many", "model.activation=swish", "trainer.unknown_key=1"]
+    "override",
+    ["model.pooling=avg", "trainer.epochs=many", "model.activation=swish", "model.norm=foo", "trainer.unknown_key=1"],
 )
 def test_wrong_types_and_values_fail_while_composing(override):
     with pytest.raises(ConfigCompositionException):
         compose_config([override, URI])
+
+
+def test_norm_defaults_to_none_and_reaches_the_model_spec():
+    assert to_config(compose_config([URI])).model.norm == Norm.none
+    for norm in ("batch", "layer"):
+        config = to_config(compose_config([f"model.norm={norm}", URI]))
+        assert config.model.norm == Norm(norm) and spec_from_config(config).norm == Norm(norm)
 
 
 @pytest.mark.parametrize(

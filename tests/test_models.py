@@ -25,7 +25,7 @@ def features(n: int = 5, seed: int = 0) -> np.ndarray:
 def head(**kw):
     model = model_from_spec(ModelSpec(C, **{**MODEL, **kw}))
     consts = make_constants(np.zeros((V, D), np.float32), None, D)
-    params = model.head.init(RNG, features(), consts, False)
+    params, _ = model.head.init(RNG, features(), consts, False)
     return model, params, consts
 
 
@@ -33,7 +33,9 @@ def affine_gap(activation: str) -> float:
     """``max |f(x) + f(-x) - 2 f(0)|`` of a fresh two-layer head: 0 exactly when it is affine."""
     model, params, consts = head(hidden_sizes=[16, 8], activation=activation)
     x = features()
-    at_x, at_minus_x, at_0 = (np.asarray(model.head.apply(params, None, v, consts, False)) for v in (x, -x, 0 * x))
+    at_x, at_minus_x, at_0 = (
+        np.asarray(model.head.apply(params, {}, None, v, consts, False)[0]) for v in (x, -x, 0 * x)
+    )
     return float(np.abs(at_x + at_minus_x - 2 * at_0).max())
 
 
@@ -47,7 +49,7 @@ def test_dropout_only_while_training():
     x = features(64)
 
     def apply(rng: jax.Array | None, training: bool) -> np.ndarray:
-        return np.asarray(model.head.apply(params, rng, x, consts, training))
+        return np.asarray(model.head.apply(params, {}, rng, x, consts, training)[0])
 
     np.testing.assert_array_equal(apply(None, False), apply(jax.random.PRNGKey(1), False))
     assert not np.allclose(apply(jax.random.PRNGKey(1), True), apply(jax.random.PRNGKey(2), True))
@@ -75,9 +77,9 @@ def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     table = rng.normal(size=(V, D)).astype(np.float16).astype(np.float32)  # as text.embedding_matrix gives it
     table[:2] = 0
     consts = make_constants(table, None, 2 * D)
-    params = model.forward.init(RNG, np.zeros((1, T), np.int32), consts, False)
+    params, state = model.forward.init(RNG, np.zeros((1, T), np.int32), consts, False)
     words = [f"w{i}" for i in range(V - 2)]
-    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, consts)
+    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, state, consts)
     texts = ["w1 w2 w3", "W4 unknown w5", ""]
     folder = predictor.save(tmp_path / "predictor")
     meta = json.loads((folder / "model.json").read_text())
@@ -87,3 +89,25 @@ def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     loaded = Predictor.load(folder)
     np.testing.assert_allclose(loaded.predict_proba(texts), predictor.predict_proba(texts), rtol=1e-6)
     assert hk.data_structures.tree_size(loaded.params) == hk.data_structures.tree_size(params)
+    (folder / "state.npz").unlink()  # a model saved before batch norm: no state file, an empty state
+    assert Predictor.load(folder).state == {} and predictor.state == {}
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_a_normalised_predictor_saves_its_state_and_scores_a_row_alone_as_in_a_batch(tmp_path, norm):
+    model = model_from_spec(ModelSpec(C, **{**MODEL, "hidden_sizes": [8], "activation": "relu", "norm": norm}))
+    rng = np.random.default_rng(0)
+    consts = make_constants(rng.normal(size=(V, D)).astype(np.float16).astype(np.float32), None, D)  # saved as float16
+    tokens = rng.integers(2, V, size=(32, T)).astype(np.int32)
+    params, state = model.forward.init(RNG, tokens, consts, True)
+    _, state = model.forward.apply(params, state, RNG, tokens, consts, True)  # a step of running statistics
+    words = [f"w{i}" for i in range(V - 2)]
+    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, state, consts)
+    loaded = Predictor.load(predictor.save(tmp_path / "predictor"))
+    assert loaded.model.spec.norm == norm and len(loaded.state) == (4 if norm == "batch" else 0)
+    jax.tree.map(np.testing.assert_array_equal, loaded.state, state)
+    texts = ["w1 w2 w3", "w4 w5 w6 w7", "w8", "w9 w10 w1"]
+    together = loaded.predict_proba(texts)
+    np.testing.assert_allclose(together, predictor.predict_proba(texts), rtol=1e-6)
+    alone = np.concatenate([loaded.predict_proba([text]) for text in texts])
+    np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,7 @@ import pytest
 from glove_exp.app import pipeline
 from glove_exp.app.tracking import JobInfo, run_name
 from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
-from tests.conftest import CLASSES, experiment_runs, metric_steps, tiny_config
+from tests.conftest import CLASSES, experiment_runs, metric_steps, store_uri, tiny_config
 
 NUM_TEST = 120
 NUM_TRAIN = 360  # 400 rows less the 10% validation split
@@ -206,6 +206,25 @@ def test_logged_model_predicts_what_the_run_evaluated(single, tiny_data):
     for index, page in lime_pages(run).items():
         assert f"Predicted class: <b>{CLASSES[predicted[0][index]]}</b>" in page
         assert lime_data(run, index)["predicted_class"] == CLASSES[predicted[0][index]]
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_the_logged_model_of_each_norm_scores_the_test_split_as_the_run_did(norm, tiny_data, tmp_path, loading_store):
+    """Batch norm's running statistics travel with the logged model: reloaded from the store, it
+    reproduces the run's own test predictions (its confusion matrix) exactly."""
+    pipeline.run(tiny_config(tiny_data, tmp_path, f"model.norm={norm}", "explain.num_examples=0", "trainer.epochs=2"))
+    [run] = experiment_runs(tmp_path)
+    assert run.data.params["model.norm"] == norm
+    loading_store(store_uri(tmp_path))
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    rows = read_test_csv(tiny_data)
+    predicted = model.predict([text for text, _ in rows]).to_numpy().argmax(axis=1)
+    counts = [[0] * len(CLASSES) for _ in CLASSES]
+    for (_, label), guess in zip(rows, predicted):
+        counts[label][guess] += 1
+    assert counts == read_confusion(artifact_dir(run) / "confusion_matrix.csv")
+    accuracy = np.mean([guess == label for (_, label), guess in zip(rows, predicted)])
+    assert accuracy == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-12)
 
 
 def test_logged_model_stores_its_table_as_float16(single):

@@ -32,8 +32,8 @@ def train(data, model_kw, precomputed, epochs=4, patience=None, optimizer=ADAM):
     consts = make_constants(table, None, model.spec.feature_dim(T, D))
     inputs = tokens
     if precomputed:
-        apply = lambda p, r, x, c, t: model.features.apply(p, r, x, c)  # noqa: E731
-        inputs = make_predict(apply, 64)({}, tokens, consts)
+        apply = lambda p, s, r, x, c, t: (model.features.apply(p, r, x, c), s)  # noqa: E731
+        inputs = make_predict(apply, 64)({}, {}, tokens, consts)
     result = fit(
         model.head if precomputed else model.forward, make_optimizer(**optimizer, steps_per_epoch=8, epochs=epochs),
         (inputs[:250], labels[:250]), (inputs[250:], labels[250:]), consts, jax.random.PRNGKey(0),
@@ -42,26 +42,39 @@ def train(data, model_kw, precomputed, epochs=4, patience=None, optimizer=ADAM):
     return result, model, consts
 
 
+OTHER_POOLINGS = ("mean_max", "hier", "max", "std", "sum", "min")
+
+
 @pytest.mark.parametrize(
-    "pooling",  # the fast subset keeps the default pooling; the full suite checks them all
-    ["mean", *(pytest.param(p, marks=pytest.mark.slow) for p in ("mean_max", "hier", "max", "std", "sum", "min"))],
+    "pooling, norm",  # the fast subset keeps the default pooling; the full suite checks them all
+    [
+        *(("mean", norm) for norm in ("none", "batch", "layer")),
+        *(pytest.param(p, norm, marks=pytest.mark.slow) for p in OTHER_POOLINGS for norm in ("none", "batch")),
+    ],
 )
-def test_precomputed_features_train_exactly_like_the_lookup_path(data, pooling):
-    cfg = {"pooling": pooling, "hidden_sizes": [16], "activation": "relu", "dropout": 0.2}
+def test_precomputed_features_train_exactly_like_the_lookup_path(data, pooling, norm):
+    cfg = {"pooling": pooling, "hidden_sizes": [16], "activation": "relu", "dropout": 0.2, "norm": norm}
     fast, _, _ = train(data, cfg, precomputed=True)
     slow, _, _ = train(data, cfg, precomputed=False)
-    assert [m.val_accuracy for m in fast.history] == pytest.approx([m.val_accuracy for m in slow.history], abs=1e-6)
+    # A bias or offset just before batch norm gets no gradient but rounding noise, which Adam scales up to steps:
+    # training (the batch's statistics) is unaffected, evaluation subtracts running means that lag such a bias,
+    # so a borderline validation row of 50 may flip.
+    tolerance = 1 / 50 + 1e-6 if norm == "batch" else 1e-6
+    assert [m.val_accuracy for m in fast.history] == pytest.approx(
+        [m.val_accuracy for m in slow.history], abs=tolerance
+    )
     assert [m.train_loss for m in fast.history] == pytest.approx([m.train_loss for m in slow.history], rel=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), fast.params, slow.params)
+    if norm != "batch":
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), fast.params, slow.params)
 
 
 def test_head_params_serve_token_ids(data):
     """A head trained on features predicts identically through the token-id forward function."""
     result, model, consts = train(data, {}, precomputed=True)
     tokens = data[1][250:]
-    via_tokens = make_predict(model.forward.apply, 64)(result.params, tokens, consts)
-    features = make_predict(lambda p, r, x, c, t: model.features.apply(p, r, x, c), 64)({}, tokens, consts)
-    via_features = make_predict(model.head.apply, 64)(result.params, features, consts)
+    via_tokens = make_predict(model.forward.apply, 64)(result.params, result.state, tokens, consts)
+    features = make_predict(lambda p, s, r, x, c, t: (model.features.apply(p, r, x, c), s), 64)({}, {}, tokens, consts)
+    via_features = make_predict(model.head.apply, 64)(result.params, result.state, features, consts)
     np.testing.assert_allclose(via_tokens, via_features, rtol=1e-5, atol=1e-5)
 
 
@@ -92,13 +105,52 @@ def test_token_mlp_adds_a_trained_layer_of_the_given_width(data):
     )
 
 
-def test_early_stopping_restores_the_best_epoch(data):
-    cfg = {"hidden_sizes": [64], "activation": "relu"}
+def counters(state: hk.State) -> set[int]:
+    """The step counts of batch norm's running averages (one per average; none without batch norm)."""
+    return {int(state[module]["counter"]) for module in state}
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_early_stopping_restores_the_best_epoch(data, norm):
+    cfg = {"hidden_sizes": [64], "activation": "relu", "norm": norm}
     result, model, consts = train(data, cfg, precomputed=False, epochs=30, patience=2, optimizer={**ADAM, "lr": 0.05})
     assert len(result.history) < 30
     assert result.selected_epoch == result.best_epoch == len(result.history) - 2
-    logits = make_predict(model.forward.apply, 64)(result.params, data[1][250:], consts)
+    logits = make_predict(model.forward.apply, 64)(result.params, result.state, data[1][250:], consts)
     assert (logits.argmax(-1) == data[2][250:]).mean() == pytest.approx(result.selected.val_accuracy)
+    # the state is the best epoch's too: its running averages have seen that epoch's 8 steps of 32 rows each
+    assert counters(result.state) == ({result.selected_epoch * 8} if norm == "batch" else set())
+
+
+@pytest.mark.parametrize(
+    "model_kw",  # the full suite: every pooling, and per-token layers (which get no norm)
+    [
+        {"pooling": "mean"},
+        *(
+            pytest.param(
+                {"pooling": p, "token_hidden_sizes": [8] if p in ("flatten", "hier") else []}, marks=pytest.mark.slow
+            )
+            for p in ("flatten", *OTHER_POOLINGS)
+        ),
+    ],
+)
+def test_batch_norm_trains_running_statistics_and_predicts_with_them(data, model_kw):
+    cfg = {"hidden_sizes": [16], "activation": "relu", "norm": "batch", **model_kw}
+    result, model, consts = train(data, cfg, precomputed=False)
+    initial = model.forward.init(jax.random.split(jax.random.PRNGKey(0))[0], data[1][:1], consts, True)[1]
+    assert len(initial) == 2 * 2  # a mean and a variance on the pooled features and on the hidden layer
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.any(a != b)), initial, result.state))
+    assert counters(result.state) == {4 * 8}  # 4 epochs of ceil(250 / 32) steps
+    # evaluation normalises with the running averages, never the batch's statistics: a row scores
+    # alone as it does among others
+    predict, rows = make_predict(model.forward.apply, 64), data[1][250:]
+    together = predict(result.params, result.state, rows, consts)
+    alone = np.concatenate([predict(result.params, result.state, rows[i : i + 1], consts) for i in range(4)])
+    np.testing.assert_allclose(alone, together[:4], rtol=1e-5, atol=1e-5)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    # (while training, a row alone is normalised by its own statistics: not what evaluation does)
+    training, _ = model.forward.apply(result.params, result.state, jax.random.PRNGKey(1), rows[:1], consts, True)
+    assert not np.allclose(training, together[:1], atol=1e-3)
 
 
 def test_non_finite_loss_stops_with_the_epoch(data):

@@ -55,8 +55,8 @@ def run(
         with timer("train"):
             result = fit_model(prepared, config, tracked.log_epoch, progress)
         with timer("evaluate"):
-            apply = (model.head if inputs.precomputed else model.forward).apply
-            logits = make_predict(apply, config.trainer.eval_batch_size)(result.params, inputs.test, inputs.consts)
+            apply, batch = (model.head if inputs.precomputed else model.forward).apply, config.trainer.eval_batch_size
+            logits = make_predict(apply, batch)(result.params, result.state, inputs.test, inputs.consts)
             evaluation = evaluate(test.labels, logits.argmax(-1), names)
             served = predictor(prepared, result, config)
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):

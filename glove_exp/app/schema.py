@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from glove_exp.core.errors import ConfigError
 from glove_exp.core.features import FeatureDtype
-from glove_exp.core.models import Activation, Init, Weighting
+from glove_exp.core.models import Activation, Init, Norm, Weighting
 from glove_exp.core.pooling import Pooling
 from glove_exp.core.train import OptimizerName, Schedule
 
@@ -103,6 +103,7 @@ class ModelConfig:
     token_hidden_sizes: list[int] = field(default_factory=list)  # dense layers on every word vector before pooling
     hidden_sizes: list[int] = field(default_factory=lambda: [128])
     activation: Activation = Activation.none
+    norm: Norm = Norm.none  # in the head: on the pooled features and each hidden layer (batch: running stats)
     dropout: float = 0.0
     init: Init = Init.haiku
 

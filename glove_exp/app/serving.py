@@ -1,9 +1,9 @@
 """A trained classifier as a self-contained object: raw strings in, class probabilities out.
 
 :class:`Predictor` bundles the tokeniser settings, the vocabulary, the embedding rows it needs
-and the Haiku parameters; it saves to and loads from a folder, and :class:`GloveClassifier`
-wraps that folder as an MLflow pyfunc model (``mlflow.pyfunc.load_model`` /
-``mlflow models serve``).
+and the Haiku parameters and state; it saves to and loads from a folder, and
+:class:`GloveClassifier` wraps that folder as an MLflow pyfunc model
+(``mlflow.pyfunc.load_model`` / ``mlflow models serve``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class Predictor:
 
     def __init__(
         self, model: Model, class_names: Sequence[str], text: TextSettings, words: list[str],
-        params: hk.Params, consts: Constants, batch_size: int = 4096,
+        params: hk.Params, state: hk.State, consts: Constants, batch_size: int = 4096,
     ):  # fmt: skip
         self.model, self.class_names, self.text, self.words = model, list(class_names), text, words
-        self.params, self.consts = params, consts
+        self.params, self.state, self.consts = params, state, consts
         self._index = {word: i + NUM_SPECIAL for i, word in enumerate(words)}
         self._predict = make_predict(model.forward.apply, batch_size)
 
@@ -64,7 +64,7 @@ class Predictor:
 
     def predict_ids(self, ids: np.ndarray) -> np.ndarray:
         """``[N, max_tokens]`` token ids -> ``[N, C]`` float32 class probabilities."""
-        logits = self._predict(self.params, ids, self.consts)
+        logits = self._predict(self.params, self.state, ids, self.consts)
         return np.asarray(jax.nn.softmax(logits, axis=-1), dtype=np.float32)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -84,12 +84,9 @@ class Predictor:
         # already (text.embedding_matrix), so nothing is lost; loading widens it to float32 again.
         constants = {k: np.asarray(v) for k, v in self.consts._asdict().items()}
         np.savez(folder / "constants.npz", **constants | {"table": constants["table"].astype(np.float16)})
-        flat = {
-            f"{module}::{name}": np.asarray(value)
-            for module, names in self.params.items()
-            for name, value in names.items()
-        }
-        np.savez(folder / "params.npz", **flat)
+        for kind, tree in (("params", self.params), ("state", self.state)):  # state: batch norm's statistics
+            flat = {f"{module}::{name}": np.asarray(v) for module, names in tree.items() for name, v in names.items()}
+            np.savez(folder / f"{kind}.npz", **flat)
         return folder
 
     @classmethod
@@ -98,13 +95,21 @@ class Predictor:
         words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
         with np.load(folder / "constants.npz") as data:
             consts = Constants(**{k: jax.numpy.asarray(data[k], dtype=np.float32) for k in Constants._fields})
-        params: dict[str, dict[str, Any]] = {}
-        with np.load(folder / "params.npz") as data:
+        params, state = (load_tree(folder / f"{kind}.npz") for kind in ("params", "state"))
+        model = model_from_spec(ModelSpec(**meta["model"]))  # models saved before ModelSpec store the same keys
+        return cls(model, meta["class_names"], TextSettings(**meta["text"]), words, params, state, consts)
+
+
+def load_tree(path: Path) -> dict[str, dict[str, Any]]:
+    """A Haiku params or state tree saved as ``module::name`` arrays; empty without the file (models saved
+    before batch norm have no ``state.npz``)."""
+    tree: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        with np.load(path) as data:
             for key in data.files:
                 module, name = key.split("::")
-                params.setdefault(module, {})[name] = jax.numpy.asarray(data[key])
-        model = model_from_spec(ModelSpec(**meta["model"]))  # models saved before ModelSpec store the same keys
-        return cls(model, meta["class_names"], TextSettings(**meta["text"]), words, params, consts)
+                tree.setdefault(module, {})[name] = jax.numpy.asarray(data[key])
+    return tree
 
 
 def texts_from_input(model_input: Any) -> list[str]:

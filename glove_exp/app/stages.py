@@ -150,5 +150,6 @@ def predictor(prepared: Prepared, result: FitResult, config: Config) -> Predicto
     text = TextSettings(e.lowercase, e.drop_oov, t.max_tokens)
     inputs, names = prepared.inputs, config.dataset.class_names
     return Predictor(
-        prepared.model, names, text, prepared.encoded.words, result.params, inputs.consts, t.eval_batch_size
-    )
+        prepared.model, names, text, prepared.encoded.words, result.params, result.state, inputs.consts,
+        t.eval_batch_size,
+    )  # fmt: skip

@@ -39,7 +39,7 @@ class Inputs:
 
 
 def _features_apply(model: Model) -> ApplyFn:
-    return lambda params, rng, x, c, is_training: model.features.apply(params, rng, x, c)
+    return lambda params, state, rng, x, c, is_training: (model.features.apply(params, rng, x, c), state)
 
 
 def feature_batch_size(max_tokens: int, dim: int, eval_batch_size: int) -> int:
@@ -58,7 +58,7 @@ def compute_features(
     """``[N, T]`` token ids -> ``[N, F]`` parameter-free features as ``dtype``, a jitted batch at a
     time into one array: the looked-up vectors exist for one batch only, never as ``[N, T, D]``."""
     size = feature_batch_size(tokens.shape[1], consts.table.shape[1], batch_size)
-    return make_predict(_features_apply(model), size, dtype)({}, tokens, consts)
+    return make_predict(_features_apply(model), size, dtype)({}, {}, tokens, consts)
 
 
 def feature_moments(
@@ -68,7 +68,7 @@ def feature_moments(
     by batch (Chan et al.'s pairwise update, float64) without keeping the features."""
     count, mean, squares = 0, 0.0, 0.0
     size = feature_batch_size(tokens.shape[1], consts.table.shape[1], batch_size)
-    for batch in make_batches(_features_apply(model), size)({}, tokens, consts):
+    for batch in make_batches(_features_apply(model), size)({}, {}, tokens, consts):
         values = batch.astype(np.float64)
         batch_mean = values.mean(axis=0)
         delta, total = batch_mean - mean, count + len(values)

@@ -6,7 +6,8 @@ a parameter (initialised from GloVe).
 
 Two transforms share the head's parameter names: ``head`` maps pooled features ``[B, F]`` to
 logits and ``forward`` maps token ids ``[B, T]`` to logits, so a head trained on precomputed
-features serves raw token ids unchanged.
+features serves raw token ids unchanged. Both carry state: batch norm's running statistics (else
+none).
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ class Activation(str, Enum):
     relu = "relu"
     tanh = "tanh"
     gelu = "gelu"
+
+
+class Norm(str, Enum):
+    """Normalisation in the head: of the pooled features and of each hidden dense layer's output."""
+
+    none = "none"
+    batch = "batch"  # the batch's statistics while training, their running averages (the state) after
+    layer = "layer"  # per example, over the features
 
 
 class Init(str, Enum):
@@ -103,12 +112,14 @@ class ModelSpec:
     token_hidden_sizes: tuple[int, ...] = ()  # dense layers on every word vector before pooling
     hidden_sizes: tuple[int, ...] = (128,)
     activation: Activation = Activation.none
+    norm: Norm = Norm.none
     dropout: float = 0.0
     init: Init = Init.haiku
     trainable: bool = False  # the embedding table as a parameter (initialised from GloVe)
 
     def __post_init__(self) -> None:
-        for name, kind in (("pooling", Pooling), ("weighting", Weighting), ("activation", Activation), ("init", Init)):
+        enums = {"pooling": Pooling, "weighting": Weighting, "activation": Activation, "init": Init, "norm": Norm}
+        for name, kind in enums.items():
             object.__setattr__(self, name, kind(getattr(self, name)))
         for name in ("token_hidden_sizes", "hidden_sizes"):
             object.__setattr__(self, name, tuple(int(size) for size in getattr(self, name)))
@@ -135,8 +146,9 @@ class ModelSpec:
 class Model(NamedTuple):
     """Pure functions over explicit state.
 
-    ``forward``: ``init(rng, tokens, consts, is_training)`` / ``apply(params, rng, tokens, consts,
-    is_training) -> [B, C]``. ``head``: the same with pooled features ``[B, F]`` in place of tokens.
+    ``forward``: ``init(rng, tokens, consts, is_training) -> (params, state)`` / ``apply(params, state,
+    rng, tokens, consts, is_training) -> ([B, C], state)``. ``head``: the same with pooled features
+    ``[B, F]`` in place of tokens.
     ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).
     ``spec``: what :func:`model_from_spec` built it from.
     """
@@ -149,7 +161,7 @@ class Model(NamedTuple):
 
 def model_from_spec(spec: ModelSpec) -> Model:
     """Token ids -> (trainable) lookup -> SIF weights -> per-token MLP -> pooling -> standardisation
-    -> MLP head."""
+    -> MLP head (with ``norm``: norm -> [dense -> norm -> dropout -> activation]... -> dense)."""
     pooling, weighting, activation, init, dropout = (
         spec.pooling,
         spec.weighting,
@@ -159,15 +171,22 @@ def model_from_spec(spec: ModelSpec) -> Model:
     )
     token_hidden_sizes, trainable = spec.token_hidden_sizes, spec.trainable
 
-    def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool) -> jax.Array:
-        """Dense layers on the last axis, dropout (training only) before each activation."""
-        net = hk.nets.MLP(
-            sizes, w_init=INITIALISERS[init], activation=ACTIVATIONS[activation],
-            activate_final=activate_final, name=name,
-        )  # fmt: skip
-        if is_training and dropout > 0:
-            return net(x, dropout_rate=dropout, rng=hk.next_rng_key())
-        return net(x)
+    def normalize(norm: Norm, x: jax.Array, is_training: bool) -> jax.Array:
+        if norm == Norm.batch:
+            return hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=0.9)(x, is_training)
+        return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x) if norm == Norm.layer else x
+
+    def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, norm=Norm.none):
+        """Dense layers on the last axis (hk.nets.MLP's, its parameter names and dropout keys), each
+        followed by ``norm``, dropout (training only) and the activation unless it is the last."""
+        layers = hk.nets.MLP(sizes, w_init=INITIALISERS[init], name=name).layers
+        keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and dropout > 0 else None
+        for i, layer in enumerate(layers):
+            x = layer(x)
+            if i < len(layers) - 1 or activate_final:
+                x = normalize(norm, x, is_training)
+                x = ACTIVATIONS[activation](x if keys is None else hk.dropout(next(keys), dropout, x))
+        return x
 
     def featurize(tokens: jax.Array, consts: Constants, is_training: bool) -> jax.Array:
         """``[B, T]`` token ids -> ``[B, F]`` pooled (and standardised) features."""
@@ -185,7 +204,8 @@ def model_from_spec(spec: ModelSpec) -> Model:
         return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
 
     def head_logits(features: jax.Array, is_training: bool) -> jax.Array:
-        return mlp([*spec.hidden_sizes, spec.num_classes], False, "head", features, is_training)
+        features = normalize(spec.norm, features, is_training)
+        return mlp([*spec.hidden_sizes, spec.num_classes], False, "head", features, is_training, spec.norm)
 
     def forward(tokens, consts, is_training):
         return head_logits(featurize(tokens, consts, is_training), is_training)
@@ -197,4 +217,4 @@ def model_from_spec(spec: ModelSpec) -> Model:
     def features(tokens, consts):
         return featurize(tokens, consts, is_training=False)
 
-    return Model(hk.transform(forward), hk.transform(head), hk.transform(features), spec)
+    return Model(hk.transform_with_state(forward), hk.transform_with_state(head), hk.transform(features), spec)

@@ -27,7 +27,8 @@ from glove_exp.core.models import Constants
 
 log = logging.getLogger(__name__)
 
-ApplyFn = Callable[..., jax.Array]  # (params, rng, inputs [B, ...], consts, is_training) -> [B, C]
+# (params, state, rng, inputs [B, ...], consts, is_training) -> ([B, C], state): hk.transform_with_state's apply
+ApplyFn = Callable[..., tuple[jax.Array, hk.State]]
 
 
 class OptimizerName(str, Enum):
@@ -96,6 +97,7 @@ def make_optimizer(
 
 class EpochResult(NamedTuple):
     params: hk.Params
+    state: hk.State  # batch norm's running statistics ({} without)
     opt_state: optax.OptState
     rng: jax.Array
     loss: jax.Array  # mean training cross-entropy over the epoch's examples
@@ -105,7 +107,7 @@ class EpochResult(NamedTuple):
 def make_train_epoch(
     apply: ApplyFn, optimizer: optax.GradientTransformation, num_examples: int, batch_size: int, shuffle: bool
 ) -> Callable[..., EpochResult]:
-    """A jitted ``epoch(params, opt_state, rng, inputs [N, ...], labels [N], consts) -> EpochResult``.
+    """A jitted ``epoch(params, state, opt_state, rng, inputs [N, ...], labels [N], consts) -> EpochResult``.
 
     The last batch is padded to full size with zero-weight rows, so every example is seen once
     per epoch and all steps share one compiled shape.
@@ -113,38 +115,40 @@ def make_train_epoch(
     num_batches = math.ceil(num_examples / batch_size)
     padded = num_batches * batch_size
 
-    def loss_fn(params, rng, x, y, w, consts):
-        logits = apply(params, rng, x, consts, True)
+    def loss_fn(params, state, rng, x, y, w, consts):
+        logits, state = apply(params, state, rng, x, consts, True)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = ((logits.argmax(-1) == y) * w).sum()
-        return (losses * w).sum() / jnp.maximum(w.sum(), 1.0), ((losses * w).sum(), correct)
+        return (losses * w).sum() / jnp.maximum(w.sum(), 1.0), ((losses * w).sum(), correct, state)
 
     def step(carry, batch, inputs, labels, consts):
-        params, opt_state, rng = carry
+        params, state, opt_state, rng = carry
         idx, w = batch
         rng, key = jax.random.split(rng)
-        grads, (loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params, key, inputs[idx], labels[idx], w, consts)
+        grad = jax.grad(loss_fn, has_aux=True)
+        grads, (loss_sum, correct, state) = grad(params, state, key, inputs[idx], labels[idx], w, consts)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, rng), (loss_sum, correct)
+        return (optax.apply_updates(params, updates), state, opt_state, rng), (loss_sum, correct)
 
-    def epoch(params, opt_state, rng, inputs, labels, consts):
+    def epoch(params, state, opt_state, rng, inputs, labels, consts):
         rng, perm_key = jax.random.split(rng)
         order = jax.random.permutation(perm_key, num_examples) if shuffle else jnp.arange(num_examples)
         order = jnp.pad(order, (0, padded - num_examples)).reshape(num_batches, batch_size)
         weights = (jnp.arange(padded) < num_examples).astype(jnp.float32).reshape(num_batches, batch_size)
-        (params, opt_state, rng), (loss_sums, corrects) = jax.lax.scan(
-            lambda carry, batch: step(carry, batch, inputs, labels, consts), (params, opt_state, rng), (order, weights)
+        carry = (params, state, opt_state, rng)
+        carry, (loss_sums, corrects) = jax.lax.scan(
+            lambda carry, batch: step(carry, batch, inputs, labels, consts), carry, (order, weights)
         )
-        return EpochResult(params, opt_state, rng, loss_sums.sum() / num_examples, corrects.sum() / num_examples)
+        return EpochResult(*carry, loss_sums.sum() / num_examples, corrects.sum() / num_examples)
 
-    # params and opt_state are replaced every epoch: their buffers are reused in place (donated)
-    return jax.jit(epoch, donate_argnums=(0, 1))
+    # params, state and opt_state are replaced every epoch: their buffers are reused in place (donated)
+    return jax.jit(epoch, donate_argnums=(0, 1, 2))
 
 
 def make_batches(
     apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
-) -> Callable[[hk.Params, np.ndarray, Constants], Iterator[np.ndarray]]:
-    """``batches(params, inputs [N, ...], consts)`` yields the outputs of consecutive fixed-size
+) -> Callable[[hk.Params, hk.State, np.ndarray, Constants], Iterator[np.ndarray]]:
+    """``batches(params, state, inputs [N, ...], consts)`` yields the outputs of consecutive fixed-size
     jitted batches as host arrays (the last cut to its rows), cast to ``dtype`` on the device.
 
     Small inputs use the next power of two (at least 16) as batch size, so serving a handful of
@@ -152,13 +156,15 @@ def make_batches(
     dispatched before the previous one is copied back, so the copy overlaps the computation.
     """
 
-    def outputs(params, x, consts):
-        out = apply(params, None, x, consts, False)
+    def outputs(params, state, x, consts):
+        out, _ = apply(params, state, None, x, consts, False)  # batch norm: the running averages
         return out if dtype is None else out.astype(dtype)
 
     batch_outputs = jax.jit(outputs)
 
-    def batches(params: hk.Params, inputs: np.ndarray | jax.Array, consts: Constants) -> Iterator[np.ndarray]:
+    def batches(
+        params: hk.Params, state: hk.State, inputs: np.ndarray | jax.Array, consts: Constants
+    ) -> Iterator[np.ndarray]:
         n = inputs.shape[0]
         size = min(batch_size, max(16, 1 << max(n - 1, 0).bit_length()))
         pending = None
@@ -166,7 +172,7 @@ def make_batches(
             chunk = inputs[start : start + size]
             if len(chunk) < size:  # host or device inputs alike
                 chunk = jnp.pad(chunk, [(0, size - len(chunk))] + [(0, 0)] * (chunk.ndim - 1))
-            dispatched = batch_outputs(params, chunk, consts), min(size, n - start)
+            dispatched = batch_outputs(params, state, chunk, consts), min(size, n - start)
             if pending is not None:
                 yield np.asarray(pending[0])[: pending[1]]
             pending = dispatched
@@ -188,14 +194,14 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def make_predict(
     apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
-) -> Callable[[hk.Params, np.ndarray, Constants], np.ndarray]:
-    """``predict(params, inputs [N, ...], consts) -> [N, ...]`` outputs (logits, or features) of
+) -> Callable[[hk.Params, hk.State, np.ndarray, Constants], np.ndarray]:
+    """``predict(params, state, inputs [N, ...], consts) -> [N, ...]`` outputs (logits, or features) of
     :func:`make_batches`, written batch by batch into one array of ``dtype`` (default: the output's)."""
     batches = make_batches(apply, batch_size, dtype)
 
-    def predict(params: hk.Params, inputs: np.ndarray | jax.Array, consts: Constants) -> np.ndarray:
+    def predict(params: hk.Params, state: hk.State, inputs: np.ndarray | jax.Array, consts: Constants) -> np.ndarray:
         out, start = None, 0
-        for batch in batches(params, inputs, consts):
+        for batch in batches(params, state, inputs, consts):
             if out is None:
                 out = aligned_empty((inputs.shape[0], *batch.shape[1:]), batch.dtype)
             out[start : start + len(batch)] = batch
@@ -227,6 +233,7 @@ class EpochMetrics:
 @dataclass
 class FitResult:
     params: hk.Params
+    state: hk.State  # batch norm's running statistics ({} without), of the same epoch as ``params``
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0  # epoch of the best validation accuracy
     selected_epoch: int = 0  # epoch whose parameters are returned: best with early stopping, else last
@@ -258,7 +265,7 @@ def fit(
     on ``val`` (same layout) when there is one.
 
     With ``early_stopping_patience`` set, stops after that many epochs without a better
-    validation accuracy and returns the best epoch's parameters; otherwise the last epoch's.
+    validation accuracy and returns the best epoch's parameters and state; otherwise the last epoch's.
     A non-finite training loss raises :class:`TrainingError` naming the epoch.
     """
     if val is None and early_stopping_patience is not None:
@@ -267,21 +274,21 @@ def fit(
     inputs, labels = jax.device_put(train[0]), jax.device_put(train[1])
     val_inputs = None if val is None else jax.device_put(val[0])
     init_key, rng = jax.random.split(rng)
-    params = transformed.init(init_key, inputs[:1], consts, True)
+    params, state = transformed.init(init_key, inputs[:1], consts, True)
     opt_state = optimizer.init(params)
     epoch_fn = make_train_epoch(transformed.apply, optimizer, len(labels), batch_size, shuffle)
     predict = make_predict(transformed.apply, eval_batch_size)
 
     tic = time.perf_counter()  # compile outside the epoch timings: the epoch and the validation shapes
-    epoch_fn = epoch_fn.lower(params, opt_state, rng, inputs, labels, consts).compile()
+    epoch_fn = epoch_fn.lower(params, state, opt_state, rng, inputs, labels, consts).compile()
     if val is not None:
-        predict(params, val_inputs, consts)
-    result = FitResult(params=params, compile_time_s=time.perf_counter() - tic)
-    best_params, best_accuracy, waited = None, -1.0, 0
+        predict(params, state, val_inputs, consts)
+    result = FitResult(params=params, state=state, compile_time_s=time.perf_counter() - tic)
+    best, best_accuracy, waited = None, -1.0, 0
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         tic = time.perf_counter()
-        params, opt_state, rng, loss, accuracy = epoch_fn(params, opt_state, rng, inputs, labels, consts)
+        params, state, opt_state, rng, loss, accuracy = epoch_fn(params, state, opt_state, rng, inputs, labels, consts)
         loss = float(loss)
         if not math.isfinite(loss):
             raise TrainingError(
@@ -289,7 +296,7 @@ def fit(
             )
         val_loss = val_accuracy = None
         if val is not None:
-            val_logits = predict(params, val_inputs, consts)
+            val_logits = predict(params, state, val_inputs, consts)
             val_loss, val_accuracy = cross_entropy(val_logits, val[1]), float((val_logits.argmax(-1) == val[1]).mean())
         metrics = EpochMetrics(epoch, loss, float(accuracy), val_loss, val_accuracy, time.perf_counter() - tic)
         result.history.append(metrics)
@@ -300,15 +307,15 @@ def fit(
         if val_accuracy is None:
             continue
         if val_accuracy > best_accuracy:
-            # the next epoch reuses (donates) the buffers of ``params``: keep the best ones as a copy
-            best = jax.tree.map(jnp.copy, params) if early_stopping_patience is not None else None
-            best_params, best_accuracy, result.best_epoch, waited = best, val_accuracy, epoch, 0
+            # the next epoch reuses (donates) the buffers of ``params`` and ``state``: keep the best ones as a copy
+            best = jax.tree.map(jnp.copy, (params, state)) if early_stopping_patience is not None else None
+            best_accuracy, result.best_epoch, waited = val_accuracy, epoch, 0
         else:
             waited += 1
         if early_stopping_patience is not None and waited >= early_stopping_patience:
             log.info("early stopping after epoch %d (best %d)", epoch, result.best_epoch)
             break
     stopping = early_stopping_patience is not None
-    result.params = best_params if stopping else params
+    result.params, result.state = best if stopping else (params, state)
     result.selected_epoch = result.best_epoch if stopping else len(result.history)
     return result
