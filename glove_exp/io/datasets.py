@@ -1,9 +1,5 @@
-"""Dataset loading: from the hub through Hugging Face ``datasets``, or from local files.
-
-Local files (``dataset.data_dir``) are ``train`` and ``test`` as CSV, Parquet or JSON Lines, read by
-:mod:`glove_exp.io.tables`. A validation split is carved from train, stratified and seeded; the test
-split is only read for the final report.
-"""
+"""Train and test from the hub or ``dataset.data_dir``; a validation split is carved from train,
+stratified and seeded, and the test split is only read for the final report."""
 
 from __future__ import annotations
 
@@ -35,37 +31,26 @@ class DatasetSettings(Protocol):
 
     @property
     def hub_id(self) -> str: ...
-
     @property
     def hub_config(self) -> str | None: ...
-
     @property
     def text_fields(self) -> Sequence[str]: ...
-
     @property
     def label_field(self) -> str: ...
-
     @property
     def class_names(self) -> Sequence[str]: ...
-
     @property
     def train_split(self) -> str: ...
-
     @property
     def test_split(self) -> str: ...
-
     @property
     def val_fraction(self) -> float: ...
-
     @property
     def data_dir(self) -> str | None: ...
-
     @property
     def headless_columns(self) -> Sequence[str] | None: ...
-
     @property
     def max_train_samples(self) -> int | None: ...
-
     @property
     def unescape(self) -> bool: ...
 
@@ -183,10 +168,8 @@ def _find_file(folder: Path, split: str) -> Path:
 
 
 def check_hub_reachable(hub_id: str, seconds: float = 3.0) -> None:
-    """Fail in seconds when the hub cannot be reached: ``datasets`` would retry for a minute.
-
-    With ``HF_HUB_OFFLINE=1`` (Hugging Face's own switch) ``datasets`` reads its cache instead.
-    """
+    """Fail in seconds when the hub cannot be reached (``datasets`` would retry for a minute), unless
+    ``HF_HUB_OFFLINE=1`` has ``datasets`` read its cache."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:

@@ -1,10 +1,5 @@
-"""Verified, resumable downloads and single-member zip extraction for the vector files.
-
-Every file appears under its final name only once it is complete: downloads grow in
-``<dest>.part`` and are renamed after their size (and sha256, when configured) checked out;
-extraction writes to a temporary name in the target folder first (one left by a killed process
-is deleted by the next extraction there).
-"""
+"""A file appears under its final name only once complete: a download grows in ``<dest>.part``, renamed
+once its size (and sha256, when configured) check out; an extraction is written atomically."""
 
 from __future__ import annotations
 
@@ -43,12 +38,8 @@ def check_url(url: str) -> None:
 
 
 def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` (returned as is when it already exists, without network).
-
-    A later call resumes the ``<dest>.part`` with an HTTP Range request. A byte count other than the
-    server's Content-Length, or a sha256 other than ``sha256``, deletes the ``.part`` and raises
-    :class:`EmbeddingsError`, as do refused URLs and network failures (which keep the ``.part``).
-    """
+    """``dest``, downloaded unless it exists; a later call resumes the ``.part`` with a Range request. A
+    wrong size or sha256 deletes the ``.part``; refused URLs and network failures keep it."""
     check_url(url)
     dest = Path(dest)
     if dest.exists():
@@ -99,7 +90,6 @@ def _fetch(url: str, part: Path, progress: bool) -> int | None:
 def _copy(
     blocks: Iterable[bytes], out: BinaryIO, desc: str, progress: bool, total: int | None, initial: int = 0
 ) -> None:
-    """Write ``blocks`` to ``out`` under a progress bar in bytes."""
     with tqdm(
         total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress
     ) as bar:
@@ -183,11 +173,8 @@ def member_path(dest_dir: Path, member: str) -> Path:
 
 
 def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool = True) -> Path:
-    """Extract the single ``member`` of ``zip_path`` to ``dest_dir / member`` and return that path.
-
-    The CRC is checked while reading; a corrupt or truncated zip is deleted (so that the next run
-    downloads it again) and raises :class:`EmbeddingsError`, as does a missing member.
-    """
+    """``dest_dir / member``, extracted with its CRC checked; a corrupt or truncated zip is deleted, so
+    that the next run downloads it again."""
     zip_path = Path(zip_path)
     target = member_path(dest_dir, member)
     if not zip_path.is_file():

@@ -1,11 +1,6 @@
-"""Strict readers of local data files: CSV, JSON Lines (``.json``: also one array of objects) and
-Parquet, into the columns of a :class:`Table`.
-
-They are read here (``csv``, ``json``, ``pyarrow.parquet``), not by ``datasets``: a path is never a
-glob pattern, and every problem is one :class:`DataError` line naming the file and its line (or row).
-A CSV is either in the hub's own column layout (a header line) or the original headless CSV of Zhang
-et al. (first column the 1-based class, the remaining columns the text fields).
-"""
+"""Not read by ``datasets``, so that a path is never a glob and every problem is one :class:`DataError`
+line naming the file and its line (or row). A CSV has a header line, or is Zhang et al.'s headless
+original (the 1-based class, then the text fields)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Pre-trained word vectors: GloVe text files (parsed once by :mod:`glove_exp.io.glove_text`,
-then read from a binary cache), Stanford zips and packaged vectors, all returned as one
-:class:`WordVectors`.
-
-Converted vectors are cached as ``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in
-a folder named after the source file's path, size, mtime and dimension, which appears only once
-complete (atomic rename).
-"""
+"""A GloVe text file is parsed once into a cache folder (``vectors.npy``, memory-mapped on reload, and
+``words.txt``) keyed by its path, size, mtime and dimension, which appears only once complete."""
 
 from __future__ import annotations
 
@@ -39,22 +33,16 @@ class EmbeddingsSettings(Protocol):
 
     @property
     def dim(self) -> int: ...
-
     @property
     def path(self) -> str | None: ...
-
     @property
     def url(self) -> str | None: ...
-
     @property
     def member(self) -> str | None: ...
-
     @property
     def sha256(self) -> str | None: ...
-
     @property
     def package(self) -> str | None: ...
-
     @property
     def cache_dir(self) -> str: ...
 
@@ -157,11 +145,9 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
 
 
 def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
-    """Convert ``path`` into ``vectors.npy`` (streamed block by block, so memory stays at about
-    two 64 MB pieces of the file and the word list), ``words.txt`` and, last, ``manifest.json``
-    in a temporary folder, then rename it to ``folder``; a concurrent writer that got there first
-    wins. On any error the temporary folder is deleted (one left by a SIGKILL goes with the next
-    build, see :func:`glove_exp.io.files.remove_stale_temps`)."""
+    """``vectors.npy`` (streamed, so memory stays at about two 64 MB pieces of the file and the words),
+    ``words.txt`` and, last, ``manifest.json`` in a temporary folder renamed to ``folder``; a concurrent
+    writer that got there first wins."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()
