@@ -1,12 +1,5 @@
-"""The ``glove-exp-report`` console script: compare the FINISHED runs of an experiment or a sweep
-(README "Comparing runs"; ``--help``).
-
-It reads MLflow, never the sweep folders: :mod:`~glove_exp.report.query` reads the store (sweep ids,
-old and new metric names), :mod:`~glove_exp.report.statistics` groups and summarises,
-:mod:`~glove_exp.report.render` writes the tables, files and figure; this module parses the command
-line and logs the report run. Every MLflow call goes through an ``MlflowClient`` of the chosen URI
-(no process-wide tracking URI).
-"""
+"""``glove-exp-report`` (README "Comparing runs"): reads MLflow, never the sweep folders, each call
+through an ``MlflowClient`` of the chosen URI (no process-wide tracking URI)."""
 
 from __future__ import annotations
 
@@ -36,10 +29,9 @@ TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (sho
 
 def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple[list[Path], Figure], groups: pd.DataFrame,
                params: dict[str, str], run_ids: list[str]) -> str:  # fmt: skip
-    """A new FINISHED run ``report-<sweep or experiment>`` (with the user and source tags MLflow's fluent
-    ``start_run`` adds) holding the best group's metrics (``val/accuracy_mean``, ...), the group table
-    (:data:`TABLE_ARTIFACT`), the figure and the files; for a sweep, the parent of the sweep's runs that
-    have none (the MLflow UI nests them under it). Returns its id."""
+    """The id of a new FINISHED run ``report-<sweep or experiment>`` (tagged as by MLflow's fluent
+    ``start_run``) with the best group's metrics, the group table, the figure and the files; for a sweep,
+    the parent of the sweep's runs that have none (the MLflow UI nests them under it)."""
     files, figure = report_files
     run_name = f"report-{sweep or experiment}"
     tags = {

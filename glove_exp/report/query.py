@@ -1,14 +1,5 @@
-"""Reading the tracking store for the report: checks, sweep ids, and runs as a pandas table.
-
-Everything goes through an ``mlflow.MlflowClient`` made for one URI: nothing here sets MLflow's
-process-wide tracking URI or uses its fluent API. :func:`runs_frame` gives the table
-MLflow's fluent ``search_runs(output_format="pandas")`` gives.
-
-Sweep ids are the ``sweep_id`` tag, Hydra's sweep folder as the job saw it (``multirun/<date>/<time>``
-by default). A ``--sweep`` is compared after ``os.path.normpath`` and, for a path that exists or is
-absolute, also in its absolute and cwd-relative spellings, so ``./multirun/x/``, ``multirun/x`` and
-``$PWD/multirun/x`` all find the same sweep.
-"""
+"""Everything goes through an ``mlflow.MlflowClient`` of one URI, never MLflow's process-wide tracking
+URI or fluent API. Sweep ids are the ``sweep_id`` tag: Hydra's sweep folder as the job saw it."""
 
 from __future__ import annotations
 
@@ -40,7 +31,8 @@ def sweep_key(sweep: str) -> str:
 
 
 def sweep_spellings(sweep: str) -> set[str]:
-    """``sweep`` as given, absolute, and relative to the cwd (all normalised)."""
+    """``sweep`` normalised and, for a path that exists or is absolute, also absolute and relative to the
+    cwd, so that ``./multirun/x/``, ``multirun/x`` and ``$PWD/multirun/x`` find the same sweep."""
     spellings = {sweep_key(sweep)}
     if os.path.isabs(sweep) or os.path.exists(sweep):
         absolute = os.path.abspath(sweep)
