@@ -1,5 +1,5 @@
-"""Errors in the user's input (config, data, vector files): the CLI prints them in one line and exits
-with ``exit_status``; any other exception is a bug and keeps its traceback."""
+"""Errors in the user's input: the CLI prints them in one line and exits with ``exit_status``; bugs keep
+their traceback."""
 
 
 class GloveExpError(Exception):

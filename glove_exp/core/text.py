@@ -171,13 +171,12 @@ def frequent_words(vectors: WordVectors, count: int, lowercase: bool, known: set
 
 
 def encode(tokens: Tokens, index: dict[str, int], max_tokens: int, drop_oov: bool = False) -> np.ndarray:
-    """``[N, max_tokens]`` int32 ids, post-padded and post-truncated. Unknown words are ``OOV`` (a zero
-    vector that still takes a position, as in the tutorial) or, with ``drop_oov``, dropped before
-    truncation. A chunk of documents at a time, so no per-token array of the whole corpus exists."""
+    """``[N, max_tokens]`` int32 ids, post-padded and post-truncated; unknown words are ``OOV`` (a zero
+    vector that still takes a position, as in the tutorial) or, with ``drop_oov``, dropped first."""
     type_ids, lengths = tokens.type_ids(index), tokens.lengths
     bounds = np.concatenate([[0], np.cumsum(lengths)])  # [N + 1] where each document begins in ``codes``
     out = np.empty((len(lengths), max_tokens), dtype=np.int32)
-    for start in range(0, len(lengths), _ENCODE_DOCS):
+    for start in range(0, len(lengths), _ENCODE_DOCS):  # no per-token array of the whole corpus
         stop = min(start + _ENCODE_DOCS, len(lengths))
         flat = type_ids[tokens.codes[bounds[start] : bounds[stop]]]
         out[start:stop] = _padded(flat, lengths[start:stop], max_tokens, drop_oov)

@@ -1,5 +1,4 @@
-"""Train and test from the hub or ``dataset.data_dir``; a validation split is carved from train,
-stratified and seeded, and the test split is only read for the final report."""
+"""Train and test from the hub or ``dataset.data_dir``; validation is carved from train, stratified and seeded."""
 
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class DatasetSettings(Protocol):
-    """What :func:`load_splits` reads of the dataset settings (the app's ``DatasetConfig`` has them
-    all); read-only, so any object with these attributes will do."""
+    """What :func:`load_splits` reads; read-only, so any object with these attributes will do."""
 
     @property
     def hub_id(self) -> str: ...
@@ -93,7 +91,6 @@ def load_splits(cfg: DatasetSettings, seed: int) -> Splits:
 
 
 def _check_classes(train: Split, test: Split, class_names: Sequence[str], where: str) -> None:
-    """Refuse a single training class; warn about classes that are tested but never trained."""
     trained = np.bincount(train.labels, minlength=len(class_names))
     if np.count_nonzero(trained) < 2:
         raise DataError(
@@ -206,7 +203,6 @@ def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: Layout) -
 def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
     """The split of ``table``: the original headless CSV has the label first, counting classes from 1."""
     label_field, *text_fields = layout.headless_columns if headless else (layout.label_field, *layout.text_fields)
-    offset = int(headless)
     if not table.columns[label_field]:
         raise DataError(f"{table.where}: no data rows")
     columns = [table.columns[f] for f in text_fields]
@@ -214,7 +210,7 @@ def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
         texts = [" ".join(parts) for parts in zip(*columns)]
     except TypeError:  # a missing (null) field, or one that is not text
         texts = [_joined(table, row, text_fields, parts) for row, parts in enumerate(zip(*columns))]
-    labels = _labels(table, table.columns[label_field], offset, layout.num_classes)
+    labels = _labels(table, table.columns[label_field], int(headless), layout.num_classes)
     empty = sum(not text.strip() for text in texts)
     if empty:
         log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", table.where, empty)
@@ -266,7 +262,6 @@ def _as_int(value: Any) -> int | None:
 
 
 def _stratified(split: Split, train_size: int, seed: int, key: str, where: str) -> tuple[Split, Split]:
-    """Seeded stratified partition into ``train_size`` and the rest."""
     try:
         keep, rest = train_test_split(
             np.arange(len(split)), train_size=train_size, stratify=split.labels, random_state=seed

@@ -117,11 +117,11 @@ def _verify(url: str, part: Path, expected: int | None, sha256: str | None) -> N
             f"download of {url} is incomplete: expected {expected} bytes, got {got}; deleted it, run again to retry"
         )
     if sha256:
-        digest = sha256_file(part)
-        if digest != sha256.strip().lower():
+        digest, wanted = sha256_file(part), sha256.strip().lower()
+        if digest != wanted:
             part.unlink()
             raise EmbeddingsError(
-                f"download of {url} has the wrong checksum: expected sha256 {sha256.strip().lower()}, got {digest}; deleted it"
+                f"download of {url} has the wrong checksum: expected sha256 {wanted}, got {digest}; deleted it"
             )
 
 
@@ -173,15 +173,19 @@ def member_path(dest_dir: Path, member: str) -> Path:
 
 
 def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool = True) -> Path:
-    """``dest_dir / member``, extracted with its CRC checked; a corrupt or truncated zip is deleted, so
-    that the next run downloads it again."""
+    """``dest_dir / member``, extracted with its CRC checked; a corrupt or truncated zip is deleted."""
     zip_path = Path(zip_path)
     target = member_path(dest_dir, member)
     if not zip_path.is_file():
         raise EmbeddingsError(f"{zip_path} does not exist")
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            info = _member_info(archive, member, zip_path)
+            names = archive.namelist()
+            if member not in names:
+                raise EmbeddingsError(
+                    f"{zip_path} has no member {member!r}; its members are: {', '.join(names) or 'none'}"
+                )
+            info = archive.getinfo(member)
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(target.parent)  # a killed extraction of 840B leaves 5 GB
             atomic_write(target, lambda out: _copy_member(archive, info, out, progress))
@@ -192,14 +196,6 @@ def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool =
         ) from None
     log.info("extracted %s from %s", target, zip_path)
     return target
-
-
-def _member_info(archive: zipfile.ZipFile, member: str, zip_path: Path) -> zipfile.ZipInfo:
-    try:
-        return archive.getinfo(member)
-    except KeyError:
-        names = ", ".join(archive.namelist()) or "none"
-        raise EmbeddingsError(f"{zip_path} has no member {member!r}; its members are: {names}") from None
 
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, progress: bool) -> None:

@@ -1,5 +1,4 @@
-"""Readers see the old file or the complete new one, never a part; temporaries that killed writers
-left behind are cleared by the next writer."""
+"""Readers see the old file or the complete new one, never a part; killed writers' temporaries are cleared."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The GloVe text format, ``word v0 .. v{dim-1}`` lines: pyarrow's CSV reader parses most lines, and
-the few it cannot (840B has words with spaces in them) are parsed again from the right."""
+"""GloVe text files: a ``word v0 .. v{dim-1}`` line per word (:func:`parse_glove_text` has the parser's rules)."""
 
 from __future__ import annotations
 
@@ -42,6 +41,7 @@ MAGIC = {
 CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
 WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines (it skips empty ones)
+CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
 
 
 @dataclass
@@ -97,14 +97,10 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
     log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
-CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
-
-
 def _parse_next_piece(
     pieces: Iterator[tuple[int, memoryview]], dim: int
 ) -> tuple[int, int, memoryview | bytes, list[CsvPart]] | None:
-    """The next piece of ``pieces`` as (its offset in the file, its size there, its text made
-    valid UTF-8, its parts), or None at the end."""
+    """(offset, size in the file, text made valid UTF-8, CSV parts) of the next piece; None at the end."""
     offset, piece = next(pieces, (0, None))
     if piece is None:
         return None
@@ -177,9 +173,7 @@ def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tu
             stats.bad(line)
         else:
             parsed.append(entry)
-    if not parsed:
-        return []
-    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))]
+    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))] if parsed else []
 
 
 def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
@@ -216,9 +210,8 @@ def _valid_utf8(chunk: memoryview) -> memoryview | bytes:
 
 
 def _sniff(path: Path, dim: int) -> int:
-    """Refuse, in one line that says what it is, a file that is not GloVe text or whose lines mostly
-    hold another number of values than ``dim``; returns the byte offset where the vectors start (past
-    a word2vec header line ``<count> <dim>``, skipped with a warning: the lines tell the dimension)."""
+    """Refuse a file that is not GloVe text, or whose lines mostly hold another number of values than
+    ``dim``; returns where the vectors start, past a word2vec header (the lines tell the dimension)."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD_BYTES)
         complete = not handle.read(1)
@@ -316,8 +309,7 @@ def warn_duplicates(path: Path, words: list[str]) -> None:
 
 
 def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:
-    """Write ``vectors`` in GloVe's text format (as Stanford distributes it), e.g. to rebuild
-    ``glove.6B.50d.txt`` from the packaged vectors for benchmarks."""
+    """Stanford's text format, e.g. ``glove.6B.50d.txt`` rebuilt from the packaged vectors for benchmarks."""
     with open(path, "w", encoding="utf-8") as out:
         for start in range(0, len(vectors), 50_000):
             chunk = np.asarray(vectors.vectors[start : start + 50_000])

@@ -1,6 +1,5 @@
-"""Not read by ``datasets``, so that a path is never a glob and every problem is one :class:`DataError`
-line naming the file and its line (or row). A CSV has a header line, or is Zhang et al.'s headless
-original (the 1-based class, then the text fields)."""
+"""Not ``datasets``: a path is never a glob, and every problem is one :class:`DataError` line naming the file
+and its line (or row). A CSV has a header, or is Zhang et al.'s headless original (class from 1, texts)."""
 
 from __future__ import annotations
 
@@ -45,8 +44,7 @@ class Table:
 
 
 def read_file(path: Path, layout: Layout) -> tuple[Table, bool]:
-    """The columns of ``path`` (its suffix says the format), and whether it is the original headless
-    CSV, whose columns are ``layout.headless_columns``."""
+    """The columns of ``path`` (its suffix says the format), and whether it is the headless original CSV."""
     kind = SUFFIXES[path.suffix]
     if kind == "parquet":
         return _read_parquet(path, layout.needed), False

@@ -28,8 +28,7 @@ NPY_HEADER_BYTES = 128
 
 
 class EmbeddingsSettings(Protocol):
-    """What :func:`load_word_vectors` reads of the embeddings settings (the app's ``EmbeddingsConfig``
-    has them all); read-only, so any object with these attributes will do."""
+    """What :func:`load_word_vectors` reads; read-only, so any object with these attributes will do."""
 
     @property
     def dim(self) -> int: ...
@@ -99,8 +98,7 @@ def load_package_vectors(package: str) -> WordVectors:
 
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
-    """A GloVe text file, converted once into ``cache_dir`` and then reloaded memory-mapped (a
-    complete cache is only read, so it may lie on a read-only file system)."""
+    """Memory-mapped from its cache, built on first use (a complete cache is only read: it may be read-only)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise EmbeddingsError(f"embeddings.path: {path} does not exist; point it at a GloVe text file")
@@ -119,8 +117,7 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
 
 
 def writable_cache_subdir(cache_dir: Path, name: str) -> Path:
-    """``cache_dir / name``, created if need be; refused in one line naming ``embeddings.cache_dir``
-    when it cannot be written (say, ``cache_dir`` is a file)."""
+    """``cache_dir / name``, created if need be; refused naming ``embeddings.cache_dir`` if not writable."""
     folder = cache_dir / name
     if cache_dir.exists() and not cache_dir.is_dir():
         problem = "it is a file, not a folder"
@@ -145,9 +142,8 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
 
 
 def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
-    """``vectors.npy`` (streamed, so memory stays at about two 64 MB pieces of the file and the words),
-    ``words.txt`` and, last, ``manifest.json`` in a temporary folder renamed to ``folder``; a concurrent
-    writer that got there first wins."""
+    """``vectors.npy`` (streamed: memory stays at two 64 MB pieces and the words), ``words.txt`` and, last,
+    ``manifest.json`` in a temporary folder renamed to ``folder``; a concurrent writer there first wins."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()

@@ -61,7 +61,6 @@ def open_client(uri: str) -> mlflow.MlflowClient:
 
 
 def find_experiment(client: mlflow.MlflowClient, name: str) -> Experiment:
-    """Experiment ``name``; an unknown one is a user error that lists those there are."""
     try:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -77,7 +76,7 @@ def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_st
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
     runs, token = [], None
-    while True:  # every page
+    while True:
         page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY, PAGE_SIZE, page_token=token)
         runs, token = runs + list(page), page.token
         if not token:
@@ -128,8 +127,7 @@ def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: st
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), report runs left out; a missing
-    store, experiment or sweep, or nothing finished, is a :class:`GloveExpError`."""
+    """FINISHED runs of ``experiment`` (or of one ``sweep``, ``latest`` for the newest), report runs left out."""
     client = open_client(uri)
     found = find_experiment(client, experiment)
     query = "attributes.status = 'FINISHED'"

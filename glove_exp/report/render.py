@@ -113,8 +113,7 @@ def to_markdown(display: pd.DataFrame) -> str:
 
 
 def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: str) -> str:
-    """The paragraph under the title: what was grouped and ranked how, what the columns mean, and the
-    settings every group shares."""
+    """The paragraph under the title: grouping, ranking, columns and the settings every group shares."""
     grouping = f"grouped by {', '.join(by)}" if by else "one group per configuration, over trainer.seed"
     common = ", ".join(f"{name} {param_text(value, 3)}" for name, value in common_settings(groups).items())
     return (
