@@ -1,5 +1,5 @@
 """Not ``datasets``: a path is never a glob, and every problem is one :class:`DataError` line naming the file
-and its line (or row). A CSV has a header, or is Zhang et al.'s headless original (class from 1, texts)."""
+and its line (or row). A CSV has a header, or is Zhang et al.'s headless original (1-based class, then texts)."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def load_package_vectors(package: str) -> WordVectors:
 
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
-    """Memory-mapped from its cache, built on first use (a complete cache is only read: it may be read-only)."""
+    """Memory-mapped from its cache, built on first use; a complete cache is only read (a read-only disk will do)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise EmbeddingsError(f"embeddings.path: {path} does not exist; point it at a GloVe text file")

@@ -1,4 +1,4 @@
-"""Reads MLflow, never the sweep folders, only through an ``MlflowClient`` of the chosen URI (no global one)."""
+"""Reads MLflow, never the sweep folders, only through an ``MlflowClient`` of the chosen URI (no process-wide one)."""
 
 from __future__ import annotations
 
