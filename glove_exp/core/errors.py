@@ -1,8 +1,5 @@
-"""Errors caused by the user's input (config, data, vector files).
-
-The CLI prints these as one line and exits with status 2; any other exception is a bug and keeps
-its traceback.
-"""
+"""Errors in the user's input: the CLI prints them in one line and exits with ``exit_status``; bugs keep
+their traceback."""
 
 
 class GloveExpError(Exception):

@@ -1,5 +1,4 @@
-"""Test-set evaluation: accuracy, macro-F1, scikit-learn's classification report and the confusion
-matrix (counts and row-normalised)."""
+"""Test-set metrics, scikit-learn's classification report and the confusion matrix."""
 
 from __future__ import annotations
 

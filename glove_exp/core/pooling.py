@@ -1,9 +1,5 @@
-"""Parameter-free poolings of word vectors into one document vector (pure ``jnp`` functions).
-
-Every function takes ``x`` ``[B, T, D]`` (padding positions hold zero vectors) and ``mask``
-``[B, T]`` float (1 for a token, 0 for padding). With ``mask`` all ones the result is the seed
-tutorial's behaviour, where padding counts as tokens.
-"""
+"""Poolings of ``x`` ``[B, T, D]`` (zero vectors at padding) under ``mask`` ``[B, T]`` float (1 for a
+token, 0 for padding). With ``mask`` all ones, padding counts as tokens, as in the seed tutorial."""
 
 from __future__ import annotations
 
@@ -71,11 +67,8 @@ def mean_max(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def hier(x: jax.Array, mask: jax.Array, window: int) -> jax.Array:
-    """SWEM-hier: average each ``window``-gram, then max over the windows.
-
-    A window counts when all its positions are tokens; a document shorter than the window is
-    averaged whole (its first window).
-    """
+    """SWEM-hier: max over the averages of the ``window``-grams whose positions are all tokens; a
+    document shorter than the window is averaged whole (its first window)."""
     width = min(window, x.shape[1])
     weighted = x * mask[..., None]
     csum = jnp.pad(jnp.cumsum(weighted, axis=1), ((0, 0), (1, 0), (0, 0)))

@@ -1,11 +1,6 @@
-"""Text -> token ids: the tutorial's Keras tokeniser rules, a vocabulary of the training words
-that have a vector (plus the vectors' most frequent words, for new text), and post-padded /
-post-truncated id matrices.
-
-Index 0 is padding and index 1 stands for every word outside the vocabulary; both map to zero
-rows in the embedding matrix. Vocabulary words start at index 2: training words, most frequent
-first, then the added frequent words in the vectors' order.
-"""
+"""Token ids: 0 is padding and 1 every word outside the vocabulary (both zero rows in the embedding
+matrix); the vocabulary starts at 2: the training words that have a vector, most frequent first, then
+the vectors' most frequent words (for new text) in the vectors' order."""
 
 from __future__ import annotations
 
@@ -33,11 +28,8 @@ _ENCODE_DOCS = 65536
 
 
 def tokenize(text: str, lowercase: bool = True) -> list[str]:
-    """Split like Keras' ``text_to_word_sequence``: filters become spaces, split on spaces.
-
-    Only the space splits (as ``str.split(" ")``): other whitespace such as ``\\r`` or ``\\xa0``
-    stays inside tokens.
-    """
+    """Keras' ``text_to_word_sequence``: filters become spaces, then only the space splits (other
+    whitespace such as ``\\r`` or ``\\xa0`` stays inside tokens)."""
     if lowercase:
         text = text.lower()
     return [token for token in text.translate(_TO_SPACE).split(" ") if token]
@@ -73,10 +65,6 @@ class Tokens:
     def type_ids(self, index: dict[str, int]) -> np.ndarray:
         """``[W]`` int32 id of every distinct token, ``OOV`` for words not in ``index``."""
         return np.fromiter((index.get(word, OOV) for word in self.types), dtype=np.int32, count=len(self.types))
-
-    def ids(self, index: dict[str, int]) -> np.ndarray:
-        """``[T]`` int32 id of every token, ``OOV`` for words not in ``index``."""
-        return self.type_ids(index)[self.codes]
 
 
 def tokenize_all(texts: Iterable[str], lowercase: bool = True) -> Tokens:
@@ -143,11 +131,8 @@ class Vocabulary:
 
 
 def build_vocabulary(train: Tokens, vectors: WordVectors, serving_words: int = 0, lowercase: bool = True) -> Vocabulary:
-    """The words of ``train`` that have a vector, most frequent first (ties in order of first
-    occurrence), then the words of the first ``serving_words`` rows of ``vectors`` (GloVe files
-    are sorted by frequency) that are not among them, so that new text finds its vectors.
-    ``counts`` are training frequencies (0 for the added words).
-    """
+    """The words of ``train`` that have a vector, most frequent first, then those of the first
+    ``serving_words`` rows of ``vectors`` (GloVe files are sorted by frequency) not among them, with count 0."""
     rows = vector_rows(train.types, vectors)
     counts = np.bincount(train.codes, minlength=len(train.types))
     # ``types`` is in first-occurrence order, so the stable sort breaks frequency ties by it.
@@ -175,9 +160,8 @@ def vector_rows(words: Sequence[str], vectors: WordVectors) -> np.ndarray:
 
 
 def frequent_words(vectors: WordVectors, count: int, lowercase: bool, known: set[str]) -> list[int]:
-    """Rows among the first ``count`` of ``vectors`` whose words are not ``known`` and that text
-    can give as tokens (no filter character or space; lower case if ``lowercase``), each word's
-    first row once, in order."""
+    """Rows among the first ``count`` whose words are not ``known`` and that :func:`tokenize` can give
+    (no filter character or space; lower case if ``lowercase``), each word's first row once."""
     seen, rows = set(known), []
     for row, word in enumerate(vectors.words[:count]):
         if word not in seen and tokenize(word, lowercase) == [word]:
@@ -187,16 +171,12 @@ def frequent_words(vectors: WordVectors, count: int, lowercase: bool, known: set
 
 
 def encode(tokens: Tokens, index: dict[str, int], max_tokens: int, drop_oov: bool = False) -> np.ndarray:
-    """Tokens of ``N`` documents -> ``[N, max_tokens]`` int32 ids, post-padded with 0 and post-truncated.
-
-    Unknown words become ``OOV`` (a zero vector that still takes a position, as in the tutorial)
-    or, with ``drop_oov``, are removed before truncation. Documents are encoded a chunk at a time
-    into the result, so no per-token array of the whole corpus is made.
-    """
+    """``[N, max_tokens]`` int32 ids, post-padded and post-truncated; unknown words are ``OOV`` (a zero
+    vector that still takes a position, as in the tutorial) or, with ``drop_oov``, dropped first."""
     type_ids, lengths = tokens.type_ids(index), tokens.lengths
     bounds = np.concatenate([[0], np.cumsum(lengths)])  # [N + 1] where each document begins in ``codes``
     out = np.empty((len(lengths), max_tokens), dtype=np.int32)
-    for start in range(0, len(lengths), _ENCODE_DOCS):
+    for start in range(0, len(lengths), _ENCODE_DOCS):  # no per-token array of the whole corpus
         stop = min(start + _ENCODE_DOCS, len(lengths))
         flat = type_ids[tokens.codes[bounds[start] : bounds[stop]]]
         out[start:stop] = _padded(flat, lengths[start:stop], max_tokens, drop_oov)
@@ -226,11 +206,8 @@ def oov_rate(tokens: Tokens, index: dict[str, int]) -> float:
 
 
 def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
-    """``[len(vocab), dim]`` float32 rows for the vocabulary; padding and OOV rows are zero.
-
-    The values are rounded to float16, the precision the logged model stores them in, so that
-    the run trains and evaluates on exactly the vectors it serves with.
-    """
+    """``[len(vocab), dim]`` float32, padding and OOV rows zero, rounded to float16 (the logged model's
+    precision) so that the run trains and evaluates on exactly the vectors it serves with."""
     rows = vectors.vectors[vocab.vector_rows]  # [V - NUM_SPECIAL, D]
     if np.abs(rows).max(initial=0) > np.finfo(np.float16).max:
         raise EmbeddingsError(f"{vectors.source} holds values beyond float16's range (±65504)")
@@ -277,9 +254,8 @@ def encode_splits(
     drop_oov: bool,
     serving_words: int = 0,
 ) -> Encoded:
-    """Tokenise every split, build the vocabulary from ``train`` (plus the ``serving_words`` most
-    frequent words of ``vectors``) and encode every split with it: validation and test words
-    that training never saw are OOV unless they are among those frequent words, as for new text."""
+    """Every split encoded over the vocabulary of ``train``: validation and test words that training
+    never saw are OOV unless among the ``serving_words`` most frequent words, as for new text."""
     present = {split: docs for split, docs in texts.items() if docs is not None}
     corpus = tokenize_all([doc for docs in present.values() for doc in docs], lowercase)
     tokens = dict(zip(present, corpus.split([len(docs) for docs in present.values()])))

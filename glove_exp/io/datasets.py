@@ -1,9 +1,4 @@
-"""Dataset loading: from the hub through Hugging Face ``datasets``, or from local files.
-
-Local files (``dataset.data_dir``) are ``train`` and ``test`` as CSV, Parquet or JSON Lines, read by
-:mod:`glove_exp.io.tables`. A validation split is carved from train, stratified and seeded; the test
-split is only read for the final report.
-"""
+"""Train and test from the hub or ``dataset.data_dir``; validation is carved from train, stratified and seeded."""
 
 from __future__ import annotations
 
@@ -30,42 +25,30 @@ log = logging.getLogger(__name__)
 
 
 class DatasetSettings(Protocol):
-    """What :func:`load_splits` reads of the dataset settings (the app's ``DatasetConfig`` has them
-    all); read-only, so any object with these attributes will do."""
+    """What :func:`load_splits` reads; read-only, so any object with these attributes will do."""
 
     @property
     def hub_id(self) -> str: ...
-
     @property
     def hub_config(self) -> str | None: ...
-
     @property
     def text_fields(self) -> Sequence[str]: ...
-
     @property
     def label_field(self) -> str: ...
-
     @property
     def class_names(self) -> Sequence[str]: ...
-
     @property
     def train_split(self) -> str: ...
-
     @property
     def test_split(self) -> str: ...
-
     @property
     def val_fraction(self) -> float: ...
-
     @property
     def data_dir(self) -> str | None: ...
-
     @property
     def headless_columns(self) -> Sequence[str] | None: ...
-
     @property
     def max_train_samples(self) -> int | None: ...
-
     @property
     def unescape(self) -> bool: ...
 
@@ -108,7 +91,6 @@ def load_splits(cfg: DatasetSettings, seed: int) -> Splits:
 
 
 def _check_classes(train: Split, test: Split, class_names: Sequence[str], where: str) -> None:
-    """Refuse a single training class; warn about classes that are tested but never trained."""
     trained = np.bincount(train.labels, minlength=len(class_names))
     if np.count_nonzero(trained) < 2:
         raise DataError(
@@ -183,10 +165,8 @@ def _find_file(folder: Path, split: str) -> Path:
 
 
 def check_hub_reachable(hub_id: str, seconds: float = 3.0) -> None:
-    """Fail in seconds when the hub cannot be reached: ``datasets`` would retry for a minute.
-
-    With ``HF_HUB_OFFLINE=1`` (Hugging Face's own switch) ``datasets`` reads its cache instead.
-    """
+    """Fail in seconds when the hub cannot be reached (``datasets`` would retry for a minute), unless
+    ``HF_HUB_OFFLINE=1`` has ``datasets`` read its cache."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -223,7 +203,6 @@ def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: Layout) -
 def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
     """The split of ``table``: the original headless CSV has the label first, counting classes from 1."""
     label_field, *text_fields = layout.headless_columns if headless else (layout.label_field, *layout.text_fields)
-    offset = int(headless)
     if not table.columns[label_field]:
         raise DataError(f"{table.where}: no data rows")
     columns = [table.columns[f] for f in text_fields]
@@ -231,7 +210,7 @@ def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
         texts = [" ".join(parts) for parts in zip(*columns)]
     except TypeError:  # a missing (null) field, or one that is not text
         texts = [_joined(table, row, text_fields, parts) for row, parts in enumerate(zip(*columns))]
-    labels = _labels(table, table.columns[label_field], offset, layout.num_classes)
+    labels = _labels(table, table.columns[label_field], int(headless), layout.num_classes)
     empty = sum(not text.strip() for text in texts)
     if empty:
         log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", table.where, empty)
@@ -283,7 +262,6 @@ def _as_int(value: Any) -> int | None:
 
 
 def _stratified(split: Split, train_size: int, seed: int, key: str, where: str) -> tuple[Split, Split]:
-    """Seeded stratified partition into ``train_size`` and the rest."""
     try:
         keep, rest = train_test_split(
             np.arange(len(split)), train_size=train_size, stratify=split.labels, random_state=seed

@@ -1,10 +1,5 @@
-"""Verified, resumable downloads and single-member zip extraction for the vector files.
-
-Every file appears under its final name only once it is complete: downloads grow in
-``<dest>.part`` and are renamed after their size (and sha256, when configured) checked out;
-extraction writes to a temporary name in the target folder first (one left by a killed process
-is deleted by the next extraction there).
-"""
+"""A file appears under its final name only once complete: a download grows in ``<dest>.part``, renamed
+once its size (and sha256, when configured) check out; an extraction is written atomically."""
 
 from __future__ import annotations
 
@@ -43,12 +38,8 @@ def check_url(url: str) -> None:
 
 
 def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` (returned as is when it already exists, without network).
-
-    A later call resumes the ``<dest>.part`` with an HTTP Range request. A byte count other than the
-    server's Content-Length, or a sha256 other than ``sha256``, deletes the ``.part`` and raises
-    :class:`EmbeddingsError`, as do refused URLs and network failures (which keep the ``.part``).
-    """
+    """``dest``, downloaded unless it exists; a later call resumes the ``.part`` with a Range request. A
+    wrong size or sha256 deletes the ``.part``; refused URLs and network failures keep it."""
     check_url(url)
     dest = Path(dest)
     if dest.exists():
@@ -99,7 +90,6 @@ def _fetch(url: str, part: Path, progress: bool) -> int | None:
 def _copy(
     blocks: Iterable[bytes], out: BinaryIO, desc: str, progress: bool, total: int | None, initial: int = 0
 ) -> None:
-    """Write ``blocks`` to ``out`` under a progress bar in bytes."""
     with tqdm(
         total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress
     ) as bar:
@@ -127,11 +117,11 @@ def _verify(url: str, part: Path, expected: int | None, sha256: str | None) -> N
             f"download of {url} is incomplete: expected {expected} bytes, got {got}; deleted it, run again to retry"
         )
     if sha256:
-        digest = sha256_file(part)
-        if digest != sha256.strip().lower():
+        digest, wanted = sha256_file(part), sha256.strip().lower()
+        if digest != wanted:
             part.unlink()
             raise EmbeddingsError(
-                f"download of {url} has the wrong checksum: expected sha256 {sha256.strip().lower()}, got {digest}; deleted it"
+                f"download of {url} has the wrong checksum: expected sha256 {wanted}, got {digest}; deleted it"
             )
 
 
@@ -183,18 +173,19 @@ def member_path(dest_dir: Path, member: str) -> Path:
 
 
 def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool = True) -> Path:
-    """Extract the single ``member`` of ``zip_path`` to ``dest_dir / member`` and return that path.
-
-    The CRC is checked while reading; a corrupt or truncated zip is deleted (so that the next run
-    downloads it again) and raises :class:`EmbeddingsError`, as does a missing member.
-    """
+    """``dest_dir / member``, extracted with its CRC checked; a corrupt or truncated zip is deleted."""
     zip_path = Path(zip_path)
     target = member_path(dest_dir, member)
     if not zip_path.is_file():
         raise EmbeddingsError(f"{zip_path} does not exist")
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            info = _member_info(archive, member, zip_path)
+            names = archive.namelist()
+            if member not in names:
+                raise EmbeddingsError(
+                    f"{zip_path} has no member {member!r}; its members are: {', '.join(names) or 'none'}"
+                )
+            info = archive.getinfo(member)
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(target.parent)  # a killed extraction of 840B leaves 5 GB
             atomic_write(target, lambda out: _copy_member(archive, info, out, progress))
@@ -205,14 +196,6 @@ def extract_member(zip_path: Path, member: str, dest_dir: Path, progress: bool =
         ) from None
     log.info("extracted %s from %s", target, zip_path)
     return target
-
-
-def _member_info(archive: zipfile.ZipFile, member: str, zip_path: Path) -> zipfile.ZipInfo:
-    try:
-        return archive.getinfo(member)
-    except KeyError:
-        names = ", ".join(archive.namelist()) or "none"
-        raise EmbeddingsError(f"{zip_path} has no member {member!r}; its members are: {names}") from None
 
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, progress: bool) -> None:

@@ -1,6 +1,4 @@
-"""Writing files so that readers see the old file or the complete new one, never a part, and
-clearing the temporaries of writers that were killed before they could clean up; and the memory
-available to a run, as ``/proc/meminfo`` says."""
+"""Readers see the old file or the complete new one, never a part; killed writers' temporaries are cleared."""
 
 from __future__ import annotations
 
@@ -22,15 +20,13 @@ TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\.
 
 
 def temp_path(path: Path) -> Path:
-    """A unique temporary name next to ``path`` that records this host and process (see
-    :func:`remove_stale_temps`)."""
+    """A unique name next to ``path`` that records this host and process (:func:`remove_stale_temps`)."""
     return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete the temporaries (files or folders) in ``folder`` whose writer, a process on this
-    host, no longer runs: a SIGKILL mid-write leaves them behind. Those of live processes (a
-    parallel job still writing) and of other hosts are kept. Returns what was deleted."""
+    """Delete (and return) the temporaries in ``folder`` of writers on this host that no longer run, as a
+    SIGKILL mid-write leaves them; those of live processes (a parallel job) and other hosts stay."""
     try:
         entries = list(folder.iterdir())
     except OSError:  # no folder yet (or not a folder: the caller reports that)
@@ -65,8 +61,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``; on any
-    exception the temporary file is removed and the exception propagates."""
+    """``write`` into a temporary file next to ``path``, renamed to ``path`` once complete (removed on error)."""
     tmp = temp_path(path)
     try:
         with open(tmp, "xb") as handle:
@@ -79,7 +74,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -1,15 +1,4 @@
-"""The GloVe text format: ``word v0 .. v{dim-1}`` lines, parsed fast into :class:`WordVectors`
-blocks, and written back.
-
-The parser hands the file, in 64 MB pieces read and parsed in a background thread, to pyarrow's
-multi-threaded CSV reader (space-separated, no quoting) with fixed float32 columns; the few lines
-that do not have ``dim + 1`` fields (840B has tokens with spaces in them) are parsed again from
-the right.
-
-Before parsing, the first 64 KB are sniffed so that a file that is not GloVe text (compressed,
-a zip, binary, tab-separated) is refused in one line that says what it is; a word2vec header
-line is skipped. Vectors with NaN or infinite values are refused, naming the line.
-"""
+"""GloVe text files: a ``word v0 .. v{dim-1}`` line per word (:func:`parse_glove_text` has the parser's rules)."""
 
 from __future__ import annotations
 
@@ -52,6 +41,7 @@ MAGIC = {
 CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r")
 WORD2VEC_HEADER = re.compile(rb"\d+ \d+")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines (it skips empty ones)
+CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
 
 
 @dataclass
@@ -67,8 +57,7 @@ class ParseStats:
 
 
 def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
-    """Parse a GloVe text file into :class:`WordVectors` held in memory (see
-    :func:`parse_glove_text`; a word that occurs twice keeps its first vector in ``lookup``)."""
+    """:func:`parse_glove_text` into one :class:`WordVectors` in memory."""
     words: list[str] = []
     blocks = [np.zeros((0, dim), np.float32)]
     for block_words, block in parse_glove_text(path, dim, progress):
@@ -79,9 +68,11 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Blocks of (words, ``[n, dim]`` float32 vectors) of a GloVe text file (see the module docstring),
-    in file order except that the lines parsed from the right follow the others of their piece. Lines
-    that fail every parse are skipped and counted; the file is refused if most of its lines were bad."""
+    """Blocks of (words, ``[n, dim]`` float32 vectors), in file order except that the lines parsed from
+    the right follow the others of their piece. The file is sniffed (:func:`_sniff`), then read in 64 MB
+    pieces, each parsed in a background thread by the CSV reader (space-separated, no quoting, float32
+    columns) while the previous one is used. Lines that fail every parse are skipped and counted; the
+    file is refused if most of its lines were bad, or with the line of a NaN or infinite value."""
     start = _sniff(path, dim)
     stats = ParseStats()
     pieces = _line_chunks(path, start)
@@ -106,14 +97,10 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
     log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
-CsvPart = tuple[pa.Table | None, list[str]]  # the rows the CSV reader parsed, and the lines it handed back
-
-
 def _parse_next_piece(
     pieces: Iterator[tuple[int, memoryview]], dim: int
 ) -> tuple[int, int, memoryview | bytes, list[CsvPart]] | None:
-    """The next piece of ``pieces`` as (its offset in the file, its size there, its text made
-    valid UTF-8, its parts), or None at the end."""
+    """(offset, size in the file, text made valid UTF-8, CSV parts) of the next piece; None at the end."""
     offset, piece = next(pieces, (0, None))
     if piece is None:
         return None
@@ -142,7 +129,6 @@ def _csv_parts(text: memoryview | bytes, dim: int) -> list[CsvPart]:
 
 
 def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str]) -> dict:
-    """pyarrow CSV options for ``word v0 .. v{dim-1}`` lines: space-separated, no quoting, float32."""
     names = ["word", *(f"v{i}" for i in range(dim))]
     return {
         "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8", block_size=BLOCK_BYTES),
@@ -166,8 +152,7 @@ def _split_at_lines(text: memoryview | bytes, count: int) -> list[memoryview]:
 
 
 def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
-    """(words, vectors) of each record batch of ``table``: pyarrow writes each batch's float
-    columns row-major in one pass (``to_tensor``)."""
+    """(words, vectors) per record batch: ``to_tensor`` writes a batch's floats row-major in one pass."""
     if table is None:
         return []
     stats.lines += len(table)
@@ -188,17 +173,13 @@ def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tu
             stats.bad(line)
         else:
             parsed.append(entry)
-    if not parsed:
-        return []
-    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))]
+    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))] if parsed else []
 
 
 def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
-    """(offset, piece) of the file from byte ``start`` on, in pieces of about ``CHUNK_BYTES``
-    that end at a line break (the last one may not). The pieces are views of two buffers read in
-    turn (fresh 64 MB buffers would cost more in page faults than the parse), so a piece stays
-    valid until the next-but-one is read; each read starts after the previous piece's last line
-    break."""
+    """(offset, piece) from byte ``start`` on, pieces of about ``CHUNK_BYTES`` ending at a line break (the
+    last may not): views of two buffers read in turn (fresh 64 MB buffers cost more in page faults than
+    the parse), so a piece stays valid until the next-but-one is read."""
     with open(path, "rb") as handle:
         rest = os.fstat(handle.fileno()).st_size - start  # < 0 past a header line without a line break
         size = max(min(CHUNK_BYTES, rest + 1), 1)  # a small file: one small read
@@ -229,10 +210,8 @@ def _valid_utf8(chunk: memoryview) -> memoryview | bytes:
 
 
 def _sniff(path: Path, dim: int) -> int:
-    """Refuse, in one line that says what it is, a file that is not GloVe text or whose lines
-    mostly hold another number of values than ``dim``; returns the byte offset where the vectors
-    start (past a word2vec header line ``<count> <dim>``, skipped with a warning: the lines that
-    follow tell the dimension)."""
+    """Refuse a file that is not GloVe text, or whose lines mostly hold another number of values than
+    ``dim``; returns where the vectors start, past a word2vec header (the lines tell the dimension)."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD_BYTES)
         complete = not handle.read(1)
@@ -257,7 +236,6 @@ def _sniff(path: Path, dim: int) -> int:
 
 
 def _check_width(path: Path, dim: int, widths: Counter[int]) -> None:
-    """Refuse a file whose sampled lines mostly hold another number of values than ``dim``."""
     if not widths:
         return  # no complete line in the head: the parser judges the lines
     width, count = widths.most_common(1)[0]
@@ -299,8 +277,7 @@ def _check_finite(
 
 
 def _line_number(path: Path, offset: int) -> int:
-    """The number (from 1) of the line that starts at byte ``offset`` of ``path``: line breaks
-    are counted only when an error names a line."""
+    """The line (from 1) that starts at byte ``offset``: line breaks are counted only for an error."""
     breaks = 0
     with open(path, "rb") as handle:
         while offset > 0 and (block := handle.read(min(offset, 1 << 20))):
@@ -332,8 +309,7 @@ def warn_duplicates(path: Path, words: list[str]) -> None:
 
 
 def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:
-    """Write ``vectors`` in GloVe's text format (as Stanford distributes it), e.g. to rebuild
-    ``glove.6B.50d.txt`` from the packaged vectors for benchmarks."""
+    """Stanford's text format, e.g. ``glove.6B.50d.txt`` rebuilt from the packaged vectors for benchmarks."""
     with open(path, "w", encoding="utf-8") as out:
         for start in range(0, len(vectors), 50_000):
             chunk = np.asarray(vectors.vectors[start : start + 50_000])

@@ -1,11 +1,5 @@
-"""Strict readers of local data files: CSV, JSON Lines (``.json``: also one array of objects) and
-Parquet, into the columns of a :class:`Table`.
-
-They are read here (``csv``, ``json``, ``pyarrow.parquet``), not by ``datasets``: a path is never a
-glob pattern, and every problem is one :class:`DataError` line naming the file and its line (or row).
-A CSV is either in the hub's own column layout (a header line) or the original headless CSV of Zhang
-et al. (first column the 1-based class, the remaining columns the text fields).
-"""
+"""Not ``datasets``: a path is never a glob, and every problem is one :class:`DataError` line naming the file
+and its line (or row). A CSV has a header, or is Zhang et al.'s headless original (1-based class, then texts)."""
 
 from __future__ import annotations
 
@@ -50,8 +44,7 @@ class Table:
 
 
 def read_file(path: Path, layout: Layout) -> tuple[Table, bool]:
-    """The columns of ``path`` (its suffix says the format), and whether it is the original headless
-    CSV, whose columns are ``layout.headless_columns``."""
+    """The columns of ``path`` (its suffix says the format), and whether it is the headless original CSV."""
     kind = SUFFIXES[path.suffix]
     if kind == "parquet":
         return _read_parquet(path, layout.needed), False

@@ -1,11 +1,5 @@
-"""Pre-trained word vectors: GloVe text files (parsed once by :mod:`glove_exp.io.glove_text`,
-then read from a binary cache), Stanford zips and packaged vectors, all returned as one
-:class:`WordVectors`.
-
-Converted vectors are cached as ``vectors.npy`` (memory-mapped on reload) plus ``words.txt``, in
-a folder named after the source file's path, size, mtime and dimension, which appears only once
-complete (atomic rename).
-"""
+"""A GloVe text file is parsed once into a cache folder (``vectors.npy``, memory-mapped on reload, and
+``words.txt``) keyed by its path, size, mtime and dimension, which appears only once complete."""
 
 from __future__ import annotations
 
@@ -34,27 +28,20 @@ NPY_HEADER_BYTES = 128
 
 
 class EmbeddingsSettings(Protocol):
-    """What :func:`load_word_vectors` reads of the embeddings settings (the app's ``EmbeddingsConfig``
-    has them all); read-only, so any object with these attributes will do."""
+    """What :func:`load_word_vectors` reads; read-only, so any object with these attributes will do."""
 
     @property
     def dim(self) -> int: ...
-
     @property
     def path(self) -> str | None: ...
-
     @property
     def url(self) -> str | None: ...
-
     @property
     def member(self) -> str | None: ...
-
     @property
     def sha256(self) -> str | None: ...
-
     @property
     def package(self) -> str | None: ...
-
     @property
     def cache_dir(self) -> str: ...
 
@@ -111,8 +98,7 @@ def load_package_vectors(package: str) -> WordVectors:
 
 
 def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool = True) -> WordVectors:
-    """A GloVe text file, converted once into ``cache_dir`` and then reloaded memory-mapped (a
-    complete cache is only read, so it may lie on a read-only file system)."""
+    """Memory-mapped from its cache, built on first use; a complete cache is only read (a read-only disk will do)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise EmbeddingsError(f"embeddings.path: {path} does not exist; point it at a GloVe text file")
@@ -131,8 +117,7 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
 
 
 def writable_cache_subdir(cache_dir: Path, name: str) -> Path:
-    """``cache_dir / name``, created if need be; refused in one line naming ``embeddings.cache_dir``
-    when it cannot be written (say, ``cache_dir`` is a file)."""
+    """``cache_dir / name``, created if need be; refused naming ``embeddings.cache_dir`` if not writable."""
     folder = cache_dir / name
     if cache_dir.exists() and not cache_dir.is_dir():
         problem = "it is a file, not a folder"
@@ -157,11 +142,8 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
 
 
 def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
-    """Convert ``path`` into ``vectors.npy`` (streamed block by block, so memory stays at about
-    two 64 MB pieces of the file and the word list), ``words.txt`` and, last, ``manifest.json``
-    in a temporary folder, then rename it to ``folder``; a concurrent writer that got there first
-    wins. On any error the temporary folder is deleted (one left by a SIGKILL goes with the next
-    build, see :func:`glove_exp.io.files.remove_stale_temps`)."""
+    """``vectors.npy`` (streamed: memory stays at two 64 MB pieces and the words), ``words.txt`` and, last,
+    ``manifest.json`` in a temporary folder renamed to ``folder``; a concurrent writer there first wins."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()

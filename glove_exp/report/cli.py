@@ -1,12 +1,4 @@
-"""The ``glove-exp-report`` console script: compare the FINISHED runs of an experiment or a sweep
-(README "Comparing runs"; ``--help``).
-
-It reads MLflow, never the sweep folders: :mod:`~glove_exp.report.query` reads the store (sweep ids,
-old and new metric names), :mod:`~glove_exp.report.statistics` groups and summarises,
-:mod:`~glove_exp.report.render` writes the tables, files and figure; this module parses the command
-line and logs the report run. Every MLflow call goes through an ``MlflowClient`` of the chosen URI
-(no process-wide tracking URI).
-"""
+"""Reads MLflow, never the sweep folders, only through an ``MlflowClient`` of the chosen URI (no process-wide one)."""
 
 from __future__ import annotations
 
@@ -30,16 +22,14 @@ from glove_exp.report.render import FILES, group_display, summary_note, to_markd
 from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, check_sort, group_runs
 
 PROG = "glove-exp-report"
-PARENT_TAG = MLFLOW_PARENT_RUN_ID  # what the MLflow UI nests child runs by
 TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (shown in the UI)
 
 
 def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple[list[Path], Figure], groups: pd.DataFrame,
                params: dict[str, str], run_ids: list[str]) -> str:  # fmt: skip
-    """A new FINISHED run ``report-<sweep or experiment>`` (with the user and source tags MLflow's fluent
-    ``start_run`` adds) holding the best group's metrics (``val/accuracy_mean``, ...), the group table
-    (:data:`TABLE_ARTIFACT`), the figure and the files; for a sweep, the parent of the sweep's runs that
-    have none (the MLflow UI nests them under it). Returns its id."""
+    """The id of a new FINISHED run ``report-<sweep or experiment>`` (user and source tags as ``start_run``
+    gives) with the best group's metrics, table, figure and files; for a sweep, the parent of its runs
+    that have none (the MLflow UI nests them under it)."""
     files, figure = report_files
     run_name = f"report-{sweep or experiment}"
     tags = {
@@ -59,8 +49,8 @@ def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple
                 run.call(store.client.log_artifact, str(path))
         if sweep:
             for child in run_ids:
-                if PARENT_TAG not in store.client.get_run(child).data.tags:
-                    store.client.set_tag(child, PARENT_TAG, run.run_id)
+                if MLFLOW_PARENT_RUN_ID not in store.client.get_run(child).data.tags:
+                    store.client.set_tag(child, MLFLOW_PARENT_RUN_ID, run.run_id)
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the report to {uri}: {first_line(err)}") from err
     return run.run_id
@@ -133,7 +123,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def report(args: argparse.Namespace) -> None:
-    """Load, group, print, write and optionally log; user errors raise :class:`GloveExpError`."""
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise GloveExpError(f"--out {args.out} is a file, not a folder")
     uri = args.tracking_uri or default_tracking_uri()
@@ -156,7 +145,6 @@ def report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``glove-exp-report``: user errors print one line on stderr and exit 2."""
     args = parse_args(argv)
     try:
         report(args)

@@ -1,14 +1,5 @@
-"""Reading the tracking store for the report: checks, sweep ids, and runs as a pandas table.
-
-Everything goes through an ``mlflow.MlflowClient`` made for one URI: nothing here sets MLflow's
-process-wide tracking URI or uses its fluent API. :func:`runs_frame` gives the table
-MLflow's fluent ``search_runs(output_format="pandas")`` gives.
-
-Sweep ids are the ``sweep_id`` tag, Hydra's sweep folder as the job saw it (``multirun/<date>/<time>``
-by default). A ``--sweep`` is compared after ``os.path.normpath`` and, for a path that exists or is
-absolute, also in its absolute and cwd-relative spellings, so ``./multirun/x/``, ``multirun/x`` and
-``$PWD/multirun/x`` all find the same sweep.
-"""
+"""Everything goes through an ``mlflow.MlflowClient`` of one URI, never MLflow's process-wide tracking
+URI or fluent API. Sweep ids are the ``sweep_id`` tag: Hydra's sweep folder as the job saw it."""
 
 from __future__ import annotations
 
@@ -40,7 +31,8 @@ def sweep_key(sweep: str) -> str:
 
 
 def sweep_spellings(sweep: str) -> set[str]:
-    """``sweep`` as given, absolute, and relative to the cwd (all normalised)."""
+    """``sweep`` normalised and, for a path that exists or is absolute, also absolute and relative to the
+    cwd, so that ``./multirun/x/``, ``multirun/x`` and ``$PWD/multirun/x`` find the same sweep."""
     spellings = {sweep_key(sweep)}
     if os.path.isabs(sweep) or os.path.exists(sweep):
         absolute = os.path.abspath(sweep)
@@ -69,7 +61,6 @@ def open_client(uri: str) -> mlflow.MlflowClient:
 
 
 def find_experiment(client: mlflow.MlflowClient, name: str) -> Experiment:
-    """Experiment ``name``; an unknown one is a user error that lists those there are."""
     try:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -85,7 +76,7 @@ def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_st
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
     runs, token = [], None
-    while True:  # every page
+    while True:
         page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY, PAGE_SIZE, page_token=token)
         runs, token = runs + list(page), page.token
         if not token:
@@ -136,8 +127,7 @@ def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: st
 
 
 def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """FINISHED runs of ``experiment`` (of one sweep, or ``latest``), report runs left out; a missing
-    store, experiment or sweep, or nothing finished, is a :class:`GloveExpError`."""
+    """FINISHED runs of ``experiment`` (or of one ``sweep``, ``latest`` for the newest), report runs left out."""
     client = open_client(uri)
     found = find_experiment(client, experiment)
     query = "attributes.status = 'FINISHED'"

@@ -1,10 +1,5 @@
-"""The report's output: display text, Markdown tables, CSV files and the accuracy figure.
-
-:func:`write_report` writes :data:`FILES`: ``results.md`` (groups and runs), ``results.csv`` (one row
-per group), ``runs.csv`` (one row per run; raw values, fractions not percentages) and
-``accuracy.png`` (group means with 95 % interval bars). CSV cells cannot start a spreadsheet formula,
-and Markdown cells carry no raw HTML.
-"""
+"""Markdown tables show percentages, the CSV files raw values (fractions); CSV cells cannot start a
+spreadsheet formula, and Markdown cells carry no raw HTML."""
 
 from __future__ import annotations
 
@@ -111,19 +106,14 @@ def run_display(run_rows: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(display: pd.DataFrame) -> str:
     """A GitHub Markdown table of text cells (from :func:`group_display` / :func:`run_display`)."""
-    left = {
-        "config",
-        "run",
-        *(name.replace("_", " ") for name in DESCRIBE if name not in ("lr", "max_tokens")),
-        "run id",
-    }
+    numeric = ("lr", "max_tokens")
+    left = {"config", "run", "run id", *(name.replace("_", " ") for name in DESCRIBE if name not in numeric)}
     align = ["left" if header in left else "right" for header in display.columns]
     return display.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
 
 def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: str) -> str:
-    """The paragraph under the title: what was grouped and ranked how, what the columns mean, and the
-    settings every group shares."""
+    """The paragraph under the title: grouping, ranking, columns and the settings every group shares."""
     grouping = f"grouped by {', '.join(by)}" if by else "one group per configuration, over trainer.seed"
     common = ", ".join(f"{name} {param_text(value, 3)}" for name, value in common_settings(groups).items())
     return (

@@ -1,12 +1,5 @@
-"""The report's statistics: pure functions over the runs table :mod:`glove_exp.report.query` loads.
-
-Runs that differ only in ``trainer.seed`` form a group (or those that share the ``--by`` params);
-each group gets n, mean, sample standard deviation and a 95 % Student t interval of the validation
-and test accuracy, and groups are ranked by the mean of the ``--sort`` metric. Metric names are read
-in their current spelling (``val/selected_accuracy``, ``test/accuracy``, ...) and in the one of
-stores written before the rename (``selected_val_accuracy``, ``test_accuracy``, ...; see
-:data:`METRIC_ALIASES`).
-"""
+"""Metric names are read in their current spelling (``test/accuracy``) and in that of stores written
+before the rename (``test_accuracy``; :data:`METRIC_ALIASES`)."""
 
 from __future__ import annotations
 
@@ -165,8 +158,9 @@ def interval(values: pd.Series) -> pd.Series:
 def group_runs(
     runs: pd.DataFrame, by: list[str] | None = None, sort: str = DEFAULT_SORT
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(groups, run rows)``: one row per group (see the module docstring), best mean ``sort`` first,
-    and :func:`run_table` with a ``group`` column, in group order and best ``sort`` first within a group."""
+    """``(groups, run rows)``. Runs that differ only in ``trainer.seed`` (or share the ``by`` params) form
+    a group, with n, mean, sample std and 95 % Student t interval of :data:`INTERVALS`, best mean ``sort``
+    first; the run rows are :func:`run_table` with a ``group`` column, best ``sort`` first in a group."""
     sort = check_sort(runs, sort)
     keys = group_params(runs, by)
     table = run_table(runs)
