@@ -15,7 +15,6 @@ from tqdm import tqdm
 from glove_exp.app.serving import Predictor
 from glove_exp.core.explain import Explanation, explain, masked_ids
 from glove_exp.core.text import KERAS_FILTERS
-from glove_exp.io.files import atomic_write
 
 # how a page finds the tokeniser's words in the raw text: the runs between its separators
 SEPARATORS = "([" + re.escape(KERAS_FILTERS + " ") + "]+)"
@@ -86,14 +85,11 @@ def explain_examples(
 
 
 def write_pages(explanations: Sequence[Explanation], out_dir: Path, lowercase: bool) -> list[Path]:
-    """``out_dir/example_<i>.html`` for each explanation (written atomically); returns the paths."""
+    """``out_dir/example_<i>.html`` for each explanation; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for explanation in explanations:
-        page = render_page(explanation, lowercase).encode("utf-8")
-        paths.append(
-            atomic_write(out_dir / f"example_{explanation.index}.html", lambda out, data=page: out.write(data))
-        )
+    paths = [out_dir / f"example_{explanation.index}.html" for explanation in explanations]
+    for path, explanation in zip(paths, explanations):
+        path.write_text(render_page(explanation, lowercase), encoding="utf-8")
     return paths
 
 
@@ -140,16 +136,13 @@ def _class_section(e: Explanation, name: str, role: str, lowercase: bool) -> str
 
 
 def _highlighted(text: str, weights: dict[str, float], lowercase: bool) -> str:
-    """``text`` (at most :data:`MAX_SHOWN_CHARS` of it) escaped, with every occurrence of a
-    weighted word wrapped in a span whose class (``g1..g4``, ``r1..r4``) gives sign and strength
-    relative to the largest ``|weight|``."""
+    """``text`` escaped, each weighted word in a span whose class (``g1..g4``, ``r1..r4``) gives its
+    sign and strength relative to the largest ``|weight|``."""
     scale = max(PALE_BELOW, *(abs(w) for w in weights.values()))
     shown = text[:MAX_SHOWN_CHARS]
     parts = []
-    for i, piece in enumerate(re.split(SEPARATORS, shown)):
-        weight = (
-            weights.get(piece.lower() if lowercase else piece) if i % 2 == 0 else None
-        )  # even pieces are words, odd ones separators
+    for i, piece in enumerate(re.split(SEPARATORS, shown)):  # even pieces are words, odd ones separators
+        weight = weights.get(piece.lower() if lowercase else piece) if i % 2 == 0 else None
         if weight:
             level = max(1, math.ceil(LEVELS * abs(weight) / scale))
             parts.append(f'<span class="{"g" if weight > 0 else "r"}{level}">{html.escape(piece)}</span>')
