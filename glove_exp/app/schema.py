@@ -78,12 +78,8 @@ class EmbeddingsConfig:
     def __post_init__(self) -> None:
         _at_least("embeddings.dim", self.dim, 1)
         _at_least("embeddings.serving_words", self.serving_words, 0, nullable=True)
-        _check(
-            any((self.path, self.url, self.package)),
-            "embeddings.path",
-            "is required: a GloVe text file (or set embeddings.url or embeddings.package)",
-            self.path,
-        )
+        required = "is required: a GloVe text file (or set embeddings.url or embeddings.package)"
+        _check(any((self.path, self.url, self.package)), "embeddings.path", required, self.path)
         if self.url is not None:
             _check(self.member is not None, "embeddings.member", "must name the file inside the zip", self.member)
 
@@ -213,8 +209,7 @@ URI_RESOLVER = "glove_exp.tracking_uri"  # conf/tracking/mlflow.yaml: ${glove_ex
 
 def default_tracking_uri(folder: str | os.PathLike[str] | None = None) -> str:
     """The tracking store unless ``tracking.uri`` says otherwise, for ``glove-exp`` and ``glove-exp-report``
-    alike: ``MLFLOW_TRACKING_URI`` if set, else the SQLite store ``mlflow.db`` in ``folder`` (default: the
-    current one) with a 10 s busy timeout, so that parallel jobs wait for each other's writes."""
+    alike; the SQLite store's 10 s busy timeout makes parallel jobs wait for each other's writes."""
     folder = Path.cwd() if folder is None else Path(folder)
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder}/mlflow.db?timeout=10"
 
