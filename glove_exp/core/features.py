@@ -77,22 +77,15 @@ def feature_moments(
     return np.asarray(mean), np.sqrt(np.asarray(squares) / max(count, 1))
 
 
-def standardized(consts: Constants, mean: np.ndarray, std: np.ndarray) -> Constants:
-    """``consts`` with the ``[F]`` mean and scale of the train features (a constant feature keeps scale 1,
-    so it maps to 0 instead of dividing by 0)."""
-    return consts._replace(
-        feature_mean=jnp.asarray(mean, jnp.float32),
-        feature_scale=jnp.asarray(np.where(std > 1e-6, std, 1.0), jnp.float32),
-    )
-
-
 def make_inputs(
     model: Model, tokens: dict[str, np.ndarray | None], consts: Constants, *, standardize: bool, precompute: bool,
     batch_size: int, dtype: FeatureDtype = FeatureDtype.float32,
 ) -> Inputs:  # fmt: skip
     """``tokens``: split -> ``[N, T]`` ids or None; precomputed features are stored as ``dtype``."""
     if standardize:
-        consts = standardized(consts, *feature_moments(model, tokens["train"], consts, batch_size))
+        mean, std = feature_moments(model, tokens["train"], consts, batch_size)
+        scale = jnp.asarray(np.where(std > 1e-6, std, 1.0), jnp.float32)  # constant features map to 0, not 0 / 0
+        consts = consts._replace(feature_mean=jnp.asarray(mean, jnp.float32), feature_scale=scale)
     if precompute:
         tokens = {
             split: None if ids is None else compute_features(model, ids, consts, batch_size, FeatureDtype(dtype).numpy)
