@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from glove_exp.app.interrupts import Interrupts, interrupted_message, signal_number
 from glove_exp.core.errors import GloveExpError
@@ -49,11 +49,6 @@ def one_line(err: BaseException) -> str:
     return "; ".join(firsts) or type(err).__name__
 
 
-def fail(err: GloveExpError) -> NoReturn:
-    print(f"{PROG}: error: {err}", file=sys.stderr)
-    sys.exit(err.exit_status)
-
-
 def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     """One Hydra job; returns the validation accuracy, the objective of sweepers such as Optuna."""
     from hydra.core.hydra_config import HydraConfig
@@ -68,7 +63,8 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
         try:  # exit here: Hydra would print its own line about the failed job first
             return _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=None).val_accuracy
         except GloveExpError as err:
-            fail(err)
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            sys.exit(err.exit_status)
 
     from glove_exp.app.sweep import record_job
 

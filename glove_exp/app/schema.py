@@ -1,11 +1,6 @@
-"""Typed schema of the composed Hydra config.
-
-The dataclasses are registered in Hydra's ConfigStore as ``base_config``; ``conf/config.yaml`` puts
-it first in its defaults list, so every group option and command-line override is type-checked
-while Hydra composes (``model.pooling=avg`` fails there, naming the allowed values). Range checks
-that types cannot express live in ``__post_init__`` and run in :func:`to_config`, before any data
-is read.
-"""
+"""``conf/config.yaml`` lists ``base_config`` first, so Hydra type-checks every option and override while
+it composes (``model.pooling=avg`` fails there, naming the allowed values). Range checks that types
+cannot express live in ``__post_init__`` and run in :func:`to_config`, before any data is read."""
 
 from __future__ import annotations
 
@@ -27,6 +22,11 @@ from glove_exp.core.train import OptimizerName, Schedule
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}, got {value!r}")
+
+
+def _at_least(key: str, value: float | None, low: int, *, nullable: bool = False) -> None:
+    if value is not None or not nullable:
+        _check(value >= low, key, f"must be >= {low}" + (" or null" if nullable else ""), value)
 
 
 @dataclass
@@ -51,10 +51,7 @@ class DatasetConfig:
         _check(len(self.text_fields) >= 1, "dataset.text_fields", "needs at least one field", self.text_fields)
         repeated = sorted({name for name in self.class_names if self.class_names.count(name) > 1})
         _check(not repeated, "dataset.class_names", f"repeats {repeated}", self.class_names)
-        if self.max_train_samples is not None:
-            _check(
-                self.max_train_samples >= 2, "dataset.max_train_samples", "must be >= 2 or null", self.max_train_samples
-            )
+        _at_least("dataset.max_train_samples", self.max_train_samples, 2, nullable=True)
 
 
 @dataclass
@@ -79,15 +76,10 @@ class EmbeddingsConfig:
     serving_words: int | None = 20_000
 
     def __post_init__(self) -> None:
-        _check(self.dim >= 1, "embeddings.dim", "must be >= 1", self.dim)
-        if self.serving_words is not None:
-            _check(self.serving_words >= 0, "embeddings.serving_words", "must be >= 0 or null", self.serving_words)
-        _check(
-            any((self.path, self.url, self.package)),
-            "embeddings.path",
-            "is required: a GloVe text file (or set embeddings.url or embeddings.package)",
-            self.path,
-        )
+        _at_least("embeddings.dim", self.dim, 1)
+        _at_least("embeddings.serving_words", self.serving_words, 0, nullable=True)
+        required = "is required: a GloVe text file (or set embeddings.url or embeddings.package)"
+        _check(any((self.path, self.url, self.package)), "embeddings.path", required, self.path)
         if self.url is not None:
             _check(self.member is not None, "embeddings.member", "must name the file inside the zip", self.member)
 
@@ -108,14 +100,12 @@ class ModelConfig:
     init: Init = Init.haiku
 
     def __post_init__(self) -> None:
-        _check(self.hier_window >= 1, "model.hier_window", "must be >= 1", self.hier_window)
+        _at_least("model.hier_window", self.hier_window, 1)
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)", self.dropout)
         _check(self.sif_a > 0, "model.sif_a", "must be > 0", self.sif_a)
-        for key, sizes in (
-            ("model.hidden_sizes", self.hidden_sizes),
-            ("model.token_hidden_sizes", self.token_hidden_sizes),
-        ):
-            _check(all(s >= 1 for s in sizes), key, "must all be >= 1", list(sizes))
+        for name in ("hidden_sizes", "token_hidden_sizes"):
+            sizes = list(getattr(self, name))
+            _check(all(s >= 1 for s in sizes), f"model.{name}", "must all be >= 1", sizes)
 
 
 @dataclass
@@ -131,7 +121,7 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optimizer.lr", "must be > 0", self.lr)
-        _check(self.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", self.weight_decay)
+        _at_least("optimizer.weight_decay", self.weight_decay, 0)
         _check(0 <= self.momentum < 1, "optimizer.momentum", "must be in [0, 1)", self.momentum)
         if self.clip_norm is not None:
             _check(self.clip_norm > 0, "optimizer.clip_norm", "must be > 0 or null", self.clip_norm)
@@ -152,19 +142,11 @@ class TrainerConfig:
     feature_dtype: FeatureDtype = FeatureDtype.float16  # how precomputed features are stored
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "trainer.epochs", "must be >= 1", self.epochs)
-        _check(self.batch_size >= 1, "trainer.batch_size", "must be >= 1", self.batch_size)
-        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", "must be >= 1", self.eval_batch_size)
-        _check(self.max_tokens >= 1, "trainer.max_tokens", "must be >= 1", self.max_tokens)
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_tokens"):
+            _at_least(f"trainer.{name}", getattr(self, name), 1)
         # numpy's RandomState and scikit-learn's random_state take 32-bit unsigned seeds
         _check(0 <= self.seed < 2**32, "trainer.seed", "must be in [0, 2**32)", self.seed)
-        if self.early_stopping_patience is not None:
-            _check(
-                self.early_stopping_patience >= 1,
-                "trainer.early_stopping_patience",
-                "must be >= 1 or null",
-                self.early_stopping_patience,
-            )
+        _at_least("trainer.early_stopping_patience", self.early_stopping_patience, 1, nullable=True)
 
 
 LOG_MODEL_CHOICES = ("always", "never", "best")
@@ -196,9 +178,9 @@ class ExplainConfig:
     num_samples: int = 1000  # perturbed texts per explanation
 
     def __post_init__(self) -> None:
-        _check(self.num_examples >= 0, "explain.num_examples", "must be >= 0", self.num_examples)
-        _check(self.num_features >= 1, "explain.num_features", "must be >= 1", self.num_features)
-        _check(self.num_samples >= 10, "explain.num_samples", "must be >= 10", self.num_samples)
+        _at_least("explain.num_examples", self.num_examples, 0)
+        _at_least("explain.num_features", self.num_features, 1)
+        _at_least("explain.num_samples", self.num_samples, 10)
 
 
 @dataclass
@@ -227,8 +209,7 @@ URI_RESOLVER = "glove_exp.tracking_uri"  # conf/tracking/mlflow.yaml: ${glove_ex
 
 def default_tracking_uri(folder: str | os.PathLike[str] | None = None) -> str:
     """The tracking store unless ``tracking.uri`` says otherwise, for ``glove-exp`` and ``glove-exp-report``
-    alike: ``MLFLOW_TRACKING_URI`` if set, else the SQLite store ``mlflow.db`` in ``folder`` (default: the
-    current one) with a 10 s busy timeout, so that parallel jobs wait for each other's writes."""
+    alike; the SQLite store's 10 s busy timeout makes parallel jobs wait for each other's writes."""
     folder = Path.cwd() if folder is None else Path(folder)
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder}/mlflow.db?timeout=10"
 
@@ -255,7 +236,8 @@ def to_config(cfg: DictConfig) -> Config:
     except ConfigError:
         raise
     except Exception as err:  # omegaconf's own errors: bad interpolations such as ${oc.env:UNSET_VAR}
-        raise ConfigError(str(err).splitlines()[0] + _full_key(err)) from None
+        key = getattr(err, "full_key", None)
+        raise ConfigError(str(err).splitlines()[0] + (f" (key: {key})" if key else "")) from None
 
 
 def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
@@ -275,19 +257,10 @@ def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
     return unknown
 
 
-def _full_key(err: Exception) -> str:
-    key = getattr(err, "full_key", None)
-    return f" (key: {key})" if key else ""
-
-
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     """``{"model": {"pooling": "mean"}}`` -> ``{"model.pooling": "mean"}`` (lists stay values)."""
     container = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     flat: dict[str, Any] = {}
     for key, value in container.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, prefix=f"{name}."))
-        else:
-            flat[name] = value
+        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
     return flat

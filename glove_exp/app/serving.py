@@ -1,10 +1,5 @@
-"""A trained classifier as a self-contained object: raw strings in, class probabilities out.
-
-:class:`Predictor` bundles the tokeniser settings, the vocabulary, the embedding rows it needs
-and the Haiku parameters and state; it saves to and loads from a folder, and
-:class:`GloveClassifier` wraps that folder as an MLflow pyfunc model
-(``mlflow.pyfunc.load_model`` / ``mlflow models serve``).
-"""
+"""A :class:`Predictor` is self-contained (tokeniser settings, vocabulary, the embedding rows it needs,
+parameters and state) and saves to a folder that :class:`GloveClassifier` serves as an MLflow pyfunc."""
 
 from __future__ import annotations
 
@@ -73,11 +68,7 @@ class Predictor:
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "model": self.model.spec.to_dict(),
-            "class_names": self.class_names,
-            "text": asdict(self.text),
-        }
+        meta = {"model": self.model.spec.to_dict(), "class_names": self.class_names, "text": asdict(self.text)}
         (folder / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (folder / "vocab.txt").write_text("\n".join(self.words), encoding="utf-8")
         # The table (the artifact's bulk) as float16: the pipeline's tables hold float16 values
@@ -132,6 +123,5 @@ class GloveClassifier(mlflow.pyfunc.PythonModel):
     # without any, defining this class prints a multi-line warning in every run and every process that
     # loads the model. pyfunc hands lists and Series over as a DataFrame; texts_from_input takes all three.
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        """Strings (list, Series or DataFrame) -> ``[N, C]`` DataFrame of class probabilities."""
         probabilities = self.predictor.predict_proba(texts_from_input(model_input))
         return pd.DataFrame(probabilities.astype(np.float64), columns=self.predictor.class_names)

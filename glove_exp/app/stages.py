@@ -1,5 +1,4 @@
-"""The stages of a run that need no tracking store: splits -> vectors -> encoded tokens -> model and
-frozen inputs (:func:`prepare`), training (:func:`fit_model`) and the servable predictor."""
+"""The stages of a run that need no tracking store, so a bad config or dataset fails before any run exists."""
 
 from __future__ import annotations
 
@@ -109,14 +108,12 @@ def spec_from_config(config: Config) -> ModelSpec:
 
 
 def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
-    spec = model.spec
+    spec, t = model.spec, config.trainer
     weights = sif_weights(encoded.counts, spec.sif_a) if spec.weighting == Weighting.sif else None
-    consts = make_constants(encoded.table, weights, spec.feature_dim(config.trainer.max_tokens, encoded.table.shape[1]))
-    precompute = spec.precomputes(config.trainer.precompute_features)
-    batch = config.trainer.eval_batch_size
+    consts = make_constants(encoded.table, weights, spec.feature_dim(t.max_tokens, encoded.table.shape[1]))
     return make_inputs(
-        model, encoded.ids, consts, standardize=spec.standardize, precompute=precompute, batch_size=batch,
-        dtype=config.trainer.feature_dtype,
+        model, encoded.ids, consts, standardize=spec.standardize, precompute=spec.precomputes(t.precompute_features),
+        batch_size=t.eval_batch_size, dtype=t.feature_dtype,
     )  # fmt: skip
 
 
@@ -126,14 +123,10 @@ def fit_model(
     on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
     progress: bool = False,
 ) -> FitResult:
-    """Train the prepared model with the configured optimizer and trainer settings."""
-    splits, inputs = prepared.splits, prepared.inputs
-    t = config.trainer
+    splits, inputs, t = prepared.splits, prepared.inputs, config.trainer
     batch_size = min(t.batch_size, len(splits.train))  # a larger batch is the whole split, padded
     steps_per_epoch = -(-len(splits.train) // batch_size)
-    optimizer = make_optimizer(
-        **asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=config.trainer.epochs
-    )
+    optimizer = make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=t.epochs)
     val = None if splits.val is None else (inputs.val, splits.val.labels)
     transformed = prepared.model.head if inputs.precomputed else prepared.model.forward
     return fit(
@@ -148,8 +141,7 @@ def predictor(prepared: Prepared, result: FitResult, config: Config) -> Predicto
     """The trained model as raw text in, class probabilities out (what MLflow serves)."""
     e, t = config.embeddings, config.trainer
     text = TextSettings(e.lowercase, e.drop_oov, t.max_tokens)
-    inputs, names = prepared.inputs, config.dataset.class_names
     return Predictor(
-        prepared.model, names, text, prepared.encoded.words, result.params, result.state, inputs.consts,
-        t.eval_batch_size,
+        prepared.model, config.dataset.class_names, text, prepared.encoded.words, result.params, result.state,
+        prepared.inputs.consts, t.eval_batch_size,
     )  # fmt: skip

@@ -38,9 +38,8 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
     failed = [job for job in jobs if job["status"] != "FINISHED"]
     lines = [f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"]
     for job in sorted(failed, key=lambda j: j.get("num", 0)):
-        lines.append(
-            f"  job {job.get('num')} ({' '.join(job.get('overrides', []))}) {job['status']}: {job.get('error')}"
-        )
+        overrides = " ".join(job.get("overrides", []))
+        lines.append(f"  job {job.get('num')} ({overrides}) {job['status']}: {job.get('error')}")
     return "\n".join(lines)
 
 

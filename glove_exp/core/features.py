@@ -1,5 +1,5 @@
-"""Token ids -> what the trained function reads: the frozen constants and, for parameter-free
-poolings, the pooled features, computed once per run (pure functions of arrays)."""
+"""Parameter-free features are pooled once per run, a batch at a time: the looked-up vectors
+``[B, T, D]`` exist for one batch only, never as ``[N, T, D]``."""
 
 from __future__ import annotations
 
@@ -55,8 +55,7 @@ def feature_batch_size(max_tokens: int, dim: int, eval_batch_size: int) -> int:
 def compute_features(
     model: Model, tokens: np.ndarray, consts: Constants, batch_size: int, dtype: np.dtype = np.float32
 ) -> np.ndarray:
-    """``[N, T]`` token ids -> ``[N, F]`` parameter-free features as ``dtype``, a jitted batch at a
-    time into one array: the looked-up vectors exist for one batch only, never as ``[N, T, D]``."""
+    """``[N, T]`` token ids -> ``[N, F]`` parameter-free features as ``dtype``."""
     size = feature_batch_size(tokens.shape[1], consts.table.shape[1], batch_size)
     return make_predict(_features_apply(model), size, dtype)({}, {}, tokens, consts)
 
@@ -78,29 +77,15 @@ def feature_moments(
     return np.asarray(mean), np.sqrt(np.asarray(squares) / max(count, 1))
 
 
-def standardized(consts: Constants, mean: np.ndarray, std: np.ndarray) -> Constants:
-    """``consts`` with the ``[F]`` mean and scale of the train features (a constant feature keeps
-    scale 1, so it maps to 0 instead of dividing by 0)."""
-    return consts._replace(
-        feature_mean=jnp.asarray(mean, jnp.float32),
-        feature_scale=jnp.asarray(np.where(std > 1e-6, std, 1.0), jnp.float32),
-    )
-
-
 def make_inputs(
-    model: Model,
-    tokens: dict[str, np.ndarray | None],
-    consts: Constants,
-    *,
-    standardize: bool,
-    precompute: bool,
-    batch_size: int,
-    dtype: FeatureDtype = FeatureDtype.float32,
-) -> Inputs:
-    """The inputs of training and evaluation from ``tokens`` (split -> ``[N, T]`` ids or None);
-    precomputed features are stored as ``dtype``."""
+    model: Model, tokens: dict[str, np.ndarray | None], consts: Constants, *, standardize: bool, precompute: bool,
+    batch_size: int, dtype: FeatureDtype = FeatureDtype.float32,
+) -> Inputs:  # fmt: skip
+    """``tokens``: split -> ``[N, T]`` ids or None; precomputed features are stored as ``dtype``."""
     if standardize:
-        consts = standardized(consts, *feature_moments(model, tokens["train"], consts, batch_size))
+        mean, std = feature_moments(model, tokens["train"], consts, batch_size)
+        scale = jnp.asarray(np.where(std > 1e-6, std, 1.0), jnp.float32)  # constant features map to 0, not 0 / 0
+        consts = consts._replace(feature_mean=jnp.asarray(mean, jnp.float32), feature_scale=scale)
     if precompute:
         tokens = {
             split: None if ids is None else compute_features(model, ids, consts, batch_size, FeatureDtype(dtype).numpy)
@@ -110,22 +95,11 @@ def make_inputs(
 
 
 def memory_needs(
-    *,
-    num_docs: int,
-    text_chars: int,
-    max_tokens: int,
-    dim: int,
-    feature_dim: int,
-    feature_bytes: int,
-    layer_sizes: list[int],
-    batch_size: int,
-    eval_batch_size: int,
-    lime_samples: int,
-    precompute: bool,
-) -> dict[str, int]:
-    """Rough peak bytes that a run adds to the loaded texts and vectors, by the setting that drives
-    each. Features are computed a batch at a time into one array (``feature_bytes`` per value)
-    that the device shares on a CPU; the looked-up vectors ``[B, T, D]`` exist for one batch only."""
+    *, num_docs: int, text_chars: int, max_tokens: int, dim: int, feature_dim: int, feature_bytes: int,
+    layer_sizes: list[int], batch_size: int, eval_batch_size: int, lime_samples: int, precompute: bool,
+) -> dict[str, int]:  # fmt: skip
+    """Rough peak bytes that a run adds to the loaded texts and vectors, by the setting that drives each.
+    The features array (``feature_bytes`` per value) is shared with the device on a CPU."""
     sizes = [feature_dim, *layer_sizes]
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     width = feature_dim if precompute else max_tokens * dim  # what one training example carries

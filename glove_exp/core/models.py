@@ -1,14 +1,6 @@
-"""Haiku models: word vectors -> pooling -> dense head, built from plain hyperparameters.
-
-The frozen embedding table is not a parameter: it travels in :class:`Constants`, an explicit
-input of every apply function, so the optimizer never sees it. With ``trainable=True`` it becomes
-a parameter (initialised from GloVe).
-
-Two transforms share the head's parameter names: ``head`` maps pooled features ``[B, F]`` to
-logits and ``forward`` maps token ids ``[B, T]`` to logits, so a head trained on precomputed
-features serves raw token ids unchanged. Both carry state: batch norm's running statistics (else
-none).
-"""
+"""The frozen embedding table travels in :class:`Constants`, an input of every apply function, so the
+optimizer never sees it. ``head`` and ``forward`` share the head's parameter names, so a head trained
+on precomputed features serves raw token ids unchanged."""
 
 from __future__ import annotations
 
@@ -98,9 +90,8 @@ def make_constants(table: np.ndarray, token_weights: np.ndarray | None, feature_
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that defines a model: the one place its settings live. The schema's ``model``
-    section maps onto it (``glove_exp.app.stages.spec_from_config``), runs log it, and a saved
-    model stores it (``model.json``). Enum fields also take their string values."""
+    """Everything that defines a model: runs log it and a saved model stores it (``model.json``).
+    Enum fields also take their string values."""
 
     num_classes: int
     pooling: Pooling = Pooling.mean
@@ -150,7 +141,6 @@ class Model(NamedTuple):
     rng, tokens, consts, is_training) -> ([B, C], state)``. ``head``: the same with pooled features
     ``[B, F]`` in place of tokens.
     ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).
-    ``spec``: what :func:`model_from_spec` built it from.
     """
 
     forward: hk.Transformed
@@ -162,14 +152,6 @@ class Model(NamedTuple):
 def model_from_spec(spec: ModelSpec) -> Model:
     """Token ids -> (trainable) lookup -> SIF weights -> per-token MLP -> pooling -> standardisation
     -> MLP head (with ``norm``: norm -> [dense -> norm -> dropout -> activation]... -> dense)."""
-    pooling, weighting, activation, init, dropout = (
-        spec.pooling,
-        spec.weighting,
-        spec.activation,
-        spec.init,
-        spec.dropout,
-    )
-    token_hidden_sizes, trainable = spec.token_hidden_sizes, spec.trainable
 
     def normalize(norm: Norm, x: jax.Array, is_training: bool) -> jax.Array:
         if norm == Norm.batch:
@@ -179,28 +161,28 @@ def model_from_spec(spec: ModelSpec) -> Model:
     def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, norm=Norm.none):
         """Dense layers on the last axis (hk.nets.MLP's, its parameter names and dropout keys), each
         followed by ``norm``, dropout (training only) and the activation unless it is the last."""
-        layers = hk.nets.MLP(sizes, w_init=INITIALISERS[init], name=name).layers
-        keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and dropout > 0 else None
+        layers = hk.nets.MLP(sizes, w_init=INITIALISERS[spec.init], name=name).layers
+        keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and spec.dropout > 0 else None
         for i, layer in enumerate(layers):
             x = layer(x)
             if i < len(layers) - 1 or activate_final:
                 x = normalize(norm, x, is_training)
-                x = ACTIVATIONS[activation](x if keys is None else hk.dropout(next(keys), dropout, x))
+                x = ACTIVATIONS[spec.activation](x if keys is None else hk.dropout(next(keys), spec.dropout, x))
         return x
 
     def featurize(tokens: jax.Array, consts: Constants, is_training: bool) -> jax.Array:
         """``[B, T]`` token ids -> ``[B, F]`` pooled (and standardised) features."""
         table = consts.table
-        if trainable:
+        if spec.trainable:
             # a copy: training donates (reuses) the parameter buffers, the constant table must survive
             table = hk.get_parameter("embeddings", consts.table.shape, init=lambda *_: jnp.array(consts.table))
         x = table[tokens]  # [B, T, D]
-        if weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
+        if spec.weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
             x = x * consts.token_weights[tokens][..., None]
-        if token_hidden_sizes:
-            x = mlp(token_hidden_sizes, True, "token_mlp", x, is_training)
+        if spec.token_hidden_sizes:
+            x = mlp(spec.token_hidden_sizes, True, "token_mlp", x, is_training)
         mask = (tokens != PAD).astype(x.dtype) if spec.mask_padding else jnp.ones(tokens.shape, x.dtype)
-        features = pool(x, mask, pooling, spec.hier_window)
+        features = pool(x, mask, spec.pooling, spec.hier_window)
         return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
 
     def head_logits(features: jax.Array, is_training: bool) -> jax.Array:

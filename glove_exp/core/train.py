@@ -1,9 +1,5 @@
-"""Training: optax optimizers and schedules, one jitted epoch, batched jitted prediction, and the
-epoch loop with validation, early stopping and divergence checks.
-
-The jit boundaries are :func:`make_train_epoch` (a whole epoch: shuffle, then ``lax.scan`` over
-device-resident batches) and :func:`make_predict` (one fixed-size batch).
-"""
+"""The jit boundaries are :func:`make_train_epoch` (a whole epoch: shuffle, then ``lax.scan`` over
+device-resident batches) and :func:`make_batches` (one fixed-size batch)."""
 
 from __future__ import annotations
 
@@ -46,48 +42,27 @@ class Schedule(str, Enum):
     exponential = "exponential"
 
 
-def make_schedule(
-    schedule: Schedule, lr: float, warmup_fraction: float, decay_rate: float, steps_per_epoch: int, epochs: int
-) -> optax.Schedule | float:
-    total = max(steps_per_epoch * epochs, 1)
-    schedule = Schedule(schedule)
-    if schedule == Schedule.cosine:
-        return optax.cosine_decay_schedule(lr, total)
-    if schedule == Schedule.warmup_cosine:
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(int(warmup_fraction * total), 1), total)
-    if schedule == Schedule.exponential:  # decay_rate per epoch
-        return optax.exponential_decay(lr, steps_per_epoch, decay_rate)
-    return lr
-
-
 def make_optimizer(
-    *,
-    name: OptimizerName,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    clip_norm: float | None,
-    schedule: Schedule,
-    warmup_fraction: float,
-    decay_rate: float,
-    steps_per_epoch: int,
-    epochs: int,
-) -> optax.GradientTransformation:
-    """An optax chain: optional global-norm clipping, then the optimizer.
-
-    ``weight_decay`` is decoupled for adamw and an L2 term added to the gradient otherwise;
-    ``warmup_fraction`` (of all steps) is for ``warmup_cosine``, ``decay_rate`` (per epoch) for
-    ``exponential``.
-    """
-    name = OptimizerName(name)
-    lr = make_schedule(schedule, lr, warmup_fraction, decay_rate, steps_per_epoch, epochs)
+    *, name: OptimizerName, lr: float, weight_decay: float, momentum: float, clip_norm: float | None,
+    schedule: Schedule, warmup_fraction: float, decay_rate: float, steps_per_epoch: int, epochs: int,
+) -> optax.GradientTransformation:  # fmt: skip
+    """An optax chain: optional global-norm clipping, then the optimizer. ``weight_decay`` is decoupled
+    for adamw and an L2 term added to the gradient otherwise."""
+    name, schedule, total = OptimizerName(name), Schedule(schedule), max(steps_per_epoch * epochs, 1)
+    rate: optax.Schedule | float = lr
+    if schedule == Schedule.cosine:
+        rate = optax.cosine_decay_schedule(lr, total)
+    elif schedule == Schedule.warmup_cosine:
+        rate = optax.warmup_cosine_decay_schedule(0.0, lr, max(int(warmup_fraction * total), 1), total)
+    elif schedule == Schedule.exponential:  # decay_rate per epoch
+        rate = optax.exponential_decay(lr, steps_per_epoch, decay_rate)
     momentum = momentum or None
     optimizers = {
-        OptimizerName.adam: lambda: optax.adam(lr),
-        OptimizerName.adamw: lambda: optax.adamw(lr, weight_decay=weight_decay),
-        OptimizerName.sgd: lambda: optax.sgd(lr, momentum=momentum),
-        OptimizerName.rmsprop: lambda: optax.rmsprop(lr, momentum=momentum),
-        OptimizerName.adagrad: lambda: optax.adagrad(lr),
+        OptimizerName.adam: lambda: optax.adam(rate),
+        OptimizerName.adamw: lambda: optax.adamw(rate, weight_decay=weight_decay),
+        OptimizerName.sgd: lambda: optax.sgd(rate, momentum=momentum),
+        OptimizerName.rmsprop: lambda: optax.rmsprop(rate, momentum=momentum),
+        OptimizerName.adagrad: lambda: optax.adagrad(rate),
     }
     chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     if weight_decay and name != OptimizerName.adamw:
@@ -148,19 +123,18 @@ def make_train_epoch(
 def make_batches(
     apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
 ) -> Callable[[hk.Params, hk.State, np.ndarray, Constants], Iterator[np.ndarray]]:
-    """``batches(params, state, inputs [N, ...], consts)`` yields the outputs of consecutive fixed-size
-    jitted batches as host arrays (the last cut to its rows), cast to ``dtype`` on the device.
+    """``batches(params, state, inputs [N, ...], consts)`` yields the outputs of fixed-size jitted batches
+    as host arrays (the last cut to its rows), cast to ``dtype`` on the device.
 
     Small inputs use the next power of two (at least 16) as batch size, so serving a handful of
     documents neither pads to a full batch nor compiles once per length. The next batch is
     dispatched before the previous one is copied back, so the copy overlaps the computation.
     """
 
-    def outputs(params, state, x, consts):
+    @jax.jit
+    def batch_outputs(params, state, x, consts):
         out, _ = apply(params, state, None, x, consts, False)  # batch norm: the running averages
         return out if dtype is None else out.astype(dtype)
-
-    batch_outputs = jax.jit(outputs)
 
     def batches(
         params: hk.Params, state: hk.State, inputs: np.ndarray | jax.Array, consts: Constants
@@ -246,29 +220,15 @@ class FitResult:
 
 
 def fit(
-    transformed: hk.Transformed,
-    optimizer: optax.GradientTransformation,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray] | None,
-    consts: Constants,
-    rng: jax.Array,
-    *,
-    epochs: int,
-    batch_size: int,
-    eval_batch_size: int,
-    shuffle: bool,
-    early_stopping_patience: int | None,
-    on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
-    progress: bool = True,
-) -> FitResult:
-    """Train ``transformed`` on ``train = (inputs [N, ...], labels [N])``, validating each epoch
-    on ``val`` (same layout) when there is one.
-
-    With ``early_stopping_patience`` set, stops after that many epochs without a better
-    validation accuracy and returns the best epoch's parameters and state; otherwise the last epoch's.
-    A non-finite training loss raises :class:`TrainingError` naming the epoch.
-    """
-    if val is None and early_stopping_patience is not None:
+    transformed: hk.Transformed, optimizer: optax.GradientTransformation, train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None, consts: Constants, rng: jax.Array, *, epochs: int, batch_size: int,
+    eval_batch_size: int, shuffle: bool, early_stopping_patience: int | None,
+    on_epoch: Callable[[EpochMetrics], None] = lambda m: None, progress: bool = True,
+) -> FitResult:  # fmt: skip
+    """Train on ``train = (inputs [N, ...], labels [N])``, validating on ``val`` (same layout) if any.
+    With ``early_stopping_patience``, returns the best epoch's parameters and state, else the last's."""
+    stopping = early_stopping_patience is not None
+    if val is None and stopping:
         raise ValueError("early stopping needs a validation split")
     # On the device once for all epochs (on a CPU, device_put shares the host array's memory; jnp.asarray copies).
     inputs, labels = jax.device_put(train[0]), jax.device_put(train[1])
@@ -308,14 +268,13 @@ def fit(
             continue
         if val_accuracy > best_accuracy:
             # the next epoch reuses (donates) the buffers of ``params`` and ``state``: keep the best ones as a copy
-            best = jax.tree.map(jnp.copy, (params, state)) if early_stopping_patience is not None else None
+            best = jax.tree.map(jnp.copy, (params, state)) if stopping else None
             best_accuracy, result.best_epoch, waited = val_accuracy, epoch, 0
         else:
             waited += 1
-        if early_stopping_patience is not None and waited >= early_stopping_patience:
+        if stopping and waited >= early_stopping_patience:
             log.info("early stopping after epoch %d (best %d)", epoch, result.best_epoch)
             break
-    stopping = early_stopping_patience is not None
     result.params, result.state = best if stopping else (params, state)
     result.selected_epoch = result.best_epoch if stopping else len(result.history)
     return result
