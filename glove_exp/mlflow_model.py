@@ -1,5 +1,4 @@
-"""The MLflow "model from code" file: ``mlflow.pyfunc.log_model(python_model=<this file>)``
-loads it to get the pyfunc, so the logged model holds no pickled Python objects."""
+"""The logged model's "model from code" loader: the model holds no pickled Python objects."""
 
 import mlflow
 

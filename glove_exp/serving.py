@@ -1,5 +1,4 @@
-"""Where models logged before the layers (glove-exp <= d4fc811) find their pyfunc class: their
-``mlflow_model.py`` imports ``glove_exp.serving.GloveClassifier``."""
+"""Where models logged before the layers (glove-exp <= d4fc811) import their pyfunc class from."""
 
 from glove_exp.app.serving import GloveClassifier
 

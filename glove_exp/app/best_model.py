@@ -12,8 +12,9 @@ import pandas as pd
 
 from glove_exp.app.schema import TrackingConfig
 from glove_exp.app.serving import Predictor
-from glove_exp.app.store import Store, first_line
+from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, TrackedRun, example_and_output, log_model_files
+from glove_exp.core.errors import first_line
 
 PENDING_MODEL_DIR = "pending_model"
 PENDING_FILE = "pending.json"

@@ -95,19 +95,16 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         from glove_exp.io.datasets import check_hub_reachable
 
         check_hub_reachable(config.dataset.hub_id)
-    from glove_exp.app.pipeline import JobInfo, run  # after validation: bad configs fail before heavy imports
+    from glove_exp.app.pipeline import run  # after validation: bad configs fail before heavy imports
+    from glove_exp.app.tracking import JobInfo
 
     search = sweep_dir is not None and "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
     job = JobInfo(
-        name=hydra_cfg.job.name,
-        num=hydra_cfg.job.num if sweep_dir else None,
-        sweep_id=sweep_dir,
-        overrides=tuple(task_overrides(hydra_cfg)),
-        preset=hydra_cfg.runtime.choices.get("experiment"),
-        varying=sweep_keys(sweep_dir) if sweep_dir and not search else (),
-        search=search,
+        name=hydra_cfg.job.name, num=hydra_cfg.job.num if sweep_dir else None, sweep_id=sweep_dir,
+        overrides=tuple(task_overrides(hydra_cfg)), preset=hydra_cfg.runtime.choices.get("experiment"),
+        varying=sweep_keys(sweep_dir) if sweep_dir and not search else (), search=search,
         output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
-    )
+    )  # fmt: skip
     result = run(config, job, interrupts, progress=sys.stderr.isatty())
     print(f"{PROG}: {result.summary}", flush=True)
     return result

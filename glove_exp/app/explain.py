@@ -50,10 +50,8 @@ def explain_examples(
     seed: int,
     progress: bool = True,
 ) -> list[Explanation]:
-    """Explain the predicted class and the runner-up of ``texts[i]`` for each ``i`` in ``indices``
-    (``labels``: ``[len(texts)]`` true class ids). Example ``i`` draws its perturbations with seed
-    ``seed + i``, so explanations are reproducible; each example's perturbations are scored in one
-    batched call of the model."""
+    """Explain ``texts[i]`` for each ``i`` in ``indices`` (``labels``: true class ids), drawing example
+    ``i``'s perturbations with seed ``seed + i``."""
     if len(labels) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
     names = predictor.class_names

@@ -1,11 +1,6 @@
-"""The tracking store: where it is (the one URI rule), and a checked handle on one experiment.
-
-Concurrency is left to configuration and libraries: the default SQLite URI carries a busy timeout
-(``?timeout=``, which MLflow hands to SQLite), and a new SQLite store is created beside its target
-and renamed into place under a ``filelock``, so parallel jobs never see, and an interrupt never
-leaves, a half-created database. Every call goes through the handle's own ``MlflowClient``: nothing
-sets MLflow's process-wide tracking URI.
-"""
+"""A checked handle on one experiment of a tracking store, whose own ``MlflowClient`` makes every call
+(nothing sets MLflow's process-wide URI). A new SQLite store is made beside its target and renamed into
+place under a ``filelock``: parallel jobs never see, and an interrupt never leaves, a half-made one."""
 
 from __future__ import annotations
 
@@ -21,7 +16,7 @@ import mlflow
 from filelock import FileLock, Timeout
 from mlflow.entities import RunStatus
 
-from glove_exp.core.errors import TrackingError
+from glove_exp.core.errors import TrackingError, first_line
 from glove_exp.io.files import pid_alive, temp_path
 
 log = logging.getLogger(__name__)
@@ -60,11 +55,6 @@ def create_sqlite_store(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def bound_http_retries(uri: str) -> None:
     """MLflow's own defaults retry an unreachable server for minutes."""
     if urlparse(uri).scheme in ("http", "https"):
@@ -82,10 +72,7 @@ class Store:
 
     @classmethod
     def open(cls, uri: str, experiment: str) -> Store:
-        """Check the store at ``uri`` and open ``experiment``, creating either if needed.
-
-        Raises :class:`TrackingError` naming ``tracking.uri`` or ``tracking.experiment``.
-        """
+        """Check the store at ``uri`` and open ``experiment``, creating either if needed."""
         if not experiment.strip():
             raise TrackingError("tracking.experiment must not be empty")
         scheme = urlparse(uri).scheme

@@ -67,9 +67,7 @@ PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets",
 
 @dataclass(frozen=True)
 class JobInfo:
-    """Where the run sits in Hydra: job name, number in a sweep, the sweep's folder, the job's
-    overrides, the experiment preset, the keys the sweep varies, whether it is a search, and the
-    job's output folder in a sweep (where ``tracking.log_model=best`` leaves its model)."""
+    """Where the run sits in Hydra (``output_dir``: a sweep job's folder, where a saved model waits)."""
 
     name: str = "glove-exp"
     num: int | None = None
@@ -145,15 +143,10 @@ class TrackedRun:
         self.log_params(settings | model | data)
         self.call(self.store.client.log_text, OmegaConf.to_yaml(structured, resolve=True), "config.yaml")
 
-    def log_epoch(self, metrics: EpochMetrics) -> None:
-        values = {
-            "train/loss": metrics.train_loss,
-            "train/accuracy": metrics.train_accuracy,
-            "val/loss": metrics.val_loss,
-            "val/accuracy": metrics.val_accuracy,
-            "time/epoch_s": metrics.epoch_time_s,
-        }
-        self.log_metrics({k: v for k, v in values.items() if v is not None}, step=metrics.epoch)
+    def log_epoch(self, m: EpochMetrics) -> None:
+        values = {"train/loss": m.train_loss, "train/accuracy": m.train_accuracy, "val/loss": m.val_loss,
+                  "val/accuracy": m.val_accuracy, "time/epoch_s": m.epoch_time_s}  # fmt: skip
+        self.log_metrics({k: v for k, v in values.items() if v is not None}, step=m.epoch)
 
     def log_explanations(self, explanations: list[Explanation], pages: list[Path], artifact_path: str) -> None:
         """Each explanation's page and, beside it, its data as ``<page name>.json``."""
@@ -210,9 +203,8 @@ class TrackedRun:
             self.log_input(data, DATASET_CONTEXTS[split])
 
     def log_input(self, data: Any, context: str) -> None:
-        """The dataset as an input of the run, once more if a parallel job logged the same dataset at
-        the same moment: MLflow's SQL store looks the dataset up, then inserts it, so on PostgreSQL or
-        MySQL one of two jobs gets a unique-key error; its second try finds the dataset and links it."""
+        """The dataset as an input, twice if a parallel job inserted the same one at the same moment (on
+        PostgreSQL or MySQL the later insert fails on the unique key; the second try links the first's)."""
         entity = DatasetInput(Dataset(**data.to_dict()), tags=[InputTag(DATASET_CONTEXT_TAG, context)])
         try:
             self.call(self.store.client.log_inputs, datasets=[entity])
@@ -309,21 +301,12 @@ def package_versions(prefix: str = "version.") -> dict[str, str]:
 def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source: str) -> dict[str, str]:
     """What a run is and where it came from: names, Hydra job, git commit, data and vector sources."""
     tags = {
-        "dataset": config.dataset.name,
-        "embeddings": config.embeddings.name,
-        "pooling": config.model.pooling.value,
-        "git_commit": git_commit(),
-        "hydra_job_name": job.name,
-        "glove_source": vectors_source,
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
-    }
-    if job.num is not None:
-        tags["hydra_job_num"] = str(job.num)
-    if job.sweep_id:
-        tags["sweep_id"] = job.sweep_id
-    if job.overrides:
-        tags["hydra_overrides"] = " ".join(job.overrides)
+        "dataset": config.dataset.name, "embeddings": config.embeddings.name, "pooling": config.model.pooling.value,
+        "git_commit": git_commit(), "hydra_job_name": job.name, "glove_source": vectors_source,
+        "host": socket.gethostname(), "pid": str(os.getpid()),
+    }  # fmt: skip
+    optional = {"hydra_job_num": job.num, "sweep_id": job.sweep_id, "hydra_overrides": " ".join(job.overrides)}
+    tags |= {key: str(value) for key, value in optional.items() if value not in (None, "")}
     for split, path in files.items():
         tags |= {f"data_sha256.{split}": sha256_file(Path(path)), f"data_file.{split}": path}
     return tags
@@ -337,9 +320,8 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
     with interrupts.run():
         try:
             with interrupts.store_call():
-                run_id = store.client.create_run(
-                    store.experiment_id, run_name=run_name, tags=resolve_tags(tags)
-                ).info.run_id
+                run = store.client.create_run(store.experiment_id, run_name=run_name, tags=resolve_tags(tags))
+                run_id = run.info.run_id
             yield TrackedRun(store, run_id, interrupts)
             status = RunStatus.FINISHED
         except KeyboardInterrupt:

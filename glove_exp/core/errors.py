@@ -26,3 +26,9 @@ class TrainingError(GloveExpError):
 
 class TrackingError(GloveExpError):
     """A tracking store or experiment that cannot be used."""
+
+
+def first_line(err: BaseException) -> str:
+    """An error's first line, or its type's name when it says nothing."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -21,12 +21,8 @@ PredictMasks = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Explanation:
-    """LIME's explanation of one test document.
-
-    ``probabilities`` maps every class name to the model's probability (in class order);
-    ``weights`` maps the predicted class and the runner-up to ``(word, weight)`` pairs, largest
-    ``|weight|`` first; a positive weight pushes the document towards that class.
-    """
+    """``weights``: the predicted class's and the runner-up's ``(word, weight)`` pairs, largest ``|weight|``
+    first; a positive weight pushes the document towards that class."""
 
     index: int
     text: str
@@ -44,8 +40,7 @@ class Explanation:
 
 
 def choose_examples(num_examples: int, num_docs: int, seed: int) -> list[int]:
-    """``min(num_examples, num_docs)`` distinct document indices in ``[0, num_docs)``, sorted,
-    drawn with ``numpy.random.default_rng(seed)`` (so the same seed gives the same indices)."""
+    """``min(num_examples, num_docs)`` distinct sorted indices in ``[0, num_docs)``, the same for a seed."""
     if num_examples < 0 or num_docs < 0:
         raise ValueError(f"num_examples ({num_examples}) and num_docs ({num_docs}) must be >= 0")
     chosen = np.random.default_rng(seed).choice(num_docs, size=min(num_examples, num_docs), replace=False)
@@ -104,11 +99,8 @@ def explain(
     num_samples: int,
     seed: int,
 ) -> tuple[np.ndarray, dict[int, list[tuple[str, float]]]]:
-    """Explain one document whose distinct tokens are ``words`` (``W`` of them).
-
-    ``predict`` scores all ``[S, W]`` masks at once. Returns the document's ``[C]`` probabilities
-    and, for the predicted class and the runner-up, the ``(word, weight)`` pairs.
-    """
+    """A document's ``[C]`` probabilities and, for the predicted class and the runner-up, the ``(word,
+    weight)`` pairs of its ``W`` distinct tokens ``words``; ``predict`` scores all ``[S, W]`` masks at once."""
     rng = np.random.RandomState(seed % 2**32)
     masks = perturbations(len(words), num_samples, rng) if words else np.ones((1, 0))
     probabilities = np.asarray(predict(masks), dtype=np.float64)

@@ -135,9 +135,7 @@ class ModelSpec:
 
 
 class Model(NamedTuple):
-    """Pure functions over explicit state.
-
-    ``forward``: ``init(rng, tokens, consts, is_training) -> (params, state)`` / ``apply(params, state,
+    """Pure functions over explicit state. ``forward``: ``init(rng, tokens, consts, is_training) -> (params, state)`` / ``apply(params, state,
     rng, tokens, consts, is_training) -> ([B, C], state)``. ``head``: the same with pooled features
     ``[B, F]`` in place of tokens.
     ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).

@@ -82,11 +82,8 @@ class EpochResult(NamedTuple):
 def make_train_epoch(
     apply: ApplyFn, optimizer: optax.GradientTransformation, num_examples: int, batch_size: int, shuffle: bool
 ) -> Callable[..., EpochResult]:
-    """A jitted ``epoch(params, state, opt_state, rng, inputs [N, ...], labels [N], consts) -> EpochResult``.
-
-    The last batch is padded to full size with zero-weight rows, so every example is seen once
-    per epoch and all steps share one compiled shape.
-    """
+    """A jitted ``epoch(params, state, opt_state, rng, inputs [N, ...], labels [N], consts) -> EpochResult``;
+    the last batch is padded with zero-weight rows, so all steps share one compiled shape."""
     num_batches = math.ceil(num_examples / batch_size)
     padded = num_batches * batch_size
 
@@ -123,13 +120,10 @@ def make_train_epoch(
 def make_batches(
     apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
 ) -> Callable[[hk.Params, hk.State, np.ndarray, Constants], Iterator[np.ndarray]]:
-    """``batches(params, state, inputs [N, ...], consts)`` yields the outputs of fixed-size jitted batches
-    as host arrays (the last cut to its rows), cast to ``dtype`` on the device.
-
-    Small inputs use the next power of two (at least 16) as batch size, so serving a handful of
-    documents neither pads to a full batch nor compiles once per length. The next batch is
-    dispatched before the previous one is copied back, so the copy overlaps the computation.
-    """
+    """``batches(params, state, inputs [N, ...], consts)`` yields fixed-size jitted batches' outputs as host
+    arrays (the last cut to its rows), cast to ``dtype`` on the device. Small inputs take the next power of
+    two (>= 16) as batch size, so serving a few texts compiles once; each batch is dispatched before the
+    previous one is copied back, so the copy overlaps the computation."""
 
     @jax.jit
     def batch_outputs(params, state, x, consts):

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from glove_exp.core.errors import DataError
-from glove_exp.io.tables import SUFFIXES, Layout, Table, first_line_of, read_file, require_columns, shown
+from glove_exp.core.errors import DataError, first_line
+from glove_exp.io.tables import SUFFIXES, Layout, Table, read_file, require_columns, shown
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def _stratified(split: Split, train_size: int, seed: int, key: str, where: str) 
             np.arange(len(split)), train_size=train_size, stratify=split.labels, random_state=seed
         )
     except ValueError as err:
-        raise DataError(f"{where}: cannot split train for {key} ({first_line_of(err)})") from None
+        raise DataError(f"{where}: cannot split train for {key} ({first_line(err)})") from None
     return _take(split, np.sort(keep)), _take(split, np.sort(rest))  # both in file order
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from glove_exp.core.errors import DataError
+from glove_exp.core.errors import DataError, first_line
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
@@ -176,7 +176,7 @@ def _read_parquet(path: Path, needed: tuple[str, ...]) -> Table:
         table = file.read(columns=list(dict.fromkeys(needed)))
         return Table(str(path), {name: table.column(name).to_pylist() for name in needed}, None)
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file ({first_line_of(err)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
 
 
 def require_columns(where: str, needed: tuple[str, ...], found: list[str]) -> None:
@@ -186,10 +186,6 @@ def require_columns(where: str, needed: tuple[str, ...], found: list[str]) -> No
     repeated = [c for c in dict.fromkeys(needed) if found.count(c) > 1]
     if repeated:
         raise DataError(f"{where}: column(s) {repeated} appear more than once in {shown(repr(found))}")
-
-
-def first_line_of(err: Exception) -> str:
-    return next(iter(str(err).splitlines()), type(err).__name__)
 
 
 def shown(text: str) -> str:

@@ -14,9 +14,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import default_tracking_uri
-from glove_exp.app.store import Store, first_line
+from glove_exp.app.store import Store
 from glove_exp.app.tracking import tracked_run
-from glove_exp.core.errors import GloveExpError
+from glove_exp.core.errors import GloveExpError, first_line
 from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, load_runs, sweep_key
 from glove_exp.report.render import FILES, group_display, summary_note, to_markdown, write_report
 from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, check_sort, group_runs

@@ -12,8 +12,8 @@ from mlflow.entities import Experiment, ViewType
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from glove_exp.app.store import first_line, sqlite_path
-from glove_exp.core.errors import GloveExpError
+from glove_exp.app.store import sqlite_path
+from glove_exp.core.errors import GloveExpError, first_line
 from glove_exp.report.statistics import column
 
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out

@@ -42,13 +42,8 @@ DESCRIBE: dict[str, tuple[str, ...]] = {
     "lr": ("params.optimizer.lr",),
 }
 # run-table column -> metric
-RUN_METRICS = {
-    "val_accuracy": "val/selected_accuracy",
-    "test_accuracy": "test/accuracy",
-    "macro_f1": "test/macro_f1",
-    "epochs": "train/epochs_run",
-    "train_s": "time/train_s",
-}
+RUN_METRICS = {"val_accuracy": "val/selected_accuracy", "test_accuracy": "test/accuracy", "macro_f1": "test/macro_f1",
+               "epochs": "train/epochs_run", "train_s": "time/train_s"}  # fmt: skip
 INTERVALS = ("val_accuracy", "test_accuracy")  # summarised by mean, std and 95 % interval per group
 
 
