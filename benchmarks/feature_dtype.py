@@ -21,8 +21,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 def measure(data_dir: str, pooling: str, seed: int, dtype: str) -> tuple[dict, np.ndarray]:
     """One run's row and its test predictions."""
-    from glove_exp.app.stages import StageTimer, fit_model, prepare
-    from glove_exp.core.train import make_predict
+    from glove_exp.app.stages import StageTimer, fit_model, predictor, prepare
 
     config = compose(
         [f"dataset.data_dir={data_dir}", "tracking.uri=unused", f"model.pooling={pooling}", f"trainer.seed={seed}"]
@@ -30,10 +29,7 @@ def measure(data_dir: str, pooling: str, seed: int, dtype: str) -> tuple[dict, n
     )
     prepared = prepare(config, StageTimer())
     result = fit_model(prepared, config)
-    logits = make_predict(prepared.model.head.apply, 4096)(
-        result.params, result.state, prepared.inputs.test, prepared.inputs.consts
-    )
-    predictions = logits.argmax(-1)
+    predictions = predictor(prepared, result, config).predict_ids(prepared.encoded.ids["test"]).argmax(-1)
     accuracy = float((predictions == prepared.splits.test.labels).mean())
     return {"pooling": pooling, "seed": seed, "dtype": dtype, "test_accuracy": round(accuracy, 6)}, predictions
 

@@ -124,6 +124,12 @@ def test_seed_tutorial_pins_the_tutorial_and_sweep_overrides_win():
     assert (config.optimizer.name.value, config.optimizer.lr) == ("adam", 1e-3)
 
 
+def test_token_swem_is_a_token_layer_under_swems_head_with_dropout_in_the_head_only():
+    m = to_config(compose_config(["experiment=token_swem", URI])).model
+    assert (m.token_hidden_sizes, m.token_dropout, m.pooling.value, m.standardize) == ([256], 0.0, "mean_max", False)
+    assert (m.hidden_sizes, m.activation.value, m.dropout, m.norm.value) == ([512, 256], "relu", 0.5, "none")
+
+
 @pytest.mark.parametrize("option", options("hparams_search"))
 def test_hparams_search_composes_with_a_fixed_seed(option):
     cfg = compose_config([f"hparams_search={option}", URI], hydra=True)

@@ -111,3 +111,21 @@ def test_a_normalised_predictor_saves_its_state_and_scores_a_row_alone_as_in_a_b
     np.testing.assert_allclose(together, predictor.predict_proba(texts), rtol=1e-6)
     alone = np.concatenate([loaded.predict_proba([text]) for text in texts])
     np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("token_dropout", "varies"), [(0.0, False), (0.5, True)])
+def test_dropout_is_the_heads_and_token_dropout_the_token_layers(token_dropout, varies):
+    """With no hidden layer the head has nowhere to drop, so a training pass varies with its key only
+    through ``token_dropout``; evaluation never varies."""
+    spec = ModelSpec(C, **{**MODEL, "token_hidden_sizes": [8], "hidden_sizes": [], "activation": "relu",
+                           "dropout": 0.5, "token_dropout": token_dropout})  # fmt: skip
+    model = model_from_spec(spec)
+    consts = make_constants(np.random.default_rng(0).normal(size=(V, D)).astype(np.float32), None, D)
+    tokens = np.random.default_rng(1).integers(2, V, size=(4, T))
+    params, state = model.forward.init(RNG, tokens, consts, True)
+    train = [
+        np.asarray(model.forward.apply(params, state, jax.random.PRNGKey(k), tokens, consts, True)[0]) for k in (1, 2)
+    ]
+    assert (not np.allclose(*train)) == varies
+    evals = [np.asarray(model.forward.apply(params, state, None, tokens, consts, False)[0]) for _ in range(2)]
+    np.testing.assert_array_equal(*evals)

@@ -16,7 +16,6 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
-from glove_exp.core.train import make_predict
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,10 @@ def run(
         tracked.log_datasets(splits, config.dataset)
         with timer("train"):
             result = fit_model(prepared, config, tracked.log_epoch, progress)
-        with timer("evaluate"):
-            apply, batch = (model.head if inputs.precomputed else model.forward).apply, config.trainer.eval_batch_size
-            logits = make_predict(apply, batch)(result.params, result.state, inputs.test, inputs.consts)
-            evaluation = evaluate(test.labels, logits.argmax(-1), names)
+        with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
             served = predictor(prepared, result, config)
+            predicted = served.predict_ids(prepared.encoded.ids["test"]).argmax(-1)
+            evaluation = evaluate(test.labels, predicted, names)
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):
             explanations = explain_examples(
                 served, test.texts, test.labels, choose_examples(explain.num_examples, len(test), seed),

@@ -93,6 +93,7 @@ class ModelConfig:
     sif_a: float = 1e-3
     standardize: bool = False  # z-score pooled features with train statistics
     token_hidden_sizes: list[int] = field(default_factory=list)  # dense layers on every word vector before pooling
+    token_dropout: float = 0.0  # in those layers; `dropout` is the head's
     hidden_sizes: list[int] = field(default_factory=lambda: [128])
     activation: Activation = Activation.none
     norm: Norm = Norm.none  # in the head: on the pooled features and each hidden layer (batch: running stats)
@@ -101,7 +102,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _at_least("model.hier_window", self.hier_window, 1)
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)", self.dropout)
+        for name in ("dropout", "token_dropout"):
+            _check(0.0 <= getattr(self, name) < 1.0, f"model.{name}", "must be in [0, 1)", getattr(self, name))
         _check(self.sif_a > 0, "model.sif_a", "must be > 0", self.sif_a)
         for name in ("hidden_sizes", "token_hidden_sizes"):
             sizes = list(getattr(self, name))

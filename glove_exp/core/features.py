@@ -1,5 +1,4 @@
-"""Parameter-free features are pooled once per run, a batch at a time: the looked-up vectors
-``[B, T, D]`` exist for one batch only, never as ``[N, T, D]``."""
+"""Parameter-free features, pooled once per run a batch at a time (never ``[N, T, D]`` at once)."""
 
 from __future__ import annotations
 
@@ -28,12 +27,11 @@ class FeatureDtype(str, Enum):
 
 @dataclass(frozen=True)
 class Inputs:
-    """Per split, the arrays the trained function consumes: ``[N, F]`` pooled features when
-    ``precomputed``, else ``[N, T]`` token ids; ``val`` is None without a validation split."""
+    """What training and validation consume: ``[N, F]`` pooled features when ``precomputed``, else ``[N, T]``
+    token ids; ``val`` is None without a validation split. The test split is scored as the model serves."""
 
     train: np.ndarray
     val: np.ndarray | None
-    test: np.ndarray
     consts: Constants
     precomputed: bool
 
@@ -90,8 +88,9 @@ def make_inputs(
         tokens = {
             split: None if ids is None else compute_features(model, ids, consts, batch_size, FeatureDtype(dtype).numpy)
             for split, ids in tokens.items()
+            if split != "test"
         }
-    return Inputs(tokens["train"], tokens["val"], tokens["test"], consts, precompute)
+    return Inputs(tokens["train"], tokens["val"], consts, precompute)
 
 
 def memory_needs(

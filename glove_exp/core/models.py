@@ -5,7 +5,7 @@ on precomputed features serves raw token ids unchanged."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -101,6 +101,7 @@ class ModelSpec:
     sif_a: float = 1e-3  # SIF's a: shapes the token weights (constants), not the parameters
     standardize: bool = False  # z-score pooled features with train statistics
     token_hidden_sizes: tuple[int, ...] = ()  # dense layers on every word vector before pooling
+    token_dropout: float = 0.0  # in those layers (``dropout`` is the head's)
     hidden_sizes: tuple[int, ...] = (128,)
     activation: Activation = Activation.none
     norm: Norm = Norm.none
@@ -127,19 +128,15 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (enums as strings, sizes as lists); ``ModelSpec(**d)`` rebuilds it."""
-        return {
-            f.name: (value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value)
-            for f in fields(self)
-            for value in [getattr(self, f.name)]
-        }
+        plain = {k: v.value if isinstance(v, Enum) else v for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
 
 
 class Model(NamedTuple):
-    """Pure functions over explicit state. ``forward``: ``init(rng, tokens, consts, is_training) -> (params, state)`` / ``apply(params, state,
-    rng, tokens, consts, is_training) -> ([B, C], state)``. ``head``: the same with pooled features
-    ``[B, F]`` in place of tokens.
-    ``features``: ``apply({}, None, tokens, consts) -> [B, F]`` (only when parameter-free).
-    """
+    """Pure functions over explicit state. ``forward``: ``init(rng, tokens, consts, is_training) ->
+    (params, state)`` / ``apply(params, state, rng, tokens, consts, is_training) -> ([B, C], state)``;
+    ``head``: the same with pooled features ``[B, F]`` for tokens; ``features``: ``apply({}, None, tokens,
+    consts) -> [B, F]`` (only when parameter-free)."""
 
     forward: hk.Transformed
     head: hk.Transformed
@@ -156,16 +153,17 @@ def model_from_spec(spec: ModelSpec) -> Model:
             return hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=0.9)(x, is_training)
         return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x) if norm == Norm.layer else x
 
-    def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, norm=Norm.none):
+    def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, dropout: float,
+            norm: Norm = Norm.none) -> jax.Array:  # fmt: skip
         """Dense layers on the last axis (hk.nets.MLP's, its parameter names and dropout keys), each
         followed by ``norm``, dropout (training only) and the activation unless it is the last."""
         layers = hk.nets.MLP(sizes, w_init=INITIALISERS[spec.init], name=name).layers
-        keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and spec.dropout > 0 else None
+        keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and dropout > 0 else None
         for i, layer in enumerate(layers):
             x = layer(x)
             if i < len(layers) - 1 or activate_final:
                 x = normalize(norm, x, is_training)
-                x = ACTIVATIONS[spec.activation](x if keys is None else hk.dropout(next(keys), spec.dropout, x))
+                x = ACTIVATIONS[spec.activation](x if keys is None else hk.dropout(next(keys), dropout, x))
         return x
 
     def featurize(tokens: jax.Array, consts: Constants, is_training: bool) -> jax.Array:
@@ -178,14 +176,16 @@ def model_from_spec(spec: ModelSpec) -> Model:
         if spec.weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
             x = x * consts.token_weights[tokens][..., None]
         if spec.token_hidden_sizes:
-            x = mlp(spec.token_hidden_sizes, True, "token_mlp", x, is_training)
+            x = mlp(spec.token_hidden_sizes, True, "token_mlp", x, is_training, spec.token_dropout)
         mask = (tokens != PAD).astype(x.dtype) if spec.mask_padding else jnp.ones(tokens.shape, x.dtype)
         features = pool(x, mask, spec.pooling, spec.hier_window)
         return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
 
     def head_logits(features: jax.Array, is_training: bool) -> jax.Array:
         features = normalize(spec.norm, features, is_training)
-        return mlp([*spec.hidden_sizes, spec.num_classes], False, "head", features, is_training, spec.norm)
+        return mlp(
+            [*spec.hidden_sizes, spec.num_classes], False, "head", features, is_training, spec.dropout, spec.norm
+        )
 
     def forward(tokens, consts, is_training):
         return head_logits(featurize(tokens, consts, is_training), is_training)
