@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
@@ -188,7 +188,7 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-@dataclass
+@dataclass(frozen=True)
 class EpochMetrics:
     epoch: int  # 1-based
     train_loss: float
@@ -198,15 +198,15 @@ class EpochMetrics:
     epoch_time_s: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitResult:
     params: hk.Params
     state: hk.State  # batch norm's running statistics ({} without), of the same epoch as ``params``
-    history: list[EpochMetrics] = field(default_factory=list)
-    best_epoch: int = 0  # epoch of the best validation accuracy
-    selected_epoch: int = 0  # epoch whose parameters are returned: best with early stopping, else last
-    compile_time_s: float = 0.0
-    train_time_s: float = 0.0
+    history: tuple[EpochMetrics, ...]
+    best_epoch: int  # epoch of the best validation accuracy (0 without a validation split)
+    selected_epoch: int  # epoch whose parameters are returned: best with early stopping, else last
+    compile_time_s: float
+    train_time_s: float
 
     @property
     def selected(self) -> EpochMetrics:
@@ -237,8 +237,8 @@ def fit(
     epoch_fn = epoch_fn.lower(params, state, opt_state, rng, inputs, labels, consts).compile()
     if val is not None:
         predict(params, state, val_inputs, consts)
-    result = FitResult(params=params, state=state, compile_time_s=time.perf_counter() - tic)
-    best, best_accuracy, waited = None, -1.0, 0
+    compile_time_s, history = time.perf_counter() - tic, []
+    best, best_accuracy, best_epoch, waited = None, -1.0, 0, 0
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         tic = time.perf_counter()
@@ -253,8 +253,7 @@ def fit(
             val_logits = predict(params, state, val_inputs, consts)
             val_loss, val_accuracy = cross_entropy(val_logits, val[1]), float((val_logits.argmax(-1) == val[1]).mean())
         metrics = EpochMetrics(epoch, loss, float(accuracy), val_loss, val_accuracy, time.perf_counter() - tic)
-        result.history.append(metrics)
-        result.train_time_s += metrics.epoch_time_s
+        history.append(metrics)
         on_epoch(metrics)
         log.debug("epoch %d: train loss %.4f, val accuracy %s", epoch, loss, val_accuracy)
         bar.set_postfix(loss=f"{loss:.4f}", **({} if val_accuracy is None else {"val_acc": f"{val_accuracy:.4f}"}))
@@ -263,12 +262,13 @@ def fit(
         if val_accuracy > best_accuracy:
             # the next epoch reuses (donates) the buffers of ``params`` and ``state``: keep the best ones as a copy
             best = jax.tree.map(jnp.copy, (params, state)) if stopping else None
-            best_accuracy, result.best_epoch, waited = val_accuracy, epoch, 0
+            best_accuracy, best_epoch, waited = val_accuracy, epoch, 0
         else:
             waited += 1
         if stopping and waited >= early_stopping_patience:
-            log.info("early stopping after epoch %d (best %d)", epoch, result.best_epoch)
+            log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
             break
-    result.params, result.state = best if stopping else (params, state)
-    result.selected_epoch = result.best_epoch if stopping else len(result.history)
-    return result
+    params, state = best if stopping else (params, state)
+    selected = best_epoch if stopping else len(history)
+    train_time_s = sum(m.epoch_time_s for m in history)
+    return FitResult(params, state, tuple(history), best_epoch, selected, compile_time_s, train_time_s)
