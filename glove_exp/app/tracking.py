@@ -62,7 +62,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
 PROJECT_ROOT = PACKAGE_DIR.parent
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
-PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "lime", "hydra-core")
+PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
 @dataclass(frozen=True)
