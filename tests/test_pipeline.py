@@ -78,11 +78,20 @@ def test_params_hold_the_config_and_the_data_sizes(single, tiny_data):
     assert params["trainer.epochs"] == "3"
     assert params["dataset.data_dir"] == str(tiny_data["ag_dir"])
     assert params["embeddings.dim"] == "8"
-    assert params["data.num_train"] == str(NUM_TRAIN)
-    assert params["data.num_test"] == str(NUM_TEST)
-    assert params["data.feature_dim"] == "8"
-    assert 0.0 <= float(params["data.oov_rate"]) < 1.0
-    assert int(params["data.vocab_size"]) > 2
+    assert not [key for key in params if key.startswith("data.")]  # they vary with the seed's split
+
+
+def test_data_stats_are_metrics_and_a_json_file(single):
+    _, _, run = single
+    metrics = run.data.metrics
+    assert metrics["data/num_test"] == NUM_TEST
+    assert metrics["data/feature_dim"] == 8
+    assert 0.0 <= metrics["data/oov_rate"] < 1.0
+    assert metrics["data/vocab_size"] > 2
+    stats = json.loads((artifact_dir(run) / "data_stats.json").read_text())
+    assert stats["num_train"] == NUM_TRAIN and stats["num_val"] == 40
+    assert sum(stats["class_counts"]["test"].values()) == NUM_TEST
+    assert metrics["data/class_counts/test/Sci_Tech"] == stats["class_counts"]["test"]["Sci_Tech"]
 
 
 def test_tags_name_the_sources(single, tiny_data):
@@ -130,6 +139,7 @@ def test_artifacts(single):
         "config.yaml",
         "confusion_matrix.csv",
         "confusion_matrix.png",
+        "data_stats.json",
         "lime",
     ]
     from omegaconf import OmegaConf
@@ -233,9 +243,9 @@ def test_logged_model_stores_its_table_as_float16(single):
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")) / "artifacts" / "predictor"
     with np.load(folder / "constants.npz") as saved:
         assert saved["table"].dtype == np.float16
-        assert saved["table"].shape == (int(run.data.params["data.vocab_size"]), 8)
+        assert saved["table"].shape == (int(run.data.metrics["data/vocab_size"]), 8)
     words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
-    assert len(words) + 2 == int(run.data.params["data.vocab_size"])
+    assert len(words) + 2 == int(run.data.metrics["data/vocab_size"])
 
 
 def test_a_model_saved_before_the_layers_loads_as_before(single, tmp_path, loading_store):
@@ -277,7 +287,7 @@ def test_val_fraction_0_trains_on_all_rows_and_logs_no_val_metrics(tiny_data, tm
     )
     [run] = experiment_runs(tmp_path)
     assert result.val_accuracy is None and "val –" in result.summary
-    assert run.data.params["data.num_train"] == "400"
+    assert run.data.metrics["data/num_train"] == 400
     assert not [key for key in run.data.metrics if key.startswith("val/")]
     assert run.data.metrics["train/selected_epoch"] == run.data.metrics["train/epochs_run"] == 3
     assert "train/best_epoch" not in run.data.metrics

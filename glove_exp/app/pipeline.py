@@ -11,7 +11,7 @@ from glove_exp.app.best_model import deliver_model
 from glove_exp.app.explain import explain_examples, write_pages
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config
-from glove_exp.app.stages import StageTimer, fit_model, predictor, prepare
+from glove_exp.app.stages import StageTimer, data_stats, fit_model, predictor, prepare
 from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
@@ -49,7 +49,8 @@ def run(
     tags = run_tags(config, job, splits.files, prepared.vectors_source)
     name = run_name(config, job)
     with tracked_run(store, name, tags, interrupts or Interrupts()) as tracked:
-        tracked.log_config(config, model.spec, prepared.encoded.sizes(), int(inputs.consts.feature_mean.shape[0]))
+        tracked.log_config(config, model.spec)
+        tracked.log_data_stats(data_stats(prepared, names))
         tracked.log_datasets(splits, config.dataset)
         with timer("train"):
             result = fit_model(prepared, config, tracked.log_epoch, progress)

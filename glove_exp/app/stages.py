@@ -7,12 +7,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import jax
+import numpy as np
 
 from glove_exp.app.schema import Config
 from glove_exp.app.serving import Predictor, TextSettings
 from glove_exp.core.errors import ConfigError
+from glove_exp.core.evaluate import metric_names
 from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_needs
 from glove_exp.core.models import Model, ModelSpec, Weighting, make_constants, model_from_spec
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
@@ -77,6 +80,19 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
     with timer("features"):
         inputs = frozen_inputs(model, encoded, config)
     return Prepared(splits, vectors.source, encoded, model, inputs)
+
+
+def data_stats(prepared: Prepared, class_names: list[str]) -> dict[str, Any]:
+    """What the data gave this run: split sizes, vocabulary, OOV rate, empty texts, feature size and
+    each split's class counts (keyed by metric-safe class names)."""
+    names = metric_names(class_names)
+    counts = {
+        split: dict(zip(names, np.bincount(part.labels, minlength=len(names)).tolist()))
+        for split, part in prepared.splits.parts().items()
+        if part is not None
+    }
+    feature_dim = int(prepared.inputs.consts.feature_mean.shape[0])
+    return prepared.encoded.sizes() | {"feature_dim": feature_dim, "class_counts": counts}
 
 
 def check_memory(config: Config, texts: list[list[str]], dim: int) -> None:

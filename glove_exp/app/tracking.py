@@ -39,9 +39,11 @@ from mlflow.tracking.context.registry import resolve_tags  # the user and source
 from omegaconf import OmegaConf
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from glove_exp.app.identity import identity_tags
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
 from glove_exp.app.store import Store
+from glove_exp.core.evaluate import metric_names
 from glove_exp.io.files import sha256_file, spreadsheet_safe
 
 if TYPE_CHECKING:
@@ -133,15 +135,21 @@ class TrackedRun:
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.call(self.store.client.log_batch, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
-    def log_config(self, config: Config, spec: ModelSpec, sizes: dict[str, Any], feature_dim: int) -> None:
-        """The resolved config (params and ``config.yaml``), the model as its spec says (``model.*``),
-        and the run's data sizes (params ``data.*``)."""
+    def log_config(self, config: Config, spec: ModelSpec) -> None:
+        """The resolved config (params and ``config.yaml``) with the model as its spec says (``model.*``):
+        two seeds of one config differ in ``trainer.seed`` alone."""
         structured = OmegaConf.structured(config)
         settings = {k: v for k, v in flatten(structured).items() if not k.startswith("model.")}
         model = {f"model.{key}": value for key, value in spec.to_dict().items()}
-        data = {f"data.{key}": value for key, value in sizes.items()} | {"data.feature_dim": feature_dim}
-        self.log_params(settings | model | data)
+        self.log_params(settings | model)
         self.call(self.store.client.log_text, OmegaConf.to_yaml(structured, resolve=True), "config.yaml")
+
+    def log_data_stats(self, stats: dict[str, Any]) -> None:
+        """What the data gave this run (sizes, vocabulary, OOV rate, class counts): they vary with the seed's
+        split, so they are ``data_stats.json`` and ``data/*`` metrics, never params."""
+        self.call(self.store.client.log_dict, stats, "data_stats.json")
+        flat = flatten(stats)
+        self.log_metrics({f"data/{key.replace('.', '/')}": value for key, value in flat.items()})
 
     def log_epoch(self, m: EpochMetrics) -> None:
         values = {"train/loss": m.train_loss, "train/accuracy": m.train_accuracy, "val/loss": m.val_loss,
@@ -258,16 +266,6 @@ def log_model_files(
     return model.model_id
 
 
-def metric_names(class_names: list[str]) -> list[str]:
-    """Class names as parts of MLflow metric names: letters, digits, ``_ - .`` only (``/`` would
-    open a chart section), unique."""
-    names: list[str] = []
-    for name in class_names:
-        safe = re.sub(r"[^0-9A-Za-z_\-.]+", "_", name).strip("_.") or "class"
-        names.append(safe if safe not in names else f"{safe}_{len(names)}")
-    return names
-
-
 def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
     """Row-normalised confusion matrix with class names, as a matplotlib figure."""
     literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
@@ -305,6 +303,7 @@ def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source
         "git_commit": git_commit(), "hydra_job_name": job.name, "glove_source": vectors_source,
         "host": socket.gethostname(), "pid": str(os.getpid()),
     }  # fmt: skip
+    tags |= identity_tags(config)
     optional = {"hydra_job_num": job.num, "sweep_id": job.sweep_id, "hydra_overrides": " ".join(job.overrides)}
     tags |= {key: str(value) for key, value in optional.items() if value not in (None, "")}
     for split, path in files.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,3 +40,13 @@ def evaluate(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[
         report=report,
         confusion=confusion_matrix(labels, predictions, labels=ids),
     )
+
+
+def metric_names(class_names: list[str]) -> list[str]:
+    """Class names as parts of MLflow metric names: letters, digits, ``_ - .`` only (``/`` would
+    open a chart section), unique."""
+    names: list[str] = []
+    for name in class_names:
+        safe = re.sub(r"[^0-9A-Za-z_\-.]+", "_", name).strip("_.") or "class"
+        names.append(safe if safe not in names else f"{safe}_{len(names)}")
+    return names

@@ -1,0 +1,52 @@
+"""What a run is, as tags every store can search: ``glove_exp.config_id`` hashes the resolved settings
+that change results (dataset, embeddings, model, optimizer, trainer, the seed included), and
+``glove_exp.group_id`` the same without the seed, so that the seeds of one config group."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from glove_exp.app.schema import Config, flatten
+
+CONFIG_TAG = "glove_exp.config_id"
+GROUP_TAG = "glove_exp.group_id"
+ROLE_TAG = "glove_exp.role"  # "sweep" on a sweep's parent run; training runs have none
+SWEEP_KEY_TAG = "glove_exp.sweep_key"  # on a parent: what a resumed sweep looks it up by
+PRUNED_TAG = "glove_exp.pruned"
+RESULT_GROUPS = ("dataset", "embeddings", "model", "optimizer", "trainer")
+# Where files are, not what they hold: the same data or vectors from another folder are the same config.
+NOT_RESULTS = frozenset({"embeddings.cache_dir"})
+SEED_KEY = "trainer.seed"
+ID_LENGTH = 12
+
+
+def result_settings(config: Config) -> dict[str, Any]:
+    """The flattened settings that change a run's results, paths made absolute."""
+    flat = flatten(OmegaConf.structured(config))
+    settings = {k: v for k, v in flat.items() if k.split(".", 1)[0] in RESULT_GROUPS and k not in NOT_RESULTS}
+    for key in ("dataset.data_dir", "embeddings.path"):
+        if settings.get(key):
+            settings[key] = os.path.abspath(os.path.expanduser(str(settings[key])))
+    return settings
+
+
+def digest(settings: dict[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
+
+
+def config_id(config: Config) -> str:
+    return digest(result_settings(config))
+
+
+def group_id(config: Config) -> str:
+    return digest({k: v for k, v in result_settings(config).items() if k != SEED_KEY})
+
+
+def identity_tags(config: Config) -> dict[str, str]:
+    return {CONFIG_TAG: config_id(config), GROUP_TAG: group_id(config)}
