@@ -142,14 +142,16 @@ def store_uri(cwd: Path) -> str:
     return f"sqlite:///{cwd}/mlflow.db"
 
 
-def experiment_runs(cwd: Path, experiment: str = "glove-exp") -> list:
-    """All runs of ``experiment`` in ``cwd``'s store, oldest first (MLflow ``Run`` objects)."""
+def experiment_runs(cwd: Path, experiment: str = "glove-exp", parents: bool = False) -> list:
+    """The training runs of ``experiment`` in ``cwd``'s store (or, with ``parents``, the sweeps' parent
+    runs), oldest first (MLflow ``Run`` objects)."""
     import mlflow
 
     client = mlflow.MlflowClient(store_uri(cwd))
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no experiment {experiment!r} in {cwd}/mlflow.db"
     runs = client.search_runs([found.experiment_id], max_results=1000)
+    runs = [run for run in runs if ("glove_exp.role" in run.data.tags) == parents]
     return sorted(runs, key=lambda run: run.info.start_time)
 
 

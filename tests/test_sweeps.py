@@ -101,23 +101,29 @@ def test_eight_parallel_jobs_share_the_store(parallel_sweep):
     assert sorted(job["status"] for job in jobs_file(sweep)) == ["FINISHED"] * 8
 
 
-def test_the_parallel_sweep_logs_the_model_of_its_best_job_only(parallel_sweep):
-    """``tracking.log_model=best``: each job saved its model in its folder; the sweep's end logged
-    the best job's into its run, deleted every copy, and said so before the summary."""
+def test_the_parallel_sweep_registers_its_best_job_as_models_best(parallel_sweep, loading_store):
+    """``tracking.log_model=best``: a job logs its model only when it beats the registered best, and the
+    alias ``best`` ends on the job with the highest validation accuracy."""
     tmp_path, proc = parallel_sweep
     runs = experiment_runs(tmp_path)
     best_accuracy = max(run.data.metrics["val/selected_accuracy"] for run in runs)
     client = mlflow.MlflowClient(store_uri(tmp_path))
-    [model] = client.search_logged_models(experiment_ids=[runs[0].info.experiment_id])
-    [best] = [run for run in runs if run.info.run_id == model.source_run_id]
+    version = client.get_model_version_by_alias("model", "best")
+    [best] = [run for run in runs if run.info.run_id == version.run_id]
     assert best.data.metrics["val/selected_accuracy"] == best_accuracy
-    line = f"sweep: the model of job {best.data.tags['hydra_job_num']}, the best, is logged in run {best.info.run_id}"
-    assert proc.stdout.splitlines()[-2] == line
-    [sweep] = sweep_dirs(tmp_path)
-    assert {job["pending_model"] for job in jobs_file(sweep)} == {
-        str(sweep / str(n) / "pending_model") for n in range(8)
-    }
-    assert not list(sweep.glob("*/pending_model"))
-    mlflow.set_tracking_uri(store_uri(tmp_path))
-    frame = mlflow.pyfunc.load_model(f"runs:/{best.info.run_id}/model").predict(["stocks oil market", "goal cup"])
+    models = client.search_logged_models(experiment_ids=[runs[0].info.experiment_id])
+    assert 1 <= len(models) <= 8 and version.source in {model.artifact_location for model in models}
+    assert "(best so far)" in proc.stdout
+    loading_store(store_uri(tmp_path))
+    frame = mlflow.pyfunc.load_model("models:/model@best").predict(["stocks oil market", "goal cup"])
     assert list(frame.columns) == CLASSES
+
+
+def test_the_sweep_has_a_finished_parent_over_its_jobs(parallel_sweep):
+    tmp_path, proc = parallel_sweep
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "FINISHED"
+    assert re.fullmatch(r"pooling x seed \d\d:\d\d", parent.info.run_name)
+    assert {run.data.tags["mlflow.parentRunId"] for run in experiment_runs(tmp_path)} == {parent.info.run_id}
+    [sweep] = sweep_dirs(tmp_path)
+    assert parent.data.tags["sweep_id"] == sweep.relative_to(tmp_path).as_posix()

@@ -72,8 +72,8 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     try:
         result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
         outcome.update(
-            status="FINISHED", val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
-            run_id=result.run_id, pending_model=result.pending_model,
+            status="SKIPPED" if result.skipped else "FINISHED", val_accuracy=result.val_accuracy,
+            test_accuracy=result.test_accuracy, run_id=result.run_id,
         )  # fmt: skip
         return result.val_accuracy
     except KeyboardInterrupt:  # the MLflow run ended KILLED; stop the sweep too
@@ -95,6 +95,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         from glove_exp.io.datasets import check_hub_reachable
 
         check_hub_reachable(config.dataset.hub_id)
+    from glove_exp.app.parent import read_parent
     from glove_exp.app.pipeline import run  # after validation: bad configs fail before heavy imports
     from glove_exp.app.tracking import JobInfo
 
@@ -104,6 +105,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         overrides=tuple(task_overrides(hydra_cfg)), preset=hydra_cfg.runtime.choices.get("experiment"),
         varying=sweep_keys(sweep_dir) if sweep_dir and not search else (), search=search,
         output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
+        parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
     result = run(config, job, interrupts, progress=sys.stderr.isatty())
     print(f"{PROG}: {result.summary}", flush=True)

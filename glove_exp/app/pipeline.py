@@ -1,17 +1,22 @@
 """One run as its stages. Every input (store, data, vectors) is checked before the MLflow run exists,
-so a user error leaves no run behind."""
+so a user error leaves no run behind; a config that already has a FINISHED run is not trained again."""
 
 from __future__ import annotations
 
+import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from glove_exp.app.best_model import deliver_model
+from mlflow.entities import Run
+
 from glove_exp.app.explain import explain_examples, write_pages
+from glove_exp.app.identity import CONFIG_TAG, config_id
 from glove_exp.app.interrupts import Interrupts
+from glove_exp.app.registry import Score, deliver_model, register_best
+from glove_exp.app.resume import Superseded, finished_run, owner, selected_val_accuracy
 from glove_exp.app.schema import Config
-from glove_exp.app.stages import StageTimer, data_stats, fit_model, predictor, prepare
+from glove_exp.app.stages import Prepared, StageTimer, data_stats, fit_model, predictor, prepare
 from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
@@ -24,13 +29,24 @@ class RunResult:
     name: str
     val_accuracy: float | None  # of the kept model; None without a validation split
     test_accuracy: float
-    timings: str
-    pending_model: str | None = None  # the saved model the sweep's end logs if this job is the best
+    timings: str = ""
+    skipped: str | None = None  # why it was not trained: "finished as run <id>"
+    best: str | None = None  # the line saying it became the registered best
 
     @property
     def summary(self) -> str:
+        if self.skipped:
+            return f"{self.name}: skipped: {self.skipped}"
         val = "val –" if self.val_accuracy is None else f"val {self.val_accuracy:.2%}"
-        return f"{self.name}: {val} test {self.test_accuracy:.2%} | {self.timings}"
+        best = " (best so far)" if self.best else ""
+        return f"{self.name}: {val} test {self.test_accuracy:.2%}{best} | {self.timings}"
+
+    @classmethod
+    def of_owner(cls, run: Run, name: str) -> RunResult:
+        """The result of a job that another run of its config has done (or is doing)."""
+        state = "finished" if run.info.status == "FINISHED" else "running"
+        test = run.data.metrics.get("test/accuracy", math.nan)
+        return cls(run.info.run_id, name, selected_val_accuracy(run), test, skipped=f"{state} as run {run.info.run_id}")
 
 
 def run(
@@ -40,15 +56,41 @@ def run(
     progress: bool = False,
     timer: StageTimer | None = None,
 ) -> RunResult:
-    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage)."""
-    timer = timer or StageTimer()
+    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage),
+    unless its config has a FINISHED run (``tracking.skip_finished``); register the model if it is the best."""
+    timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
     store = Store.open(config.tracking.uri, config.tracking.experiment)
+    name = run_name(config, job)
+    if config.tracking.skip_finished and (done := finished_run(store, config_id(config))):
+        return RunResult.of_owner(done, name)
     prepared = prepare(config, timer, progress)
+    try:
+        result, model_id = train_and_log(store, prepared, config, job, name, interrupts, timer, progress)
+    except Superseded as err:  # a parallel job created its run first: it trains this config
+        store.client.delete_run(err.run_id)
+        return RunResult.of_owner(err.owner, name)
+    if model_id is None:
+        return result
+    with interrupts.run(), interrupts.store_call():  # a signal waits for the alias to have moved
+        best = register_best(store, config.tracking.model_name, result.run_id, model_id, score(result))
+    return replace(result, best=best)
+
+
+def score(result: RunResult) -> Score:
+    return Score(result.val_accuracy, result.test_accuracy)
+
+
+def train_and_log(
+    store: Store, prepared: Prepared, config: Config, job: JobInfo, name: str, interrupts: Interrupts,
+    timer: StageTimer, progress: bool,
+) -> tuple[RunResult, str | None]:  # fmt: skip
+    """The MLflow run: train, evaluate, explain, log; returns the result and the logged model's id."""
     splits, model, inputs, test = prepared.splits, prepared.model, prepared.inputs, prepared.splits.test
     names, seed, explain = config.dataset.class_names, config.trainer.seed, config.explain
     tags = run_tags(config, job, splits.files, prepared.vectors_source)
-    name = run_name(config, job)
-    with tracked_run(store, name, tags, interrupts or Interrupts()) as tracked:
+    with tracked_run(store, name, tags, interrupts) as tracked:
+        if config.tracking.skip_finished and (other := owner(store, tags[CONFIG_TAG], tracked.run_id)):
+            raise Superseded(other, tracked.run_id)
         tracked.log_config(config, model.spec)
         tracked.log_data_stats(data_stats(prepared, names))
         tracked.log_datasets(splits, config.dataset)
@@ -65,11 +107,13 @@ def run(
             )  # fmt: skip
             pages = write_pages(explanations, Path(tmp) / "lime", config.embeddings.lowercase)
             tracked.log_explanations(explanations, pages, "lime")
+        val = result.selected.val_accuracy if inputs.val is not None else None
         with timer("log"):
             tracked.log_outcome(result, evaluation, names, f"{name}: test accuracy {evaluation.accuracy:.1%}")
-            pending = deliver_model(tracked, served, test.texts[:2], config.tracking, job, name)
+            model_id = deliver_model(
+                tracked, served, test.texts[:2], config.tracking, name, Score(val, evaluation.accuracy)
+            )
         tracked.log_metrics(
             {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
         )
-    val = result.selected.val_accuracy if inputs.val is not None else None
-    return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary(), pending)
+    return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary()), model_id

@@ -164,7 +164,8 @@ class TrackingConfig:
     # with the best validation accuracy, else test accuracy; a single run logs it). true/false
     # are always/never. A string, not an enum, so that the older true/false still compose.
     log_model: str = "best"
-    model_name: str = "model"  # its name: runs:/<run id>/<model_name>
+    model_name: str = "model"  # its name: runs:/<run id>/<model_name>, and models:/<model_name>@best
+    skip_finished: bool = True  # a config (glove_exp.config_id) with a FINISHED run is not trained again
 
     def __post_init__(self) -> None:
         self.log_model = LOG_MODEL_ALIASES.get(str(self.log_model).lower(), str(self.log_model).lower())

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 LOCK_SECONDS = 15
+HEARTBEAT_TAG = "glove_exp.heartbeat"  # unix seconds: when the run's process last wrote to it
+HEARTBEAT_TIMEOUT_S = 30 * 60
+# MLflow 3's UI opens an experiment of this kind on its runs table, not its GenAI views
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -89,8 +94,11 @@ class Store:
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 with contextlib.suppress(mlflow.exceptions.MlflowException):  # a parallel job may win the race
-                    client.create_experiment(experiment, artifact_location=artifact_root(uri))
+                    client.create_experiment(experiment, artifact_location=artifact_root(uri), tags=EXPERIMENT_KIND)
                 found = client.get_experiment_by_name(experiment)
+            if found.lifecycle_stage != "deleted" and not set(EXPERIMENT_KIND) & set(found.tags):
+                for key, value in EXPERIMENT_KIND.items():  # made before glove-exp said so, or by hand
+                    client.set_experiment_tag(found.experiment_id, key, value)
         except Timeout:
             raise TrackingError(f"tracking.uri={uri}: another process holds {path}.lock") from None
         except Exception as err:  # MLflow, SQLAlchemy, requests and OS errors all mean an unusable store
@@ -104,11 +112,26 @@ class Store:
         return store
 
     def end_dead_runs(self) -> None:
-        """Runs left RUNNING by a process of this host that no longer exists (SIGKILL, power loss) end KILLED."""
-        host = socket.gethostname().replace("'", "")
-        query = f"attributes.status = 'RUNNING' and tags.host = '{host}'"
-        for run in self.client.search_runs([self.experiment_id], query):
-            pid = int(run.data.tags.get("pid", "0"))
-            if pid and not pid_alive(pid):
+        """Runs left RUNNING by a process that no longer exists end KILLED: on this host, its pid is gone
+        (SIGKILL, power loss); elsewhere, its heartbeat stopped (:func:`is_dead`)."""
+        now = time.time()
+        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'"):
+            if is_dead(run.data.tags, run.data.metrics, now):
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
-                log.warning("run %s of process %d was left RUNNING; marked KILLED", run.info.run_id, pid)
+                log.warning("run %s was left RUNNING by a process that is gone; marked KILLED", run.info.run_id)
+
+
+def is_dead(tags: dict[str, str], metrics: dict[str, float], now: float) -> bool:
+    """Whether the process of a RUNNING run is gone: its pid, on this host; on another, a heartbeat (set
+    at every epoch) older than :data:`HEARTBEAT_TIMEOUT_S` or three of its epochs, whichever is longer.
+    Runs without either (not glove-exp's) are left alone."""
+    if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
+        return not pid_alive(int(tags["pid"]))
+    if HEARTBEAT_TAG not in tags:
+        return False
+    timeout = max(HEARTBEAT_TIMEOUT_S, 3 * metrics.get("time/epoch_s", 0.0))
+    return now - float(tags[HEARTBEAT_TAG]) > timeout
+
+
+def heartbeat() -> dict[str, str]:
+    return {HEARTBEAT_TAG: f"{time.time():.0f}"}

@@ -1,16 +1,13 @@
 """Sweep bookkeeping: each job appends its outcome to ``<sweep dir>/jobs.jsonl`` (jobs may run in other
-processes or machines, so through a shared folder); a Hydra callback prints the summary at the end."""
+processes or machines, so through a shared folder); the sweep's callback (glove_exp.report.sweep) sums them up."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 JOBS_FILE = "jobs.jsonl"
 
@@ -27,40 +24,28 @@ def record_job(sweep_dir: str, outcome: dict[str, Any]) -> None:
         os.close(fd)
 
 
+DONE = ("FINISHED", "SKIPPED")  # a skipped job's config has a FINISHED run already
+
+
 def read_jobs(sweep_dir: str) -> list[dict[str, Any]]:
+    """Each job's last outcome (a job run again in the same folder replaces its earlier line)."""
     path = Path(sweep_dir) / JOBS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return list({" ".join(sorted(job.get("overrides", []))): job for job in lines}.values())
 
 
 def summarise(jobs: list[dict[str, Any]]) -> str:
-    failed = [job for job in jobs if job["status"] != "FINISHED"]
-    lines = [f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"]
+    failed = [job for job in jobs if job["status"] not in DONE]
+    skipped = sum(job["status"] == "SKIPPED" for job in jobs)
+    head = f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"
+    lines = [head + (f" ({skipped} skipped: finished before)" if skipped else "")]
     for job in sorted(failed, key=lambda j: j.get("num", 0)):
         overrides = " ".join(job.get("overrides", []))
         lines.append(f"  job {job.get('num')} ({overrides}) {job['status']}: {job.get('error')}")
     return "\n".join(lines)
 
 
-class SweepSummary(Callback):
-    """Registered under ``hydra.callbacks`` in conf/config.yaml."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "optuna" in str(config.hydra.sweeper.get("_target_", "")) and config.dataset.val_fraction == 0:
-            print(
-                "glove-exp: error: an Optuna search maximises validation accuracy: set dataset.val_fraction > 0",
-                file=sys.stderr,
-            )
-            raise SystemExit(2)  # Hydra turns an Exception from a callback into a warning
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from glove_exp.app.best_model import log_best_model  # jax and MLflow: only once the jobs are done
-
-        jobs = read_jobs(config.hydra.sweep.dir)
-        if models := log_best_model(jobs):
-            print(models, flush=True)
-        if jobs:
-            print(summarise(jobs), flush=True)
-        if any(job["status"] != "FINISHED" for job in jobs):
-            raise SystemExit(1)  # Hydra turns an Exception from a callback into a warning
+def succeeded(jobs: list[dict[str, Any]]) -> bool:
+    return all(job["status"] in DONE for job in jobs)

@@ -36,13 +36,14 @@ from mlflow.entities import (
 )
 from mlflow.models import Model, infer_signature
 from mlflow.tracking.context.registry import resolve_tags  # the user and source tags start_run adds
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from glove_exp.app.identity import identity_tags
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
-from glove_exp.app.store import Store
+from glove_exp.app.store import Store, heartbeat
 from glove_exp.core.evaluate import metric_names
 from glove_exp.io.files import sha256_file, spreadsheet_safe
 
@@ -69,7 +70,7 @@ PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets",
 
 @dataclass(frozen=True)
 class JobInfo:
-    """Where the run sits in Hydra (``output_dir``: a sweep job's folder, where a saved model waits)."""
+    """Where the run sits in Hydra (``output_dir``: a sweep job's folder)."""
 
     name: str = "glove-exp"
     num: int | None = None
@@ -79,6 +80,7 @@ class JobInfo:
     varying: tuple[str, ...] = ()
     search: bool = False
     output_dir: str | None = None
+    parent_run_id: str | None = None  # the sweep's parent run
 
 
 def run_name(config: Config, job: JobInfo = JobInfo()) -> str:
@@ -127,10 +129,14 @@ class TrackedRun:
     def log_params(self, params: dict[str, Any]) -> None:
         self.call(self.store.client.log_batch, params=[Param(key, str(value)) for key, value in params.items()])
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, tags: dict[str, str] | None = None
+    ) -> None:
+        """One write: ``metrics`` at ``step`` and ``tags`` with them."""
         now = int(time.time() * 1000)
         values = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
-        self.call(self.store.client.log_batch, metrics=values)
+        run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+        self.call(self.store.client.log_batch, metrics=values, tags=run_tags)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.call(self.store.client.log_batch, tags=[RunTag(key, str(value)) for key, value in tags.items()])
@@ -154,7 +160,7 @@ class TrackedRun:
     def log_epoch(self, m: EpochMetrics) -> None:
         values = {"train/loss": m.train_loss, "train/accuracy": m.train_accuracy, "val/loss": m.val_loss,
                   "val/accuracy": m.val_accuracy, "time/epoch_s": m.epoch_time_s}  # fmt: skip
-        self.log_metrics({k: v for k, v in values.items() if v is not None}, step=m.epoch)
+        self.log_metrics({k: v for k, v in values.items() if v is not None}, step=m.epoch, tags=heartbeat())
 
     def log_explanations(self, explanations: list[Explanation], pages: list[Path], artifact_path: str) -> None:
         """Each explanation's page and, beside it, its data as ``<page name>.json``."""
@@ -221,13 +227,14 @@ class TrackedRun:
                 raise
             self.call(self.store.client.log_inputs, datasets=[entity])
 
-    def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> None:
-        """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example."""
+    def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> str:
+        """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example;
+        returns its model id."""
         with tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
             folder = predictor.save(Path(tmp) / "predictor")
             example, output = example_and_output(predictor, example_texts)
             with self._interrupts.store_call():
-                log_model_files(self.store, self.run_id, folder, example, output, name, run_name)
+                return log_model_files(self.store, self.run_id, folder, example, output, name, run_name)
 
 
 def example_and_output(predictor: Predictor, example_texts: list[str]) -> tuple[list[str], pd.DataFrame]:
@@ -303,7 +310,9 @@ def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source
         "git_commit": git_commit(), "hydra_job_name": job.name, "glove_source": vectors_source,
         "host": socket.gethostname(), "pid": str(os.getpid()),
     }  # fmt: skip
-    tags |= identity_tags(config)
+    tags |= identity_tags(config) | heartbeat()
+    if job.parent_run_id:
+        tags[MLFLOW_PARENT_RUN_ID] = job.parent_run_id
     optional = {"hydra_job_num": job.num, "sweep_id": job.sweep_id, "hydra_overrides": " ".join(job.overrides)}
     tags |= {key: str(value) for key, value in optional.items() if value not in (None, "")}
     for split, path in files.items():

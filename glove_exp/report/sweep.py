@@ -1,0 +1,92 @@
+"""The Hydra callback of every ``glove-exp -m`` (``hydra.callbacks`` in conf/config.yaml): it opens the
+sweep's parent run before any job starts, and at the end logs the sweep's summary onto it, prints the
+jobs' outcomes and ends it FINISHED or FAILED. An interrupted sweep ends it KILLED at exit."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from datetime import datetime
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PROG = "glove-exp"
+
+
+def fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)  # Hydra turns an Exception from a callback into a warning
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys the command line sweeps, or ``optuna`` for a search."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if is_search(config):
+        return ["optuna"]
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    return [o.key_or_group for o in overrides if o.is_sweep_override()]
+
+
+def is_search(config: DictConfig) -> bool:
+    return "optuna" in str(config.hydra.sweeper.get("_target_", ""))
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.parent: tuple[Any, str] | None = None  # (store, run id) while the sweep runs
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if is_search(config) and config.dataset.val_fraction == 0:
+            fail("an Optuna search maximises validation accuracy: set dataset.val_fraction > 0")
+        from hydra.core.hydra_config import HydraConfig
+
+        from glove_exp.app.parent import open_parent, parent_name, sweep_key, write_parent
+        from glove_exp.app.store import Store
+        from glove_exp.core.errors import GloveExpError
+
+        HydraConfig.instance().set_config(config)  # tracking.uri interpolates ${hydra:runtime.cwd}
+        tracking = config.tracking
+        try:
+            store = Store.open(str(tracking.uri), str(tracking.experiment))
+        except GloveExpError as err:
+            fail(str(err))
+        overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+        tags = {"sweep_id": str(config.hydra.sweep.dir), "hydra_overrides": " ".join(overrides)}
+        name = parent_name(swept_keys(config), datetime.now())
+        run_id = open_parent(store, sweep_key(store.experiment_id, overrides), name, tags)
+        write_parent(str(config.hydra.sweep.dir), store, run_id)
+        self.parent = (store, run_id)
+        atexit.register(self.end_killed)
+
+    def end_killed(self) -> None:
+        """At exit without :meth:`on_multirun_end`: the sweep was interrupted or crashed."""
+        from mlflow.entities import RunStatus
+
+        from glove_exp.app.parent import end_parent
+
+        if self.parent is not None:
+            store, run_id = self.parent
+            self.parent = None
+            end_parent(store, run_id, RunStatus.KILLED)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.entities import RunStatus
+
+        from glove_exp.app.parent import end_parent
+        from glove_exp.app.sweep import read_jobs, succeeded, summarise
+        from glove_exp.report.publish import log_sweep_summary
+
+        jobs = read_jobs(config.hydra.sweep.dir)
+        if self.parent is not None:
+            store, run_id = self.parent
+            print(log_sweep_summary(store, run_id), flush=True)
+            end_parent(store, run_id, RunStatus.FINISHED if succeeded(jobs) else RunStatus.FAILED)
+            self.parent = None
+            atexit.unregister(self.end_killed)
+        if jobs:
+            print(summarise(jobs), flush=True)
+        if not succeeded(jobs):
+            raise SystemExit(1)  # Hydra turns an Exception from a callback into a warning

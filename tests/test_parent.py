@@ -1,0 +1,105 @@
+"""A sweep's parent run, through the Hydra callback's hooks called as Hydra calls them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from omegaconf import open_dict
+
+from glove_exp.app.cli import CONFIG_PATH as CONF
+from glove_exp.app.parent import PARENT_FILE, parent_name, read_parent, sweep_key
+from glove_exp.app.schema import register
+from glove_exp.report.sweep import SweepSummary
+from tests.conftest import experiment_runs, store_uri
+
+
+def sweep_config(tmp_path, *overrides: str):
+    """The config Hydra hands a sweep's callbacks: composed with its ``hydra`` node, ``overrides`` as typed."""
+    from hydra import compose, initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        config = compose("config", [f"tracking.uri={store_uri(tmp_path)}"], return_hydra_config=True)
+    with open_dict(config):
+        config.hydra.overrides.task = list(overrides)
+        config.hydra.sweep.dir = str(tmp_path / "multirun" / datetime.now().strftime("%H-%M-%S-%f"))
+    return config
+
+
+def test_names_fit_the_runs_table():
+    started = datetime(2026, 12, 6, 0, 28)
+    assert parent_name(["model.pooling", "trainer.seed"], started) == "pooling x seed 00:28"
+    assert parent_name([], started) == "sweep 00:28"
+    assert sweep_key("1", ["b=1", "a=1,2"]) == sweep_key("1", ["a=1,2", "b=1"]) != sweep_key("2", ["a=1,2", "b=1"])
+
+
+def test_a_sweep_opens_its_parent_first_and_ends_it_with_the_jobs(tmp_path, capsys):
+    config = sweep_config(tmp_path, "model.pooling=mean,max", "trainer.seed=0,1")
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "RUNNING" and parent.info.run_name.startswith("pooling x seed ")
+    assert read_parent(config.hydra.sweep.dir, store_uri(tmp_path)) == parent.info.run_id
+    assert read_parent(config.hydra.sweep.dir, "sqlite:///elsewhere.db") is None
+    callback.on_multirun_end(config)
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "FINISHED"
+
+
+def test_an_interrupted_sweep_ends_its_parent_killed_and_a_resumed_one_reopens_it(tmp_path):
+    overrides = ("model.pooling=mean,max",)
+    first = SweepSummary()
+    first.on_multirun_start(sweep_config(tmp_path, *overrides))
+    first.end_killed()  # what atexit does when Ctrl-C ended the sweep
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "KILLED"
+    again = SweepSummary()
+    config = sweep_config(tmp_path, *reversed(overrides))
+    again.on_multirun_start(config)
+    [reopened] = experiment_runs(tmp_path, parents=True)
+    assert reopened.info.run_id == parent.info.run_id and reopened.info.status == "RUNNING"
+    assert len(list((tmp_path / "multirun").glob(f"*/{PARENT_FILE}"))) == 2
+    again.on_multirun_end(config)
+    other = SweepSummary()
+    other.on_multirun_start(sweep_config(tmp_path, "model.pooling=sum,max"))
+    assert len(experiment_runs(tmp_path, parents=True)) == 2  # another command, another parent
+    other.end_killed()
+
+
+def test_a_failed_job_fails_the_parent_and_the_sweep(tmp_path):
+    from glove_exp.app.sweep import record_job
+
+    config = sweep_config(tmp_path, "model.pooling=mean,max")
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    record_job(
+        config.hydra.sweep.dir, {"num": 0, "overrides": ["model.pooling=mean"], "status": "FAILED", "error": "x"}
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        callback.on_multirun_end(config)
+    assert exit_info.value.code == 1
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "FAILED"
+
+
+def test_a_store_that_cannot_open_is_one_line_before_any_job(tmp_path, capsys):
+    config = sweep_config(tmp_path, "model.pooling=mean,max")
+    config.tracking.uri = "ftp://nowhere/x"
+    with pytest.raises(SystemExit) as exit_info:
+        SweepSummary().on_multirun_start(config)
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("glove-exp: error: tracking.uri=ftp://nowhere/x: unsupported scheme")
+
+
+def test_a_job_run_again_in_the_same_folder_counts_once_with_its_last_state(tmp_path):
+    from glove_exp.app.sweep import read_jobs, record_job, succeeded, summarise
+
+    job = {"num": 0, "overrides": ["model.pooling=mean", "trainer.seed=0"]}
+    record_job(str(tmp_path), job | {"status": "KILLED", "error": "interrupted"})
+    record_job(str(tmp_path), job | {"status": "SKIPPED"})
+    record_job(str(tmp_path), {"num": 1, "overrides": ["trainer.seed=1", "model.pooling=mean"], "status": "FINISHED"})
+    jobs = read_jobs(str(tmp_path))
+    assert succeeded(jobs)
+    assert summarise(jobs) == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"
