@@ -201,12 +201,16 @@ def label_groups(runs: pd.DataFrame, by: list[str] | None) -> tuple[pd.Series, p
     ``by``, its ``group_id`` (None for runs written before the tag)."""
     keys = group_params(runs, by)
     gid = group_numbers(runs, keys, by)
-    first = runs.groupby(gid, sort=False)[keys].first() if keys else pd.DataFrame(index=pd.Index(gid.unique()))
+    per_group = runs.groupby(gid, sort=False)
+    # a group_id leaves out settings such as paths that vary within a group: they name no group
+    keys = [key for key in keys if (per_group[key].nunique(dropna=False) <= 1).all()]
+    first = per_group[keys].first() if keys else pd.DataFrame(index=pd.Index(gid.unique()))
     run_names = column(runs, "tags.mlflow.runName").groupby(gid, sort=False)
     names = run_names.agg(lambda s: " / ".join(dict.fromkeys(s.dropna().astype(str)))).reindex(first.index)
     groups = pd.DataFrame({"group": group_labels(first, names.fillna("").tolist(), by is not None)}, index=first.index)
     if by is None:
-        groups["group_id"] = column(runs, GROUP_COLUMN).groupby(gid, sort=False).first().reindex(first.index)
+        ids = column(runs, GROUP_COLUMN).groupby(gid, sort=False).first().reindex(first.index)
+        groups["group_id"] = ids.astype(object).where(ids.notna(), None)
         clash = groups["group"].duplicated(keep=False) & groups["group_id"].notna()
         groups.loc[clash, "group"] += " (" + groups.loc[clash, "group_id"].astype(str).str[:8] + ")"
     return gid, groups
