@@ -37,11 +37,12 @@ OLD_RUNS = {5: (0.99, 0.98), 6: (0.60, 0.59)}  # written before the group tag: n
 
 def add_run(client: mlflow.MlflowClient, experiment_id: str, name: str, start: int, *, seed: int = 0,
             lr: str = "0.01", metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
-            status: str = "FINISHED", cache_dir: str = "/cache") -> str:  # fmt: skip
-    """A run with glove-exp's params (``lr``, ``seed``, a path that is no part of the config) and the given
-    final metrics and tags."""
+            status: str = "FINISHED", cache_dir: str = "/cache", extra: dict[str, str] | None = None) -> str:  # fmt: skip
+    """A run with glove-exp's params (``lr``, ``seed``, a path that is no part of the config, ``extra``) and
+    the given final metrics and tags."""
     run = client.create_run(experiment_id, start_time=T0 + start, run_name=name)
-    params = {"optimizer.lr": lr, "trainer.seed": str(seed), "model.pooling": "mean", "embeddings.cache_dir": cache_dir}
+    params = {"optimizer.lr": lr, "trainer.seed": str(seed), "model.pooling": "mean", "embeddings.cache_dir": cache_dir,
+              **(extra or {})}  # fmt: skip
     client.log_batch(
         run.info.run_id,
         metrics=[Metric(key, value, T0 + start, 0) for key, value in (metrics or {}).items()],
@@ -58,8 +59,9 @@ def scores(val: float, test: float) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> tuple[str, dict[str, str]]:
-    """The store's URI and run ids by name: a sweep parent over groups A and B, their runs (A's differ in a
-    path that is not config), a FAILED run, two older runs without the group tag and a report run."""
+    """The store's URI and run ids by name: a sweep parent over groups A and B, their runs (they differ in a
+    path that is not config), a FAILED run, two older runs without the group tag (with the ``data.*``
+    params of their time) and a report run."""
     folder = tmp_path_factory.mktemp("api-store")
     uri = f"sqlite:///{folder}/mlflow.db"
     store = Store.open(uri, "glove-exp")
@@ -76,8 +78,9 @@ def store(tmp_path_factory) -> tuple[str, dict[str, str]]:
     ids["failed"] = add_run(client, experiment_id, "0.1-seed=2", 20, seed=2, lr="0.1", metrics=scores(0.1, 0.1),
                             tags=failed, status="FAILED")  # fmt: skip
     for seed, values in OLD_RUNS.items():
+        data = {"data.vocab_size": str(1000 + seed)}  # as older runs logged it: it varies with the split
         ids[f"old-{seed}"] = add_run(client, experiment_id, f"old-{seed}", seed, seed=seed, lr="0.5",
-                                     metrics=scores(*values))  # fmt: skip
+                                     metrics=scores(*values), extra=data)  # fmt: skip
     ids["report"] = add_run(client, experiment_id, "report-x", 30, tags={REPORT_TAG: "true"})
     return uri, ids
 
@@ -128,7 +131,8 @@ def test_runs_frame_leaves_parents_and_reports_out(store, monkeypatch):
 def test_summary_frame_one_row_per_group_id(store):
     uri, _ = store
     summary = summary_frame(runs_frame("glove-exp", uri))
-    assert summary["group_id"].tolist() == [GROUP_A, GROUP_B, None]  # the older runs group by their params
+    # the older runs group by their params, but for the seed and data.vocab_size
+    assert summary["group_id"].tolist() == [GROUP_A, GROUP_B, None]
     assert summary["n"].tolist() == [3, 3, 2]  # B's FAILED run left out
     for row, runs in ((0, A_RUNS), (1, B_RUNS)):
         for index, name in enumerate(("val/selected_accuracy", "test/accuracy")):

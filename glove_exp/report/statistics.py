@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -14,6 +15,9 @@ from glove_exp.core.errors import GloveExpError
 
 SEED_PARAM = "params.trainer.seed"
 GROUP_COLUMN = f"tags.{GROUP_TAG}"
+# Older runs logged what the data gave them (vocabulary size, OOV rate, split sizes) as params: that
+# varies with the seed's split, so it names no configuration.
+DATA_PARAMS = "params.data."
 MISSING = "–"
 # current metric name -> older spellings, read when a run lacks the current one
 METRIC_ALIASES: dict[str, tuple[str, ...]] = {
@@ -94,10 +98,10 @@ def check_sort(runs: pd.DataFrame, sort: str) -> str:
 
 def group_params(runs: pd.DataFrame, by: list[str] | None) -> list[str]:
     """The ``params.*`` columns that define a group: ``by`` in its order, else every param but
-    ``trainer.seed``, sorted."""
+    ``trainer.seed`` and the older runs' ``data.*``, sorted."""
     params = sorted(c for c in runs.columns if c.startswith("params."))
     if by is None:
-        return [c for c in params if c != SEED_PARAM]
+        return [c for c in params if c != SEED_PARAM and not c.startswith(DATA_PARAMS)]
     unknown = [key for key in by if f"params.{key.removeprefix('params.')}" not in params]
     if unknown:
         available = ", ".join(sorted(c.removeprefix("params.") for c in params)) or "none"
@@ -165,11 +169,8 @@ def interval(values: pd.Series, bounds: tuple[float, float] = (-math.inf, math.i
     values = values.dropna()
     n, mean, std = len(values), values.mean(), values.std(ddof=1)
     half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    low, high = bounds
-    return pd.Series(
-        {"n": n, "mean": mean, "std": std, "ci_half": half,
-         "ci_low": max(mean - half, low), "ci_high": min(mean + half, high)}
-    )  # fmt: skip
+    low, high = np.clip([mean - half, mean + half], *bounds)  # NaN stays NaN
+    return pd.Series({"n": n, "mean": mean, "std": std, "ci_half": half, "ci_low": low, "ci_high": high})
 
 
 def summarise(table: pd.DataFrame, group: pd.Series, bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
