@@ -241,8 +241,8 @@ def test_paired_over_shared_seeds(store, capsys):
     assert [row["seed"] for row in per_seed] == [0, 1]
     assert [row["difference"] for row in per_seed] == pytest.approx([0.04, 0.01])
     text = run_cli(capsys, "--tracking-uri", uri, "--paired", GROUP_A, GROUP_B)
-    assert f"mean difference +{100 * mean:.2f} percentage points" in text
-    assert f"95 % paired t interval [{100 * low:+.2f}, {100 * high:+.2f}]" in text
+    assert f"mean difference +{100 * mean:.2f} pp" in text
+    assert f"95 % paired t interval [{100 * low:+.2f}, {100 * high:+.2f}] pp" in text
     assert "|      0 | 90.00 | 86.00 |   +4.00 |" in text
     by_test = json.loads(run_cli(capsys, "--tracking-uri", uri, "--paired", GROUP_A, GROUP_B, "--sort", "test/accuracy",
                                  "--format", "json").splitlines()[0])  # fmt: skip

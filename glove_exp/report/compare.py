@@ -105,7 +105,7 @@ def paired_summary(result: Paired) -> pd.DataFrame:
     """One row: the groups, the metric and :attr:`Paired.summary` (raw values)."""
     groups = {f"{key}_{side}": group.get(key) for side, group in (("a", result.a), ("b", result.b))
               for key in ("group", "group_id")}  # fmt: skip
-    return pd.DataFrame([{"metric": result.metric, **groups, **result.summary.to_dict()}])
+    return pd.DataFrame([{"metric": result.metric, **groups, **result.summary.to_dict()}]).astype({"n": int})
 
 
 def paired_report(result: Paired, fmt: str) -> str:
@@ -114,17 +114,18 @@ def paired_report(result: Paired, fmt: str) -> str:
     if fmt != "markdown":
         return f"{format_table(paired_summary(result), fmt)}\n{format_table(result.per_seed, fmt)}"
     name, summary = result.metric, result.summary
-    unit = " percentage points" if metric_range(name) == (0.0, 1.0) else ""
+    unit = " pp" if metric_range(name) == (0.0, 1.0) else ""  # percentage points
     n = int(summary["n"])
-    lines = [f"{name}, A - B over the {n} seed(s) both groups ran", f"A: {group_text(result.a)}",
+    scale = " (in %; differences in percentage points, pp)" if unit else ""
+    lines = [f"{name}, A - B over the {n} seed(s) both groups ran{scale}", f"A: {group_text(result.a)}",
              f"B: {group_text(result.b)}"]  # fmt: skip
     if n < 2:
         lines.append(f"only {n} shared seed(s): a paired interval needs at least 2")
     else:
         low, high = (metric_text(name, summary[key], "+") for key in ("ci_low", "ci_high"))
         lines.append(
-            f"mean difference {metric_text(name, summary['mean'], '+')}{unit}, sd {metric_text(name, summary['std'])}, "
-            f"95 % paired t interval [{low}, {high}]"
+            f"mean difference {metric_text(name, summary['mean'], '+')}{unit}, sd {metric_text(name, summary['std'])}{unit}, "
+            f"95 % paired t interval [{low}, {high}]{unit}"
         )
     table = pd.DataFrame(
         {
