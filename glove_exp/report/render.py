@@ -169,9 +169,12 @@ def accuracy_figure(groups: pd.DataFrame, title: str) -> Figure:
     positions = list(range(len(shown)))
     for ax, name, split in zip(axes, INTERVALS, ("validation", "test")):
         mean = 100 * shown[f"{name}_mean"]
-        half = (100 * (shown[f"{name}_ci_high"] - shown[f"{name}_mean"])).fillna(0.0)
-        ax.errorbar(mean, positions, xerr=half, fmt="o", capsize=3, color="tab:blue")
-        ax.set_xlabel(f"{split} accuracy (%)\ngroup mean ± 95 % interval (Student t; none for n=1)", fontsize=9)
+        low, high = (100 * shown[f"{name}_{stat}"] for stat in ("ci_low", "ci_high"))
+        bars = [(mean - low).fillna(0.0), (high - mean).fillna(0.0)]  # uneven where clipped to 0-100
+        ax.errorbar(mean, positions, xerr=bars, fmt="o", capsize=3, color="tab:blue")
+        ax.set_xlabel(
+            f"{split} accuracy (%)\ngroup mean, 95 % interval (Student t, within 0-100; none for n=1)", fontsize=9
+        )
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(positions, labels=labels, fontsize=8)
     axes[0].invert_yaxis()
