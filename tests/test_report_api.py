@@ -122,7 +122,7 @@ def test_runs_frame_leaves_parents_and_reports_out(store, monkeypatch):
     try:
         theirs = mlflow.search_runs(experiment_names=["glove-exp"], output_format="pandas")
     finally:
-        mlflow.set_tracking_uri("")
+        mlflow.set_tracking_uri(None)  # back to MLflow's default rule
     pd.testing.assert_frame_equal(everything, theirs[everything.columns])
     finished = runs_frame("glove-exp", uri, "attributes.status = 'FINISHED'")
     assert ids["failed"] not in set(finished["run_id"]) and len(finished) == 8
