@@ -340,13 +340,13 @@ def test_runs_frame_is_what_mlflow_search_runs_gives(store, monkeypatch, page_si
     monkeypatch.setattr(query, "PAGE_SIZE", page_size)  # 3: the 10 finished runs come in 4 pages
     client = mlflow.MlflowClient(store)
     experiment_id = client.get_experiment_by_name("glove-exp").experiment_id
-    ours = query.runs_frame(client, [experiment_id], "attributes.status = 'FINISHED'")
+    ours = query.search_frame(client, [experiment_id], "attributes.status = 'FINISHED'")
     mlflow.set_tracking_uri(store)
     theirs = mlflow.search_runs([experiment_id], "attributes.status = 'FINISHED'", output_format="pandas")
     assert len(ours) == 10 and sorted(ours.columns) == sorted(theirs.columns)
     assert ours.columns[:6].tolist() == theirs.columns[:6].tolist()  # then metrics, params and tags
     pd.testing.assert_frame_equal(ours, theirs[ours.columns])
-    empty = query.runs_frame(client, [experiment_id], "attributes.status = 'KILLED'")
+    empty = query.search_frame(client, [experiment_id], "attributes.status = 'KILLED'")
     pd.testing.assert_frame_equal(
         empty, mlflow.search_runs([experiment_id], "attributes.status = 'KILLED'", output_format="pandas")
     )

@@ -8,52 +8,14 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-from matplotlib.figure import Figure
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
-from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
-from glove_exp.app.tracking import tracked_run
-from glove_exp.core.errors import GloveExpError, first_line
-from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, load_runs, sweep_key
-from glove_exp.report.render import FILES, group_display, summary_note, to_markdown, write_report
-from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, check_sort, group_runs
-
-PROG = "glove-exp-report"
-TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (shown in the UI)
-
-
-def log_report(uri: str, experiment: str, sweep: str | None, report_files: tuple[list[Path], Figure], groups: pd.DataFrame,
-               params: dict[str, str], run_ids: list[str]) -> str:  # fmt: skip
-    """The id of a new FINISHED run ``report-<sweep or experiment>`` (user and source tags as ``start_run``
-    gives) with the best group's metrics, table, figure and files; for a sweep, the parent of its runs
-    that have none (the MLflow UI nests them under it)."""
-    files, figure = report_files
-    run_name = f"report-{sweep or experiment}"
-    tags = {
-        REPORT_TAG: "true",
-        "best_group": str(groups["group"].iloc[0])[:5000],
-        **({"sweep_id": sweep} if sweep else {}),
-        MLFLOW_RUN_NAME: run_name,
-    }
-    store = Store.open(uri, experiment)
-    try:
-        with tracked_run(store, run_name, tags, Interrupts(PROG)) as run:
-            run.log_params(params)  # each write on its own: a signal is raised between two of them
-            run.log_metrics(best_group_metrics(groups))
-            run.call(store.client.log_table, groups, artifact_file=TABLE_ARTIFACT)
-            run.call(store.client.log_figure, figure, FILES[-1])
-            for path in files[:-1]:
-                run.call(store.client.log_artifact, str(path))
-        if sweep:
-            for child in run_ids:
-                if MLFLOW_PARENT_RUN_ID not in store.client.get_run(child).data.tags:
-                    store.client.set_tag(child, MLFLOW_PARENT_RUN_ID, run.run_id)
-    except STORE_ERRORS as err:
-        raise GloveExpError(f"cannot log the report to {uri}: {first_line(err)}") from err
-    return run.run_id
+from glove_exp.core.errors import GloveExpError
+from glove_exp.report.compare import diff_params, find_group, find_run, paired, paired_report, run_label
+from glove_exp.report.publish import PROG, TABLE_ARTIFACT, log_report
+from glove_exp.report.query import load_runs, runs_frame, sweep_key
+from glove_exp.report.render import FORMATS, format_table, group_display, summary_note, write_report
+from glove_exp.report.statistics import DEFAULT_SORT, check_sort, group_runs, summary_frame
 
 
 def _path_part(text: str, fallback: str) -> str:
@@ -70,8 +32,8 @@ def default_out(experiment: str, sweep: str | None) -> Path:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Compare the FINISHED MLflow runs of a glove-exp experiment or sweep. Runs that differ only in "
-        "trainer.seed form a group; each group gets n, mean, std and a 95 % Student t interval of the validation "
+        description="Compare the FINISHED MLflow runs of a glove-exp experiment or sweep. The seeds of one configuration "
+        "(tag glove_exp.group_id; older runs without it: runs that differ only in trainer.seed) form a group; each group gets n, mean, std and a 95 % Student t interval of the validation "
         "accuracy of the kept model (best epoch with early stopping, else the last) and of the test accuracy. "
         "Prints the group table (best mean validation accuracy first; runs without validation last) and writes "
         "results.md, results.csv (groups), runs.csv and accuracy.png.",
@@ -100,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda value: [key.strip() for key in value.split(",") if key.strip()],
         metavar="KEY",
         help="group by these params instead (repeatable or comma-separated, e.g. --by model.pooling,optimizer.lr); "
-        "default: every param except trainer.seed, i.e. one group per configuration",
+        "default: the glove_exp.group_id tag (every result-relevant setting but trainer.seed; for older runs without "
+        "it, every param but trainer.seed), i.e. one group per configuration",
     )
     parser.add_argument(
         "--sort",
@@ -109,7 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(test/accuracy or test_accuracy). Default: %(default)s, the kept model's validation accuracy; "
         "choose by validation, never by test",
     )
-    parser.add_argument(
+    compare = parser.add_mutually_exclusive_group()
+    compare.add_argument(
         "--log",
         action="store_true",
         help="log a new MLflow run report-<sweep or experiment> (tag glove_exp.report=true) in the same experiment: "
@@ -117,9 +81,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"({TABLE_ARTIFACT}), the figure and the files; with --sweep it becomes the parent of the sweep's runs. "
         "Reports leave such runs out",
     )
+    compare.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="instead of the report, print the params in which two runs differ, with both values (a run: its id, "
+        "a unique prefix of one, or a unique run name; any status)",
+    )
+    compare.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("GROUP_A", "GROUP_B"),
+        help="instead of the report, compare two groups (their glove_exp.group_id or a unique prefix, or the "
+        "config label) over the seeds both ran: the mean difference A - B of the --sort metric, its paired 95 %% "
+        "Student t interval, and a per-seed table (FINISHED runs; with --sweep, of that sweep)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="markdown",
+        help="how tables are printed: markdown (default; accuracies in %%) or csv or json (raw values, one JSON "
+        "list of records per table; tables only, other lines go to stderr)",
+    )
     args = parser.parse_args(argv)
     args.by = args.by or None
     return args
+
+
+def diff(args: argparse.Namespace, uri: str) -> None:
+    """``--diff``: the params in which two runs differ."""
+    runs = runs_frame(args.experiment, uri)
+    where = f"experiment {args.experiment!r}"
+    a, b = (find_run(runs, wanted, where) for wanted in args.diff)
+    table = diff_params(a, b)
+    if args.format == "markdown":
+        print(f"a: {run_label(a)}\nb: {run_label(b)}\n")
+        if table.empty:
+            print("no param differs")
+            return
+    print(format_table(table, args.format), end="")
+
+
+def compare_groups(args: argparse.Namespace, uri: str) -> None:
+    """``--paired``: two groups over their shared seeds."""
+    runs = load_runs(uri, args.experiment, args.sweep)
+    sort = check_sort(runs, args.sort)
+    groups = summary_frame(runs, metrics=(sort,), sort=sort)
+    where = f"experiment {args.experiment!r}" + (f", sweep {args.sweep!r}" if args.sweep else "")
+    a, b = (find_group(groups, wanted, where) for wanted in args.paired)
+    print(paired_report(paired(runs, a, b, sort), args.format), end="")
 
 
 def report(args: argparse.Namespace) -> None:
@@ -128,20 +138,29 @@ def report(args: argparse.Namespace) -> None:
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):  # MLflow's default retries take minutes to give up
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    if args.diff or args.paired:
+        (diff if args.diff else compare_groups)(args, uri)
+        return
     runs = load_runs(uri, args.experiment, args.sweep)
     sweep = str(runs["tags.sweep_id"].iloc[0]) if args.sweep and "tags.sweep_id" in runs.columns else None
     sort = check_sort(runs, args.sort)
     groups, run_rows = group_runs(runs, args.by, sort)
     title = f"{args.experiment}: sweep {sweep}" if sweep else f"{args.experiment}: all finished runs"
     note = summary_note(groups, len(run_rows), args.by, sort)
-    print(f"{title}\n\n{note}\n")
-    print(to_markdown(group_display(groups)))
+    markdown = args.format == "markdown"
+    status = sys.stdout if markdown else sys.stderr  # csv and json print the table alone
+    if markdown:
+        print(f"{title}\n\n{note}\n")
+    print(format_table(group_display(groups) if markdown else groups, args.format), end="")
     report_files = write_report(groups, run_rows, args.out or default_out(args.experiment, sweep), title, note)
-    print(f"wrote {', '.join(str(f) for f in report_files[0])}")
+    print(f"wrote {', '.join(str(f) for f in report_files[0])}", file=status)
     if args.log:
-        params = {"sort": sort, "group_by": ",".join(args.by) if args.by else "all params but trainer.seed"}
-        run_id = log_report(uri, args.experiment, sweep, report_files, groups, params, list(runs["run_id"]))
-        print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}")
+        params = {
+            "sort": sort,
+            "group_by": ",".join(args.by) if args.by else "glove_exp.group_id (seeds of one config)",
+        }
+        run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, list(runs["run_id"]))
+        print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}", file=status)
 
 
 def main(argv: list[str] | None = None) -> None:

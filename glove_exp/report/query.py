@@ -12,11 +12,14 @@ from mlflow.entities import Experiment, ViewType
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
+from glove_exp.app.identity import ROLE_TAG
+from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import sqlite_path
 from glove_exp.core.errors import GloveExpError, first_line
 from glove_exp.report.statistics import column
 
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
+SWEEP_ROLE = "sweep"  # ROLE_TAG of a sweep's parent run
 STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
 PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs asks for
 
@@ -71,7 +74,7 @@ def find_experiment(client: mlflow.MlflowClient, name: str) -> Experiment:
     return found
 
 
-def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str = "") -> pd.DataFrame:
+def search_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str = "") -> pd.DataFrame:
     """The runs as MLflow's fluent ``search_runs(output_format="pandas")`` gives them: ``run_id``,
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
@@ -96,16 +99,40 @@ def runs_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_st
     return pd.DataFrame(data)
 
 
-def search(client: mlflow.MlflowClient, experiment: Experiment, filter_string: str = "") -> pd.DataFrame:
-    """All runs of ``experiment`` matching ``filter_string``, newest first, report runs left out."""
+def is_summary_run(runs: pd.DataFrame) -> pd.Series:
+    """Per run, whether it summarises others rather than trains: a sweep's parent or a ``--log`` report run."""
+    return (column(runs, f"tags.{ROLE_TAG}") == SWEEP_ROLE).fillna(False) | (
+        column(runs, f"tags.{REPORT_TAG}") == "true"
+    ).fillna(False)
+
+
+def search(
+    client: mlflow.MlflowClient, experiment: Experiment, filter_string: str = "", summaries: bool = False
+) -> pd.DataFrame:
+    """All runs of ``experiment`` matching ``filter_string``, newest first; sweep parents and report runs
+    (:func:`is_summary_run`) left out unless ``summaries``."""
     try:
-        runs = runs_frame(client, [experiment.experiment_id], filter_string)
+        runs = search_frame(client, [experiment.experiment_id], filter_string)
     except STORE_ERRORS as err:
         raise store_error(client.tracking_uri, err) from err
     if runs.empty:
         return runs
-    runs = runs[column(runs, f"tags.{REPORT_TAG}") != "true"]
+    runs = runs if summaries else runs[~is_summary_run(runs)]
     return runs.sort_values("start_time", ascending=False, kind="stable")
+
+
+def runs_frame(
+    experiment: str, tracking_uri: str | None = None, filter_string: str = "", summaries: bool = False
+) -> pd.DataFrame:
+    """The runs of ``experiment`` (any status; ``filter_string`` as MLflow's search takes it) in the store
+    at ``tracking_uri`` (default: glove-exp's, ``$MLFLOW_TRACKING_URI`` else ``mlflow.db`` in the cwd),
+    one row per run, newest first, in the frame of ``mlflow.search_runs(output_format="pandas")``
+    (:func:`search_frame`), read through a client of that store: MLflow's process-wide URI is left alone.
+    Sweep parents (tag ``glove_exp.role=sweep``) and report runs (``glove_exp.report=true``) are left
+    out unless ``summaries``; their tags tell them apart."""
+    uri = tracking_uri or default_tracking_uri()
+    client = open_client(uri)
+    return search(client, find_experiment(client, experiment), filter_string, summaries).reset_index(drop=True)
 
 
 def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:

@@ -17,6 +17,7 @@ from glove_exp.io.files import spreadsheet_safe
 from glove_exp.report.statistics import DESCRIBE, INTERVALS, MISSING, common_settings, is_missing, param_text
 
 FILES = ("results.md", "results.csv", "runs.csv", "accuracy.png")
+FORMATS = ("markdown", "csv", "json")
 PLOT_LIMIT = 50  # groups drawn in accuracy.png (the best ones)
 
 
@@ -67,7 +68,7 @@ def group_display(groups: pd.DataFrame) -> pd.DataFrame:
             for n in INTERVALS
         },
     )
-    columns = {"group": ("config", _text)}
+    columns = {"group": ("config", _text), "group_id": ("group id", lambda value: _text(value)[:8])}
     columns |= {name: (name.replace("_", " "), _text) for name in DESCRIBE if name != "lr"}
     columns |= {
         "lr": ("lr", _number(".3g")),
@@ -107,7 +108,16 @@ def run_display(run_rows: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(display: pd.DataFrame) -> str:
     """A GitHub Markdown table of text cells (from :func:`group_display` / :func:`run_display`)."""
     numeric = ("lr", "max_tokens")
-    left = {"config", "run", "run id", *(name.replace("_", " ") for name in DESCRIBE if name not in numeric)}
+    left = {
+        "config",
+        "group id",
+        "run",
+        "run id",
+        "param",
+        "a",
+        "b",
+        *(name.replace("_", " ") for name in DESCRIBE if name not in numeric),
+    }
     align = ["left" if header in left else "right" for header in display.columns]
     return display.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
@@ -124,6 +134,27 @@ def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: 
     )
 
 
+def best_group_line(groups: pd.DataFrame) -> str:
+    """One line on the top group: its label, n and validation and test accuracy (mean and 95 % interval)."""
+    best = groups.iloc[0]
+    parts = []
+    for name, split in zip(INTERVALS, ("val", "test")):
+        low, high = best[f"{name}_ci_low"], best[f"{name}_ci_high"]
+        spread = "" if is_missing(low) else f" [{_percent(low)}, {_percent(high)}]"
+        parts.append(f"{split} {_percent(best[f'{name}_mean'])} %{spread}")
+    return f"best of {len(groups)} groups: {best['group']} (n={best['n']}): {', '.join(parts)}"
+
+
+def format_table(table: pd.DataFrame, fmt: str) -> str:
+    """``table`` as GitHub Markdown (text cells, e.g. from :func:`group_display`), CSV (cells that cannot
+    start a spreadsheet formula) or JSON (a list of records, one line)."""
+    if fmt == "csv":
+        return table.map(spreadsheet_safe).to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", force_ascii=False) + "\n"
+    return to_markdown(table)
+
+
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     table.map(spreadsheet_safe).to_csv(path, index=False)
 
@@ -138,9 +169,12 @@ def accuracy_figure(groups: pd.DataFrame, title: str) -> Figure:
     positions = list(range(len(shown)))
     for ax, name, split in zip(axes, INTERVALS, ("validation", "test")):
         mean = 100 * shown[f"{name}_mean"]
-        half = (100 * (shown[f"{name}_ci_high"] - shown[f"{name}_mean"])).fillna(0.0)
-        ax.errorbar(mean, positions, xerr=half, fmt="o", capsize=3, color="tab:blue")
-        ax.set_xlabel(f"{split} accuracy (%)\ngroup mean ± 95 % interval (Student t; none for n=1)", fontsize=9)
+        low, high = (100 * shown[f"{name}_{stat}"] for stat in ("ci_low", "ci_high"))
+        bars = [(mean - low).fillna(0.0), (high - mean).fillna(0.0)]  # uneven where clipped to 0-100
+        ax.errorbar(mean, positions, xerr=bars, fmt="o", capsize=3, color="tab:blue")
+        ax.set_xlabel(
+            f"{split} accuracy (%)\ngroup mean, 95 % interval (Student t, within 0-100; none for n=1)", fontsize=9
+        )
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(positions, labels=labels, fontsize=8)
     axes[0].invert_yaxis()

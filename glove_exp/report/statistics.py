@@ -6,12 +6,18 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
+from glove_exp.app.identity import GROUP_TAG
 from glove_exp.core.errors import GloveExpError
 
 SEED_PARAM = "params.trainer.seed"
+GROUP_COLUMN = f"tags.{GROUP_TAG}"
+# Older runs logged what the data gave them (vocabulary size, OOV rate, split sizes) as params: that
+# varies with the seed's split, so it names no configuration.
+DATA_PARAMS = "params.data."
 MISSING = "–"
 # current metric name -> older spellings, read when a run lacks the current one
 METRIC_ALIASES: dict[str, tuple[str, ...]] = {
@@ -45,6 +51,10 @@ DESCRIBE: dict[str, tuple[str, ...]] = {
 RUN_METRICS = {"val_accuracy": "val/selected_accuracy", "test_accuracy": "test/accuracy", "macro_f1": "test/macro_f1",
                "epochs": "train/epochs_run", "train_s": "time/train_s"}  # fmt: skip
 INTERVALS = ("val_accuracy", "test_accuracy")  # summarised by mean, std and 95 % interval per group
+# what summary_frame summarises by default; val/accuracy as logged is the last epoch's, not the kept model's
+SUMMARY_METRICS = ("val/selected_accuracy", "test/accuracy", "test/macro_f1", "train/epochs_run", "time/train_s")
+FRACTIONS = ("accuracy", "f1", "rate")  # metric names ending so lie in [0, 1]
+NON_NEGATIVE = ("time/", "data/", "train/epochs", "train/best_epoch", "train/selected_epoch")
 
 
 def is_missing(value: object) -> bool:
@@ -88,10 +98,10 @@ def check_sort(runs: pd.DataFrame, sort: str) -> str:
 
 def group_params(runs: pd.DataFrame, by: list[str] | None) -> list[str]:
     """The ``params.*`` columns that define a group: ``by`` in its order, else every param but
-    ``trainer.seed``, sorted."""
+    ``trainer.seed`` and the older runs' ``data.*``, sorted."""
     params = sorted(c for c in runs.columns if c.startswith("params."))
     if by is None:
-        return [c for c in params if c != SEED_PARAM]
+        return [c for c in params if c != SEED_PARAM and not c.startswith(DATA_PARAMS)]
     unknown = [key for key in by if f"params.{key.removeprefix('params.')}" not in params]
     if unknown:
         available = ", ".join(sorted(c.removeprefix("params.") for c in params)) or "none"
@@ -142,43 +152,124 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def interval(values: pd.Series) -> pd.Series:
-    """Count, mean, sample std and the 95 % Student t interval (NaN below two values) of one group's values."""
+def metric_range(name: str) -> tuple[float, float]:
+    """The values metric ``name`` can take: accuracies, F1 scores and rates ``[0, 1]``, times, counts and
+    losses ``[0, inf)``, anything else unbounded."""
+    name = canonical_metric(name)
+    if name.endswith(FRACTIONS) or name.startswith("test/f1/"):
+        return 0.0, 1.0
+    if name.startswith(NON_NEGATIVE) or name.endswith("loss"):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def interval(values: pd.Series, bounds: tuple[float, float] = (-math.inf, math.inf)) -> pd.Series:
+    """Count, mean, sample std, the 95 % Student t interval's half width (NaN below two values) and that
+    interval clipped to ``bounds``, the values' range (with n=2 it spans far beyond it)."""
     values = values.dropna()
     n, mean, std = len(values), values.mean(), values.std(ddof=1)
     half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return pd.Series({"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half})
+    low, high = np.clip([mean - half, mean + half], *bounds)  # NaN stays NaN
+    return pd.Series({"n": n, "mean": mean, "std": std, "ci_half": half, "ci_low": low, "ci_high": high})
+
+
+def summarise(table: pd.DataFrame, group: pd.Series, bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Per group (``group``: each row's group number), :func:`interval` of each column of ``table``
+    named in ``bounds``, as columns ``<column>_<n, mean, std, ci_half, ci_low, ci_high>``."""
+    grouped = table.groupby(group, sort=False)
+    columns = {}
+    for name, limits in bounds.items():
+        summary = grouped[name].apply(interval, bounds=limits).unstack().astype({"n": int})
+        columns |= {f"{name}_{stat}": summary[stat] for stat in summary.columns}
+    return pd.DataFrame(columns)
+
+
+def group_numbers(runs: pd.DataFrame, keys: list[str], by: list[str] | None) -> pd.Series:
+    """Per run, the number of its group: by the ``keys`` params with ``by``; else by the
+    ``glove_exp.group_id`` tag, and by the ``keys`` params for runs written before there was one."""
+    by_params = runs.groupby(keys, dropna=False, sort=False).ngroup() if keys else pd.Series(0, index=runs.index)
+    if by is not None:
+        return by_params
+    tag = column(runs, GROUP_COLUMN)
+    has_tag = tag.notna() & (tag.astype(str) != "")
+    key = tag.astype(str).where(has_tag, "params " + by_params.astype(str))
+    return pd.Series(pd.factorize(key)[0], index=runs.index)
+
+
+def label_groups(runs: pd.DataFrame, by: list[str] | None) -> tuple[pd.Series, pd.DataFrame]:
+    """``(group numbers, groups)``: per run, the number of its group (:func:`group_numbers`); per group
+    number, its ``group`` label (:func:`group_labels`, with the id where labels would clash) and, without
+    ``by``, its ``group_id`` (None for runs written before the tag)."""
+    keys = group_params(runs, by)
+    gid = group_numbers(runs, keys, by)
+    per_group = runs.groupby(gid, sort=False)
+    # a group_id leaves out settings such as paths that vary within a group: they name no group
+    keys = [key for key in keys if (per_group[key].nunique(dropna=False) <= 1).all()]
+    first = per_group[keys].first() if keys else pd.DataFrame(index=pd.Index(gid.unique()))
+    run_names = column(runs, "tags.mlflow.runName").groupby(gid, sort=False)
+    names = run_names.agg(lambda s: " / ".join(dict.fromkeys(s.dropna().astype(str)))).reindex(first.index)
+    groups = pd.DataFrame({"group": group_labels(first, names.fillna("").tolist(), by is not None)}, index=first.index)
+    if by is None:
+        ids = column(runs, GROUP_COLUMN).groupby(gid, sort=False).first().reindex(first.index)
+        groups["group_id"] = ids.astype(object).where(ids.notna(), None)
+        clash = groups["group"].duplicated(keep=False) & groups["group_id"].notna()
+        groups.loc[clash, "group"] += " (" + groups.loc[clash, "group_id"].astype(str).str[:8] + ")"
+    return gid, groups
+
+
+def ranked(groups: pd.DataFrame, values: pd.Series, gid: pd.Series) -> pd.DataFrame:
+    """``groups`` best group mean of ``values`` first (groups without one last), with that mean as ``sort_mean``."""
+    groups = groups.assign(sort_mean=values.groupby(gid, sort=False).mean())
+    return groups.sort_values("sort_mean", ascending=False, na_position="last", kind="stable")
+
+
+def summary_frame(
+    runs: pd.DataFrame,
+    metrics: tuple[str, ...] = SUMMARY_METRICS,
+    by: list[str] | None = None,
+    sort: str = DEFAULT_SORT,
+) -> pd.DataFrame:
+    """One row per group of the FINISHED runs of ``runs`` (a ``runs_frame``): per ``glove_exp.group_id``
+    tag (older runs without it: per set of params but ``trainer.seed``), or per set of ``by`` params.
+    Columns ``group`` (label), ``group_id`` (without ``by``), ``n``, per metric ``<metric>_n``, ``_mean``,
+    ``_std``, ``_ci_half`` (95 % Student t half width) and ``_ci_low``, ``_ci_high`` (that interval,
+    clipped to :func:`metric_range`), and ``run_ids``; best mean ``sort`` first."""
+    if "status" in runs.columns:
+        runs = runs[runs["status"] == "FINISHED"]
+    if runs.empty:
+        raise GloveExpError("no FINISHED runs to summarise")
+    sort = check_sort(runs, sort)
+    names = list(dict.fromkeys(canonical_metric(name) for name in metrics))
+    table = pd.DataFrame({name: metric(runs, name) for name in names}, index=runs.index)
+    gid, groups = label_groups(runs, by)
+    groups["n"] = gid.value_counts()
+    groups = groups.join(summarise(table, gid, {name: metric_range(name) for name in names}))
+    groups["run_ids"] = runs["run_id"].groupby(gid, sort=False).agg(" ".join)
+    return ranked(groups, metric(runs, sort), gid).drop(columns="sort_mean").reset_index(drop=True)
 
 
 def group_runs(
     runs: pd.DataFrame, by: list[str] | None = None, sort: str = DEFAULT_SORT
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(groups, run rows)``. Runs that differ only in ``trainer.seed`` (or share the ``by`` params) form
-    a group, with n, mean, sample std and 95 % Student t interval of :data:`INTERVALS`, best mean ``sort``
-    first; the run rows are :func:`run_table` with a ``group`` column, best ``sort`` first in a group."""
+    """``(groups, run rows)``. Runs of one ``glove_exp.group_id`` (older runs: that differ only in
+    ``trainer.seed``; with ``by``: that share the ``by`` params) form a group, with n, mean, sample std and
+    95 % Student t interval (clipped to [0, 1]) of :data:`INTERVALS`, best mean ``sort`` first; the run
+    rows are :func:`run_table` with a ``group`` column, best ``sort`` first in a group."""
     sort = check_sort(runs, sort)
-    keys = group_params(runs, by)
     table = run_table(runs)
     table["_sort"] = metric(runs, sort)
-    gid = runs.groupby(keys, dropna=False, sort=False).ngroup() if keys else pd.Series(0, index=runs.index)
+    gid, groups = label_groups(runs, by)
     grouped = table.groupby(gid, sort=False)
-    first = runs.groupby(gid, sort=False)[keys].first() if keys else pd.DataFrame(index=[0])
-    names = grouped["run"].agg(lambda s: " / ".join(dict.fromkeys(s.dropna().astype(str)))).tolist()
-    groups = pd.DataFrame({"group": group_labels(first, names, by is not None)}, index=first.index)
     for name in DESCRIBE:  # context columns, where every group has one value
         if grouped[name].nunique(dropna=False).max() == 1:
             groups[name] = grouped[name].first()
     groups["n"] = grouped.size()
     groups["epochs_min"], groups["epochs_max"] = grouped["epochs"].min(), grouped["epochs"].max()
-    for name in INTERVALS:
-        summary = grouped[name].apply(interval).unstack().astype({"n": int})
-        for stat in summary.columns:
-            groups[f"{name}_{stat}"] = summary[stat]
+    groups = groups.join(summarise(table, gid, {name: (0.0, 1.0) for name in INTERVALS}))
     groups["macro_f1_mean"] = grouped["macro_f1"].mean()
     groups["train_s_mean"] = grouped["train_s"].mean()
-    groups["sort_mean"] = grouped["_sort"].mean()
     groups["run_ids"] = grouped["run_id"].agg(" ".join)
-    groups = groups.sort_values("sort_mean", ascending=False, na_position="last", kind="stable")
+    groups = ranked(groups, table["_sort"], gid)
     rank = pd.Series(range(len(groups)), index=groups.index)
     table["group"] = groups["group"].reindex(gid).to_numpy()
     table["_rank"] = rank.reindex(gid).to_numpy()
@@ -205,10 +296,14 @@ def best_group_metrics(groups: pd.DataFrame) -> dict[str, float]:
     values = {
         "val/accuracy_mean": best["val_accuracy_mean"],
         "val/accuracy_std": best["val_accuracy_std"],
-        "val/accuracy_ci95": best["val_accuracy_ci_high"] - best["val_accuracy_mean"],
+        "val/accuracy_ci95": best["val_accuracy_ci_half"],
+        "val/accuracy_ci_low": best["val_accuracy_ci_low"],
+        "val/accuracy_ci_high": best["val_accuracy_ci_high"],
         "test/accuracy_mean": best["test_accuracy_mean"],
         "test/accuracy_std": best["test_accuracy_std"],
-        "test/accuracy_ci95": best["test_accuracy_ci_high"] - best["test_accuracy_mean"],
+        "test/accuracy_ci95": best["test_accuracy_ci_half"],
+        "test/accuracy_ci_low": best["test_accuracy_ci_low"],
+        "test/accuracy_ci_high": best["test_accuracy_ci_high"],
         "test/macro_f1_mean": best["macro_f1_mean"],
         "n_runs": best["n"],
         "n_groups": len(groups),
