@@ -59,7 +59,9 @@ def test_run_returns_its_run_and_accuracies(single):
     assert result.name == "mean"  # no preset, no sweep: the pooling
     assert result.val_accuracy == run.data.metrics["val/selected_accuracy"]
     assert result.test_accuracy == run.data.metrics["test/accuracy"]
-    assert re.fullmatch(r"mean: val \d+\.\d\d% test \d+\.\d\d%( \(best so far\))? \| data .* \| total \d+\.\ds", result.summary)
+    assert re.fullmatch(
+        r"mean: val \d+\.\d\d% test \d+\.\d\d%( \(best so far\))? \| data .* \| total \d+\.\ds", result.summary
+    )
 
 
 def test_run_is_finished_with_its_artifacts_beside_the_store(single):

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 JOBS_FILE = "jobs.jsonl"
 
 
