@@ -4,6 +4,7 @@ so a user error leaves no run behind."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
+from glove_exp.core.train import EpochMetrics
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,10 @@ def run(
     interrupts: Interrupts | None = None,
     progress: bool = False,
     timer: StageTimer | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> RunResult:
-    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage)."""
+    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage;
+    ``on_epoch``: called after each epoch is logged, e.g. a search's trial reporter)."""
     timer = timer or StageTimer()
     store = Store.open(config.tracking.uri, config.tracking.experiment)
     prepared = prepare(config, timer, progress)
@@ -53,7 +57,7 @@ def run(
         tracked.log_data_stats(data_stats(prepared, names))
         tracked.log_datasets(splits, config.dataset)
         with timer("train"):
-            result = fit_model(prepared, config, tracked.log_epoch, progress)
+            result = fit_model(prepared, config, then(tracked.log_epoch, on_epoch), progress)
         with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
             served = predictor(prepared, result, config)
             predicted = served.predict_ids(prepared.encoded.ids["test"]).argmax(-1)
@@ -73,3 +77,17 @@ def run(
         )
     val = result.selected.val_accuracy if inputs.val is not None else None
     return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary(), pending)
+
+
+def then(
+    first: Callable[[EpochMetrics], None], second: Callable[[EpochMetrics], None] | None
+) -> Callable[[EpochMetrics], None]:
+    """``first``, then ``second`` if any, on each epoch's metrics."""
+    if second is None:
+        return first
+
+    def both(metrics: EpochMetrics) -> None:
+        first(metrics)
+        second(metrics)
+
+    return both

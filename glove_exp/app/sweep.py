@@ -34,10 +34,16 @@ def read_jobs(sweep_dir: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def failed(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs that neither finished nor were pruned by a search."""
+    return [job for job in jobs if job["status"] not in ("FINISHED", "PRUNED")]
+
+
 def summarise(jobs: list[dict[str, Any]]) -> str:
-    failed = [job for job in jobs if job["status"] != "FINISHED"]
-    lines = [f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"]
-    for job in sorted(failed, key=lambda j: j.get("num", 0)):
+    pruned = sum(job["status"] == "PRUNED" for job in jobs)
+    finished = sum(job["status"] == "FINISHED" for job in jobs)
+    lines = [f"sweep: {finished} of {len(jobs)} jobs finished" + (f", {pruned} pruned" if pruned else "")]
+    for job in sorted(failed(jobs), key=lambda j: j.get("num", 0)):
         overrides = " ".join(job.get("overrides", []))
         lines.append(f"  job {job.get('num')} ({overrides}) {job['status']}: {job.get('error')}")
     return "\n".join(lines)
@@ -62,5 +68,5 @@ class SweepSummary(Callback):
             print(models, flush=True)
         if jobs:
             print(summarise(jobs), flush=True)
-        if any(job["status"] != "FINISHED" for job in jobs):
+        if failed(jobs):
             raise SystemExit(1)  # Hydra turns an Exception from a callback into a warning
