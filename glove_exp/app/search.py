@@ -48,7 +48,7 @@ class SearchSettings:
 
 def distribution(override: Override) -> BaseDistribution:
     """The Optuna distribution of a sweep override: ``choice(...)``, ``range(start, stop[, step])``
-    (stop excluded, as in Hydra), ``interval(low, high)`` and ``tag(log, interval(...))``."""
+    (stop excluded, as in Hydra), ``interval(low, high)`` and ``tag(log, interval(...))`` (floats)."""
     value = override.value()
     if isinstance(value, ChoiceSweep):
         return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
@@ -58,11 +58,8 @@ def distribution(override: Override) -> BaseDistribution:
         if all(isinstance(v, int) for v in (start, stop, step)):
             return IntDistribution(int(start), int(last), step=int(step))
         return FloatDistribution(float(start), float(last), step=float(step))
-    if isinstance(value, IntervalSweep):
-        log = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log)
-        return FloatDistribution(float(value.start), float(value.end), log=log)
+    if isinstance(value, IntervalSweep):  # Hydra's intervals are float: range(...) is for integers
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise SearchError(f"hydra.sweeper.params: {override.input_line} is not choice, range or interval")
 
 
@@ -115,12 +112,14 @@ def open_study(s: SearchSettings) -> optuna.Study:
     except Exception as err:  # each database driver raises its own errors
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SearchError(f"cannot open the Optuna storage {s.storage}: {first}") from None
-    try:
-        study = optuna.create_study(
-            storage=storage, pruner=s.pruner, study_name=s.study_name, direction=s.direction, load_if_exists=True
+    study = optuna.create_study(
+        storage=storage, pruner=s.pruner, study_name=s.study_name, direction=s.direction, load_if_exists=True
+    )
+    if study.direction.name.lower() != s.direction.lower():  # a loaded study keeps its own
+        raise SearchError(
+            f"study {s.study_name!r} in {s.storage} is to {study.direction.name.lower()}, not {s.direction}: "
+            "set hydra.sweeper.study_name to start a new study"
         )
-    except ValueError as err:  # another direction than the stored study's
-        raise SearchError(f"study {s.study_name!r} in {s.storage}: {err}") from None
     if s.sampler:
         study.sampler = sampler(s.sampler, len(study.get_trials(deepcopy=False)))
     return study
@@ -161,15 +160,16 @@ def quoted(value: str) -> str:
 
 def trial_jobs(trial: optuna.Trial, fixed: list[str], s: SearchSettings, seeds: int, base_seed: int) -> list[list[str]]:
     """The overrides of the trial's jobs, one per seed; ``env_set`` names the trial to the job."""
-    common = [
-        *fixed, *(f"{key}={value}" for key, value in trial.params.items()),
+    task = [*fixed, *(f"{key}={value}" for key, value in trial.params.items())]
+    hydra = [
         f"hydra.sweeper.storage={quoted(s.storage)}", f"hydra.sweeper.study_name={quoted(s.study_name)}",
         f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
     ]  # fmt: skip
     if seeds == 1:
-        return [common]
+        return [task + hydra]
     return [
-        [*common, f"trainer.seed={base_seed + k}", f"++hydra.job.env_set.{SEED_INDEX_ENV}={k}"] for k in range(seeds)
+        [*task, f"trainer.seed={base_seed + k}", *hydra, f"++hydra.job.env_set.{SEED_INDEX_ENV}={k}"]
+        for k in range(seeds)
     ]
 
 
@@ -198,11 +198,13 @@ def run_search(options: dict[str, Any], config: DictConfig, launcher: Any, argum
     """The whole search: up to ``n_trials`` COMPLETE or PRUNED trials in the study, in batches of ``n_jobs``."""
     s = settings(options, config)
     space, fixed = search_space(s.params, arguments)
+    seeds, base_seed = config.hparams_search.seeds, config.trainer.seed
+    if seeds < 1:
+        raise SearchError(f"hparams_search.seeds must be >= 1, got {seeds}")
     study = open_study(s)
     check_space(study, space, s.storage)
     if stale := fail_stale_trials(study):
         print(f"optuna: {stale} trial(s) left running by an earlier sweep told FAIL", flush=True)
-    seeds, base_seed = config.hparams_search.seeds, config.trainer.seed
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
