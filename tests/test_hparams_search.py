@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from glove_exp.app.search import SearchError, default_storage, distribution, search_space
+from glove_exp.app.search import SearchError, default_storage, distribution, fail_stale_trials, search_space
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "hydra_plugins" / "glove_exp_optuna_sweeper"
@@ -109,6 +109,14 @@ def test_the_command_line_adds_to_and_overrides_the_configured_space():
 )
 def test_the_study_is_stored_beside_a_sqlite_tracking_store_else_in_the_working_folder(tracking_uri, expected):
     assert default_storage(tracking_uri, "/work/here") == expected
+
+
+def test_trials_a_killed_sweep_left_running_are_told_fail(tmp_path):
+    stored = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
+    stored.tell(stored.ask({"x": FloatDistribution(0, 1)}), 0.5)
+    stored.ask({"x": FloatDistribution(0, 1)})  # its sweep died before telling
+    assert fail_stale_trials(stored) == 1
+    assert [t.state for t in stored.trials] == [TrialState.COMPLETE, TrialState.FAIL]
 
 
 def test_optuna_is_4_or_later():
