@@ -387,7 +387,8 @@ def test_a_dataset_logged_at_the_same_moment_by_a_parallel_job_is_linked_on_a_se
             "seed_tutorial-flatten-seed=1",
         ),
         (JobInfo(num=1, overrides=("model.pooling=mean", "trainer.max_tokens=100"), varying=("model.pooling", "trainer.max_tokens")), "mean-max_tokens=100"),
-        (JobInfo(num=7, overrides=("model.pooling=mean",), search=True), "mean-trial7"),
+        (JobInfo(num=7, overrides=("model.pooling=mean",), trial=3), "mean-trial3"),
+        (JobInfo(num=7, overrides=("trainer.seed=1", "hparams_search.seeds=2"), trial=3), "mean-trial3-seed1"),
         (JobInfo(num=2, overrides=("trainer.epochs=3",)), "mean-2"),
     ],
 )  # fmt: skip

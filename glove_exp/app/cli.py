@@ -66,6 +66,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             sys.exit(err.exit_status)
 
+    from glove_exp.app.identity import RunPruned
     from glove_exp.app.sweep import record_job
 
     outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": task_overrides(hydra_cfg)}
@@ -79,6 +80,8 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     except KeyboardInterrupt:  # the MLflow run ended KILLED; stop the sweep too
         outcome.update(status="KILLED", error="interrupted")
         raise
+    except RunPruned as err:  # the MLflow run ended KILLED, tagged pruned; the sweeper tells Optuna
+        outcome.update(status="PRUNED", error=str(err))
     except GloveExpError as err:
         log.error("%s", err)  # the job's log; the sweep summary repeats it
         outcome.update(status="FAILED", error=str(err))
@@ -100,14 +103,19 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
     from glove_exp.app.tracking import JobInfo
 
     search = sweep_dir is not None and "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
+    trial, on_epoch = None, None
+    if search:
+        from glove_exp.app.trial import trial_number, trial_reporter
+
+        trial, on_epoch = trial_number(), trial_reporter(hydra_cfg.sweeper)
     job = JobInfo(
         name=hydra_cfg.job.name, num=hydra_cfg.job.num if sweep_dir else None, sweep_id=sweep_dir,
         overrides=tuple(task_overrides(hydra_cfg)), preset=hydra_cfg.runtime.choices.get("experiment"),
-        varying=sweep_keys(sweep_dir) if sweep_dir and not search else (), search=search,
+        varying=sweep_keys(sweep_dir) if sweep_dir and not search else (), trial=trial,
         output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
-    result = run(config, job, interrupts, progress=sys.stderr.isatty())
+    result = run(config, job, interrupts, progress=sys.stderr.isatty(), on_epoch=on_epoch)
     print(f"{PROG}: {result.summary}", flush=True)
     return result
 

@@ -17,12 +17,17 @@ CONFIG_TAG = "glove_exp.config_id"
 GROUP_TAG = "glove_exp.group_id"
 ROLE_TAG = "glove_exp.role"  # "sweep" on a sweep's parent run; training runs have none
 SWEEP_KEY_TAG = "glove_exp.sweep_key"  # on a parent: what a resumed sweep looks it up by
-PRUNED_TAG = "glove_exp.pruned"
+PRUNED_TAG = "glove_exp.pruned"  # "true" on a search's run that its trial's pruner stopped (ended KILLED)
 RESULT_GROUPS = ("dataset", "embeddings", "model", "optimizer", "trainer")
 # Where files are, not what they hold: the same data or vectors from another folder are the same config.
 NOT_RESULTS = frozenset({"embeddings.cache_dir"})
 SEED_KEY = "trainer.seed"
 ID_LENGTH = 12
+
+
+class RunPruned(Exception):
+    """Raised by a search job's epoch callback when its trial is pruned: the run ends KILLED with
+    :data:`PRUNED_TAG`, and the job counts as pruned, not failed."""
 
 
 def result_settings(config: Config) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
+from glove_exp.core.train import EpochMetrics
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,11 @@ def run(
     interrupts: Interrupts | None = None,
     progress: bool = False,
     timer: StageTimer | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> RunResult:
-    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage),
-    unless its config has a FINISHED run (``tracking.skip_finished``); register the model if it is the best."""
+    """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage;
+    ``on_epoch``: called after each epoch is logged, e.g. a search's trial reporter), unless its config
+    has a FINISHED run (``tracking.skip_finished``); register the model if it is the best."""
     timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
     store = Store.open(config.tracking.uri, config.tracking.experiment)
     name = run_name(config, job)
@@ -65,7 +69,7 @@ def run(
         return RunResult.of_owner(done, name)
     prepared = prepare(config, timer, progress)
     try:
-        result, model_id = train_and_log(store, prepared, config, job, name, interrupts, timer, progress)
+        result, model_id = train_and_log(store, prepared, config, job, name, interrupts, timer, progress, on_epoch)
     except Superseded as err:  # a parallel job created its run first: it trains this config
         store.client.delete_run(err.run_id)
         return RunResult.of_owner(err.owner, name)
@@ -82,7 +86,7 @@ def score(result: RunResult) -> Score:
 
 def train_and_log(
     store: Store, prepared: Prepared, config: Config, job: JobInfo, name: str, interrupts: Interrupts,
-    timer: StageTimer, progress: bool,
+    timer: StageTimer, progress: bool, on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> tuple[RunResult, str | None]:  # fmt: skip
     """The MLflow run: train, evaluate, explain, log; returns the result and the logged model's id."""
     splits, model, inputs, test = prepared.splits, prepared.model, prepared.inputs, prepared.splits.test
@@ -95,7 +99,7 @@ def train_and_log(
         tracked.log_data_stats(data_stats(prepared, names))
         tracked.log_datasets(splits, config.dataset)
         with timer("train"):
-            result = fit_model(prepared, config, tracked.log_epoch, progress)
+            result = fit_model(prepared, config, then(tracked.log_epoch, on_epoch), progress)
         with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
             served = predictor(prepared, result, config)
             predicted = served.predict_ids(prepared.encoded.ids["test"]).argmax(-1)
@@ -117,3 +121,17 @@ def train_and_log(
             {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
         )
     return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary()), model_id
+
+
+def then(
+    first: Callable[[EpochMetrics], None], second: Callable[[EpochMetrics], None] | None
+) -> Callable[[EpochMetrics], None]:
+    """``first``, then ``second`` if any, on each epoch's metrics."""
+    if second is None:
+        return first
+
+    def both(metrics: EpochMetrics) -> None:
+        first(metrics)
+        second(metrics)
+
+    return both

@@ -187,6 +187,17 @@ class ExplainConfig:
 
 
 @dataclass
+class HparamsSearchConfig:
+    """What ``-m hparams_search=optuna`` reads besides ``hydra.sweeper``; the sweeper's, never a run's
+    params or identity."""
+
+    seeds: int = 1  # jobs per trial, with trainer.seed, trainer.seed + 1, ...; the trial's value is their mean
+
+    def __post_init__(self) -> None:
+        _at_least("hparams_search.seeds", self.seeds, 1)
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     embeddings: EmbeddingsConfig = MISSING
@@ -195,6 +206,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    hparams_search: HparamsSearchConfig = field(default_factory=HparamsSearchConfig)
 
     def __post_init__(self) -> None:
         # Standardisation statistics come from features computed once, without parameters.

@@ -35,16 +35,22 @@ def read_jobs(sweep_dir: str) -> list[dict[str, Any]]:
     return list({" ".join(sorted(job.get("overrides", []))): job for job in lines}.values())
 
 
+def failed(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs that neither finished nor were pruned by a search."""
+    return [job for job in jobs if job["status"] not in (*DONE, "PRUNED")]
+
+
 def summarise(jobs: list[dict[str, Any]]) -> str:
-    failed = [job for job in jobs if job["status"] not in DONE]
     skipped = sum(job["status"] == "SKIPPED" for job in jobs)
-    head = f"sweep: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"
-    lines = [head + (f" ({skipped} skipped: finished before)" if skipped else "")]
-    for job in sorted(failed, key=lambda j: j.get("num", 0)):
+    pruned = sum(job["status"] == "PRUNED" for job in jobs)
+    head = f"sweep: {sum(job['status'] in DONE for job in jobs)} of {len(jobs)} jobs finished"
+    notes = [f"{skipped} skipped: finished before"] * bool(skipped) + [f"{pruned} pruned"] * bool(pruned)
+    lines = [head + (f" ({', '.join(notes)})" if notes else "")]
+    for job in sorted(failed(jobs), key=lambda j: j.get("num", 0)):
         overrides = " ".join(job.get("overrides", []))
         lines.append(f"  job {job.get('num')} ({overrides}) {job['status']}: {job.get('error')}")
     return "\n".join(lines)
 
 
 def succeeded(jobs: list[dict[str, Any]]) -> bool:
-    return all(job["status"] in DONE for job in jobs)
+    return not failed(jobs)

@@ -40,7 +40,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from glove_exp.app.identity import identity_tags
+from glove_exp.app.identity import PRUNED_TAG, RunPruned, identity_tags
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
 from glove_exp.app.store import Store, heartbeat
@@ -78,17 +78,19 @@ class JobInfo:
     overrides: tuple[str, ...] = ()
     preset: str | None = None
     varying: tuple[str, ...] = ()
-    search: bool = False
+    trial: int | None = None  # the Optuna trial of a search's job
     output_dir: str | None = None
     parent_run_id: str | None = None  # the sweep's parent run
 
 
 def run_name(config: Config, job: JobInfo = JobInfo()) -> str:
     """Short and unique within a sweep: the preset (else the pooling), then the values the sweep
-    varies (``seed_tutorial-flatten-seed=0``, ``mean-max_tokens=100``) or a search's trial number."""
+    varies (``seed_tutorial-flatten-seed=0``, ``mean-max_tokens=100``) or a search's trial number (and
+    seed, when each trial runs several: ``mean-trial3-seed1``)."""
     base = config.tracking.run_name or job.preset or config.model.pooling.value
-    if job.search:
-        return f"{base}-trial{job.num}"
+    if job.trial is not None:
+        seed = f"-seed{config.trainer.seed}" if config.hparams_search.seeds > 1 else ""
+        return f"{base}-trial{job.trial}{seed}"
     values = dict(override.split("=", 1) for override in job.overrides if "=" in override)
     parts = [base]
     for key in job.varying:
@@ -143,9 +145,9 @@ class TrackedRun:
 
     def log_config(self, config: Config, spec: ModelSpec) -> None:
         """The resolved config (params and ``config.yaml``) with the model as its spec says (``model.*``):
-        two seeds of one config differ in ``trainer.seed`` alone."""
+        two seeds of one config differ in ``trainer.seed`` alone (``hparams_search.*`` is the sweeper's)."""
         structured = OmegaConf.structured(config)
-        settings = {k: v for k, v in flatten(structured).items() if not k.startswith("model.")}
+        settings = {k: v for k, v in flatten(structured).items() if not k.startswith(("model.", "hparams_search."))}
         model = {f"model.{key}": value for key, value in spec.to_dict().items()}
         self.log_params(settings | model)
         self.call(self.store.client.log_text, OmegaConf.to_yaml(structured, resolve=True), "config.yaml")
@@ -323,7 +325,7 @@ def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source
 @contextlib.contextmanager
 def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: Interrupts) -> Iterator[TrackedRun]:
     """A new run in ``store`` with ``tags`` and MLflow's own (user, source), ended FINISHED, FAILED
-    (exception) or KILLED (Ctrl-C, SIGTERM)."""
+    (exception) or KILLED (Ctrl-C, SIGTERM; :class:`RunPruned`, tagged :data:`PRUNED_TAG`)."""
     status, run_id = RunStatus.FAILED, None
     with interrupts.run():
         try:
@@ -334,6 +336,11 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
             status = RunStatus.FINISHED
         except KeyboardInterrupt:
             status = RunStatus.KILLED
+            raise
+        except RunPruned:
+            status = RunStatus.KILLED
+            with interrupts.store_call():
+                store.client.set_tag(run_id, PRUNED_TAG, "true")
             raise
         finally:
             if run_id is not None:

@@ -1,0 +1,2 @@
+"""glove-exp's Optuna sweeper for Hydra (``hydra/sweeper=glove_exp_optuna``); its logic is in
+``glove_exp.app.search``."""
