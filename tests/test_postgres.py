@@ -116,7 +116,11 @@ def test_a_parallel_sweep_logs_runs_artifacts_and_models_to_postgres(postgres_sw
     assert proc.stdout.splitlines()[-1] == "sweep: 8 of 8 jobs finished"
     client = mlflow.MlflowClient(url)
     experiment = client.get_experiment_by_name("glove-exp")
-    runs = client.search_runs([experiment.experiment_id], run_view_type=mlflow.entities.ViewType.ALL)
+    found = client.search_runs([experiment.experiment_id], run_view_type=mlflow.entities.ViewType.ALL)
+    [parent] = [run for run in found if run.data.tags.get("glove_exp.role") == "sweep"]
+    runs = [run for run in found if run.info.run_id != parent.info.run_id]
+    assert parent.info.status == "FINISHED"
+    assert {run.data.tags["mlflow.parentRunId"] for run in runs} == {parent.info.run_id}
     assert sorted(run.info.status for run in runs) == ["FINISHED"] * 8
     assert sorted((run.data.params["model.pooling"], run.data.params["trainer.seed"]) for run in runs) == sorted(
         (pooling, seed) for pooling in ("mean", "max", "sum", "min") for seed in ("0", "1")
@@ -144,4 +148,4 @@ def test_the_runs_live_in_postgres_and_none_is_left_running(postgres_sweep):
     database = postgres_sweep[1]
     with psycopg.connect(database) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT status, count(*) FROM runs GROUP BY status")
-        assert dict(cursor.fetchall()) == {"FINISHED": 8}
+        assert dict(cursor.fetchall()) == {"FINISHED": 9}  # the 8 jobs and the sweep's parent run

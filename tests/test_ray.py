@@ -116,7 +116,8 @@ def run_on_ray(cwd: Path, address: str, tiny_overrides: list[str], *overrides: s
 def summary_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """The sweep summary's lines. Ray forwards the workers' output asynchronously, prefixed with
     "(_run_job pid=...)": some of it may come after the summary, or not at all before the driver ends."""
-    return [line for line in proc.stdout.splitlines() if line.startswith(("sweep: ", "  job "))]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("sweep: ", "  job "))]
+    return [line for line in lines if not line.startswith("sweep: best of ")]  # the parent run's summary
 
 
 @pytest.mark.slow

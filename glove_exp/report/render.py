@@ -142,7 +142,7 @@ def best_group_line(groups: pd.DataFrame) -> str:
         low, high = best[f"{name}_ci_low"], best[f"{name}_ci_high"]
         spread = "" if is_missing(low) else f" [{_percent(low)}, {_percent(high)}]"
         parts.append(f"{split} {_percent(best[f'{name}_mean'])} %{spread}")
-    return f"best of {len(groups)} groups: {best['group']} (n={best['n']}): {', '.join(parts)}"
+    return f"best of {len(groups)} group{'s' * (len(groups) > 1)}: {best['group']} (n={best['n']}): {', '.join(parts)}"
 
 
 def format_table(table: pd.DataFrame, fmt: str) -> str:

@@ -1,18 +1,23 @@
 """The Hydra callback of every ``glove-exp -m`` (``hydra.callbacks`` in conf/config.yaml): it opens the
 sweep's parent run before any job starts, and at the end logs the sweep's summary onto it, prints the
-jobs' outcomes and ends it FINISHED or FAILED. An interrupted sweep ends it KILLED at exit."""
+jobs' outcomes and ends it FINISHED or FAILED. An interrupted sweep ends it KILLED at exit: the
+process exits through ``main`` (exit 128 + signal), whose ``atexit`` handlers run."""
 
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
+import threading
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 PROG = "glove-exp"
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def fail(message: str) -> None:
@@ -34,9 +39,14 @@ def is_search(config: DictConfig) -> bool:
     return "optuna" in str(config.hydra.sweeper.get("_target_", ""))
 
 
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # glove_exp.app.cli.main: one line, exit 128 + signum
+
+
 class SweepSummary(Callback):
     def __init__(self) -> None:
         self.parent: tuple[Any, str] | None = None  # (store, run id) while the sweep runs
+        self.handlers: dict[int, Any] = {}  # the signal handlers in place before the sweep
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_search(config) and config.dataset.val_fraction == 0:
@@ -60,6 +70,19 @@ class SweepSummary(Callback):
         write_parent(str(config.hydra.sweep.dir), store, run_id)
         self.parent = (store, run_id)
         atexit.register(self.end_killed)
+        if threading.current_thread() is threading.main_thread():
+            # Outside a run, glove-exp's handler ends the process at once (os._exit, no atexit): a signal
+            # between jobs must unwind instead, so that the parent ends KILLED. Runs swap in their own.
+            self.handlers = {signum: signal.signal(signum, interrupt) for signum in SIGNALS}
+
+    def close(self) -> tuple[Any, str] | None:
+        """Forget the parent (returned, if any), its atexit hook and the sweep's signal handlers."""
+        parent, self.parent = self.parent, None
+        atexit.unregister(self.end_killed)
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)
+        self.handlers = {}
+        return parent
 
     def end_killed(self) -> None:
         """At exit without :meth:`on_multirun_end`: the sweep was interrupted or crashed."""
@@ -67,10 +90,8 @@ class SweepSummary(Callback):
 
         from glove_exp.app.parent import end_parent
 
-        if self.parent is not None:
-            store, run_id = self.parent
-            self.parent = None
-            end_parent(store, run_id, RunStatus.KILLED)
+        if parent := self.close():
+            end_parent(*parent, RunStatus.KILLED)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.entities import RunStatus
@@ -80,12 +101,9 @@ class SweepSummary(Callback):
         from glove_exp.report.publish import log_sweep_summary
 
         jobs = read_jobs(config.hydra.sweep.dir)
-        if self.parent is not None:
-            store, run_id = self.parent
-            print(log_sweep_summary(store, run_id), flush=True)
-            end_parent(store, run_id, RunStatus.FINISHED if succeeded(jobs) else RunStatus.FAILED)
-            self.parent = None
-            atexit.unregister(self.end_killed)
+        if parent := self.close():
+            print(log_sweep_summary(*parent), flush=True)
+            end_parent(*parent, RunStatus.FINISHED if succeeded(jobs) else RunStatus.FAILED)
         if jobs:
             print(summarise(jobs), flush=True)
         if not succeeded(jobs):
