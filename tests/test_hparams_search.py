@@ -43,7 +43,9 @@ def search(store, ag_dir, glove_file, *overrides):
 
 
 def runs(status=None):
+    """The training runs (not the sweeps' parent runs)."""
     found = mlflow.search_runs(experiment_names=["glove-exp"], output_format="list")
+    found = [run for run in found if "glove_exp.role" not in run.data.tags]
     return [run for run in found if status is None or run.info.status == status]
 
 

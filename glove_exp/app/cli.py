@@ -140,12 +140,22 @@ def sweep_keys(sweep_dir: str) -> tuple[str, ...]:
     return tuple(o.key_or_group for o in overrides if o.is_sweep_override())
 
 
+def find_plugins() -> None:
+    """An editable install (``pip install -e``) maps the packages through an import hook that Hydra's
+    plugin scan (``pkgutil.walk_packages``) cannot list: put the checkout on the path so that the scan
+    finds hydra_plugins/glove_exp_optuna_sweeper (a wheel installs it beside the other plugins)."""
+    root = str(PACKAGE_DIR.parent)
+    if (PACKAGE_DIR.parent / "hydra_plugins").is_dir() and root not in sys.path:
+        sys.path.append(root)
+
+
 def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
     import hydra
 
     from glove_exp.app.schema import register
 
     register()
+    find_plugins()
 
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
     def glove_exp(cfg: Any) -> float | None:
