@@ -163,7 +163,7 @@ def test_a_pruned_trial_ends_its_run_killed_and_the_sweep_succeeds(store, ag_dir
     assert run.info.status == "KILLED" and run.data.tags["glove_exp.pruned"] == "true"
     assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/accuracy")] == [1]
     assert [job["status"] for job in jobs(store)] == ["PRUNED"]
-    assert "sweep: 0 of 1 jobs finished, 1 pruned" in out.stdout
+    assert "sweep: 0 of 1 jobs finished (1 pruned)" in out.stdout
 
 
 @slow

@@ -139,6 +139,9 @@ def test_four_jobs_on_a_ray_cluster(ray_cluster, tiny_overrides):
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     assert sorted((job["num"], job["status"]) for job in jobs_file(sweep)) == [(i, "FINISHED") for i in range(4)]
     assert not (workers_dir / "multirun").exists()
+    [parent] = experiment_runs(cwd, parents=True)  # the parent's id reached the Ray workers
+    assert parent.info.status == "FINISHED"
+    assert {run.data.tags["mlflow.parentRunId"] for run in runs} == {parent.info.run_id}
 
 
 @pytest.mark.slow

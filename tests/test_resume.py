@@ -43,6 +43,8 @@ def test_another_seed_trains_and_skip_finished_false_forces_a_rerun(tiny_data, t
     assert [run.info.status for run in runs] == ["FINISHED"] * 3
     assert len({run.data.tags[CONFIG_TAG] for run in runs}) == 2
     assert len({run.data.tags["glove_exp.group_id"] for run in runs}) == 1
+    seed_0, seed_1 = runs[0].data.params, runs[1].data.params
+    assert {key for key in seed_0.keys() | seed_1.keys() if seed_0.get(key) != seed_1.get(key)} == {"trainer.seed"}
 
 
 def test_a_run_left_running_by_a_dead_process_ends_killed_and_the_config_trains(tiny_data, tmp_path):

@@ -63,6 +63,9 @@ def test_a_two_job_sweep_is_one_slurm_array_with_the_launcher_settings(tmp_path,
     assert [run.info.status for run in runs] == ["FINISHED"] * 2
     assert sorted(run.data.params["model.pooling"] for run in runs) == ["max", "mean"]
     assert {run.data.tags["sweep_id"] for run in runs} == {sweep.relative_to(cwd).as_posix()}
+    [parent] = experiment_runs(cwd, parents=True)  # submitit's array tasks found the sweep's parent
+    assert parent.info.status == "FINISHED"
+    assert {run.data.tags["mlflow.parentRunId"] for run in runs} == {parent.info.run_id}
     array_job = submission.stem
     for task in (0, 1):  # each array task wrote its result where submitit looks for it
         assert Path(folder, f"{array_job}_{task}", f"{array_job}_{task}_0_result.pkl").exists()

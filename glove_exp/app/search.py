@@ -194,15 +194,30 @@ def tell(study: optuna.Study, trial: optuna.trial.FrozenTrial, returns: Sequence
     return state
 
 
-def run_search(options: dict[str, Any], config: DictConfig, launcher: Any, arguments: Sequence[str]) -> None:
-    """The whole search: up to ``n_trials`` COMPLETE or PRUNED trials in the study, in batches of ``n_jobs``."""
+def open_search(
+    options: dict[str, Any], config: DictConfig, arguments: Sequence[str]
+) -> tuple[SearchSettings, dict[str, BaseDistribution], list[str], optuna.Study]:
+    """The settings, search space, fixed overrides and study, checked: :class:`SearchError` if the
+    storage cannot be opened or the study holds another search space."""
     s = settings(options, config)
     space, fixed = search_space(s.params, arguments)
-    seeds, base_seed = config.hparams_search.seeds, config.trainer.seed
-    if seeds < 1:
-        raise SearchError(f"hparams_search.seeds must be >= 1, got {seeds}")
+    if config.hparams_search.seeds < 1:
+        raise SearchError(f"hparams_search.seeds must be >= 1, got {config.hparams_search.seeds}")
     study = open_study(s)
     check_space(study, space, s.storage)
+    return s, space, fixed, study
+
+
+def check_search(config: DictConfig) -> None:
+    """:func:`open_search`'s checks for the sweep's callback, before it writes anything (its parent run)."""
+    options = {str(key): value for key, value in config.hydra.sweeper.items() if not str(key).startswith("_")}
+    open_search(options, config, [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)])
+
+
+def run_search(options: dict[str, Any], config: DictConfig, launcher: Any, arguments: Sequence[str]) -> None:
+    """The whole search: up to ``n_trials`` COMPLETE or PRUNED trials in the study, in batches of ``n_jobs``."""
+    s, space, fixed, study = open_search(options, config, arguments)
+    seeds, base_seed = config.hparams_search.seeds, config.trainer.seed
     if stale := fail_stale_trials(study):
         print(f"optuna: {stale} trial(s) left running by an earlier sweep told FAIL", flush=True)
     sweep_dir = Path(config.hydra.sweep.dir)

@@ -13,6 +13,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -60,8 +61,12 @@ class SweepSummary(Callback):
         HydraConfig.instance().set_config(config)  # tracking.uri interpolates ${hydra:runtime.cwd}
         tracking = config.tracking
         try:
+            if is_search(config):  # its storage and study, before anything is written
+                from glove_exp.app.search import check_search
+
+                check_search(config)
             store = Store.open(str(tracking.uri), str(tracking.experiment))
-        except GloveExpError as err:
+        except (GloveExpError, HydraException) as err:
             fail(str(err))
         overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
         tags = {"sweep_id": str(config.hydra.sweep.dir), "hydra_overrides": " ".join(overrides)}
