@@ -284,3 +284,100 @@ def test_a_missing_ray_launcher_says_which_extra_installs_it():
     line = cli.one_line(err)
     assert "\n" not in line and "Could not load 'hydra/launcher/ray'" in line and 'glove-exp[ray]"' in line
     assert "glove-exp[ray]" not in cli.one_line(ConfigCompositionException("Could not load 'model/foo'."))
+
+
+# --- --cfg/--info with -m, a closed stdout, overrides that do not parse -------------------------
+
+
+def test_cfg_job_with_multirun_prints_each_jobs_config_headed_by_its_overrides(monkeypatch, capsys, tmp_path):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["glove-exp", "--cfg", "job", "-m", "model.pooling=mean,sum", "trainer.seed=0,1"])
+    cli.main()
+    out = capsys.readouterr().out
+    headers = [line for line in out.splitlines() if line.startswith("# job")]
+    assert headers == [
+        f"# job {num}: model.pooling={pooling} trainer.seed={seed}"
+        for num, (pooling, seed) in enumerate([("mean", 0), ("mean", 1), ("sum", 0), ("sum", 1)])
+    ]
+    jobs = list(yaml.safe_load_all(out))
+    assert [(job["model"]["pooling"], job["trainer"]["seed"]) for job in jobs] == [
+        ("mean", 0), ("mean", 1), ("sum", 0), ("sum", 1)
+    ]  # fmt: skip
+    assert all("hydra" not in job for job in jobs)
+
+
+def test_cfg_job_with_multirun_honours_resolve_and_package(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["glove-exp", "--cfg", "job", "-m", "--resolve", "-p", "tracking", "model.pooling=mean,sum"])  # fmt: skip
+    cli.main()
+    out = capsys.readouterr().out
+    assert out.count("# @package tracking") == 2
+    assert out.count(f"uri: sqlite:///{tmp_path}/mlflow.db") == 2 and "${" not in out
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--cfg", "hydra", "-m"], "--cfg hydra with -m: the Hydra config is one run's, not a sweep's; drop -m"),
+        (["--info", "-m"], "--info describes one config, not a sweep: drop -m"),
+        (["-m", "hparams_search=optuna", "--cfg", "job"], "cannot list the jobs of an Optuna search"),
+    ],
+)
+def test_what_cfg_with_multirun_cannot_expand_says_what_to_run_instead(args, says, run_main):
+    status, lines = run_main(*args)
+    assert status == 2
+    [line] = lines
+    assert line.startswith(f"glove-exp: error: {says}") or says in line, line
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("trainer.seed=ü", "cannot parse override 'trainer.seed=ü' at character 14 ('ü'): "),
+        ("dataset.data_dir=/data/ag[1]", "at character 26 ('['): mismatched input '['"),
+        ("tracking.run_name=a\nb", "at character 20 ('\\n'): a line break or control character"),
+    ],
+)
+def test_an_override_that_does_not_parse_names_it_and_where(override, says, run_main):
+    status, lines = run_main(override)
+    assert status == 2
+    [line] = lines
+    assert line.startswith("glove-exp: error: cannot parse override ") and says in line, line
+    assert "Exception" not in line
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_stdout_is_closed_finishes_its_jobs(tmp_path, tiny_overrides):
+    """``glove-exp -m ... | head -c 1``: the reader goes after the first byte; jobs, runs and exit status agree."""
+    import json
+
+    command = cli_command("-m", "model.pooling=mean,sum", *tiny_overrides, "embeddings.dim=8", "explain.num_examples=0")
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    first = proc.stdout.read(1)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=180) == 0, stderr[-3000:]
+    assert first == b"g" and "Traceback" not in stderr and "Logging error" not in stderr
+    [jobs] = list(tmp_path.glob("multirun/*/*/jobs.jsonl"))
+    assert [json.loads(line)["status"] for line in jobs.read_text().splitlines()] == ["FINISHED", "FINISHED"]
+    assert [run.info.status for run in experiment_runs(tmp_path)] == ["FINISHED", "FINISHED"]
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_run_whose_stdout_is_closed_before_its_summary_exits_0(tmp_path, tiny_overrides):
+    command = cli_command(*tiny_overrides, "embeddings.dim=8", "explain.num_examples=0")
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # before the run prints its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=180) == 0, stderr[-3000:]
+    assert stderr == ""
+    [run] = experiment_runs(tmp_path)
+    assert run.info.status == "FINISHED"

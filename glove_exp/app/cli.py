@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 from glove_exp.app.interrupts import Interrupts, interrupted_message, signal_number
 from glove_exp.core.errors import GloveExpError
+from glove_exp.io.console import say
 
 PROG = "glove-exp"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
@@ -34,8 +36,10 @@ def quiet_environment(terminal: bool) -> None:
 def one_line(err: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line composition errors as one line: the first line of the
     error and of its cause, and the available options of a missing group option."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import MissingConfigException, OverrideParseException
 
+    if isinstance(err, OverrideParseException):
+        return unparsable(err.override, err.message)
     firsts = [
         str(e).strip().splitlines()[0].rstrip(".:") for e in (err, err.__cause__) if e is not None and str(e).strip()
     ]
@@ -47,6 +51,53 @@ def one_line(err: BaseException) -> str:
             'the Ray launcher is an extra: pip install "glove-exp[ray]" (in a checkout: pip install -e ".[ray]")'
         )
     return "; ".join(firsts) or type(err).__name__
+
+
+LEXER_ERROR = "LexerNoViableAltException: "  # Hydra's prefix, with a caret under the character on a line below
+
+
+def unparsable(override: str, message: str) -> str:
+    """Hydra's message for an override its grammar rejects, in plain words: which one, where, and the fix."""
+    at, problem = parse_problem(override, message)
+    where = f" at character {at + 1} ({override[at]!r})" if at is not None and at < len(override) else ""
+    where = " at its end" if at == len(override) else where
+    return f"cannot parse override {override!r}{where}: {problem}; {parse_fix(override, at)}"
+
+
+def parse_problem(override: str, message: str) -> tuple[int | None, str]:
+    """Where (0-based; ``len(override)``: at its end; None: unknown) and what the grammar rejected."""
+    lines = [line for line in message.splitlines() if line.strip() and not line.startswith(("See ", "Error parsing"))]
+    carets = [line for line in lines if line.strip() == "^"]
+    if lines[0].startswith(LEXER_ERROR) and carets:
+        at = carets[0].index("^") - len(LEXER_ERROR)
+        printable = 0 <= at < len(override) and override[at].isprintable()
+        return (
+            at,
+            "a character the grammar takes only inside quotes" if printable else "a line break or control character",
+        )
+    problem = re.sub(r" expecting \{.*\}$", "", lines[0])  # drop the list of every token the grammar could take
+    token = re.search(r"input '(.*?)'", problem)
+    if token is None:
+        return None, problem
+    if token[1] == "<EOF>":
+        return len(override), "it stops short"
+    at = override.find(token[1], override.find("=") + 1)
+    return (at if at >= 0 else None), problem
+
+
+def parse_fix(override: str, at: int | None) -> str:
+    """What to type instead."""
+    key, equals, value = override.partition("=")
+    if not equals:
+        return "write key=value (or group=option)"
+    if at is not None and at < len(key):
+        return "check the key (glove-exp --cfg job lists them)"
+    if not value.isprintable():
+        return "remove the line break or control character"
+    if at == len(override):
+        return f"complete the value, or quote it: {key}='{value}'"
+    quote = '"' if "'" in value else "'"
+    return f"quote values with spaces, brackets or non-ASCII characters: {key}={quote}{value}{quote}"
 
 
 def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
@@ -116,7 +167,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
     result = run(config, job, interrupts, progress=sys.stderr.isatty(), on_epoch=on_epoch)
-    print(f"{PROG}: {result.summary}", flush=True)
+    say(f"{PROG}: {result.summary}")  # a closed stdout must not fail a trained job
     return result
 
 
@@ -172,15 +223,23 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from glove_exp.app.preview import show_request, show_sweep
+    from glove_exp.app.schema import register
+
     # experiment and hparams_search are in the defaults list (as null), so Hydra wants them without
     # "+"; the README's older commands used "+", which would be "Multiple values for experiment".
     sys.argv = [
         arg.removeprefix("+") if arg.startswith(("+experiment=", "+hparams_search=")) else arg for arg in sys.argv
     ]
     try:
+        if request := show_request(sys.argv[1:]):  # --cfg/--info with -m, which Hydra refuses
+            register()
+            find_plugins()
+            show_sweep(request, CONFIG_PATH)
+            return
         _hydra_app(interrupts)()
     # ConnectionError: a launcher's cluster that is not there (Ray's "Could not find any running Ray instance")
-    except (HydraException, OmegaConfBaseException, ConnectionError) as err:
+    except (HydraException, OmegaConfBaseException, ConnectionError, GloveExpError) as err:
         if full_errors:
             raise
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)

@@ -23,6 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from glove_exp.app.trial import PRUNED_ATTR, SEED_INDEX_ENV, TRIAL_ENV, open_storage
+from glove_exp.io.console import say
 
 SQLITE_FILE = re.compile(r"^sqlite:///(?P<path>[^?]+)(\?.*)?$")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts; FAIL trials are run again
@@ -219,7 +220,7 @@ def run_search(options: dict[str, Any], config: DictConfig, launcher: Any, argum
     s, space, fixed, study = open_search(options, config, arguments)
     seeds, base_seed = config.hparams_search.seeds, config.trainer.seed
     if stale := fail_stale_trials(study):
-        print(f"optuna: {stale} trial(s) left running by an earlier sweep told FAIL", flush=True)
+        say(f"optuna: {stale} trial(s) left running by an earlier sweep told FAIL")
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
@@ -233,7 +234,7 @@ def run_search(options: dict[str, Any], config: DictConfig, launcher: Any, argum
         stored = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for i, trial in enumerate(trials):
             tell(study, stored[trial.number], returns[i * seeds : (i + 1) * seeds])
-    print(summary(study, s.storage), flush=True)
+    say(summary(study, s.storage))
 
 
 def summary(study: optuna.Study, storage: str) -> str:

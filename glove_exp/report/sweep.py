@@ -103,13 +103,14 @@ class SweepSummary(Callback):
 
         from glove_exp.app.parent import end_parent
         from glove_exp.app.sweep import read_jobs, succeeded, summarise
+        from glove_exp.io.console import say
         from glove_exp.report.publish import log_sweep_summary
 
         jobs = read_jobs(config.hydra.sweep.dir)
         if parent := self.close():
-            print(log_sweep_summary(*parent), flush=True)
+            say(log_sweep_summary(*parent))
             end_parent(*parent, RunStatus.FINISHED if succeeded(jobs) else RunStatus.FAILED)
         if jobs:
-            print(summarise(jobs), flush=True)
+            say(summarise(jobs))
         if not succeeded(jobs):
             raise SystemExit(1)  # Hydra turns an Exception from a callback into a warning
