@@ -169,6 +169,16 @@ def test_out_of_range_values_name_the_key(override, key):
 
 
 @pytest.mark.parametrize(
+    "override, key",
+    [("optimizer.lr=inf", "optimizer.lr"), ("model.sif_a=inf", "model.sif_a"), ("optimizer.clip_norm=inf", "optimizer.clip_norm"),
+     ("optimizer.lr=1e400", "optimizer.lr")],
+)  # fmt: skip
+def test_an_infinite_number_anywhere_is_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key} must be a finite number, got inf$"):
+        to_config(compose_config([override, URI]))
+
+
+@pytest.mark.parametrize(
     "override",
     ["model.pooling=avg", "trainer.epochs=many", "model.activation=swish", "model.norm=foo", "trainer.unknown_key=1"],
 )

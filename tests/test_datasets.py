@@ -120,6 +120,22 @@ def test_data_dir_without_split_files(tmp_path):
         load_splits(config(tmp_path), seed=0)
 
 
+def test_a_data_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.csv is a file: point it at the folder holding the train and test"):
+        load_splits(config(tmp_path / "train.csv"), seed=0)
+
+
+def test_a_split_file_that_is_a_folder_says_so(tmp_path):
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(DataError, match=r": train\.csv is a folder, not a file of the train split$"):
+        load_splits(config(tmp_path), seed=0)
+
+
+def test_a_split_whose_texts_are_all_empty_says_so(tmp_path):
+    assert errors(tmp_path, 'text,label\n"",0\n"  ",1\n').endswith("train.csv: all 2 texts are empty (text)")
+
+
 def test_missing_columns(tmp_path):
     assert "missing column(s) ['text', 'label']" in errors(tmp_path, "body,y\nhello,0\n")
 

@@ -303,7 +303,7 @@ def test_a_diverging_run_names_the_epoch_warns_nothing_and_ends_failed(tiny_data
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no floating-point warning may reach the user, whatever the CPU
         with pytest.raises(
-            TrainingError, match=r"training diverged: train loss is nan in epoch (\d+); lower optimizer\.lr"
+            TrainingError, match=r"training diverged: (train|val) loss is nan in epoch (\d+); lower optimizer\.lr"
         ) as err:
             pipeline.run(config)
     epoch = int(re.search(r"epoch (\d+)", str(err.value))[1])
@@ -311,6 +311,22 @@ def test_a_diverging_run_names_the_epoch_warns_nothing_and_ends_failed(tiny_data
     assert run.info.status == "FAILED" and run.info.end_time is not None
     assert [step for step, _ in metric_steps(tmp_path, run.info.run_id, "train/loss")] == list(range(1, epoch))
     assert "test/accuracy" not in run.data.metrics
+
+
+@pytest.mark.parametrize(
+    "split, says",
+    [("dataset.val_fraction=0.1", "val loss is nan in epoch 1"),
+     ("dataset.val_fraction=0", "the test predictions hold NaN or inf after epoch 1")],
+)  # fmt: skip
+def test_a_step_that_diverges_after_the_last_train_loss_ends_failed(split, says, tiny_data, tmp_path):
+    """One batch per epoch: the epoch's train loss is the parameters' before the step that diverged."""
+    config = tiny_config(tiny_data, tmp_path, "optimizer.lr=1e30", "trainer.epochs=1", split)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(TrainingError, match=rf"training diverged: {says}; lower optimizer\.lr"):
+            pipeline.run(config)
+    [run] = experiment_runs(tmp_path)
+    assert run.info.status == "FAILED" and "test/accuracy" not in run.data.metrics
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glove_exp.core import text as text_module
-from glove_exp.core.errors import EmbeddingsError
+from glove_exp.core.errors import DataError, EmbeddingsError
 from glove_exp.core.text import (
     KERAS_FILTERS,
     NUM_SPECIAL,
@@ -206,6 +206,11 @@ def test_frequent_words_of_another_case_are_added_only_when_text_keeps_its_case(
     train = tokenize_all(["the"], lowercase=False)
     assert build_vocabulary(train, wv, serving_words=3, lowercase=False).words == ["the", "The", "NASA"]
     assert build_vocabulary(train, wv, serving_words=3, lowercase=True).words == ["the"]
+
+
+def test_training_texts_without_a_word_say_so_not_that_the_vectors_miss_them():
+    with pytest.raises(DataError, match="the training texts hold no words: every one is empty, spaces or punctuation"):
+        build_vocabulary(tokenize_all(["", "  ", "?!"]), vectors(["the"]))
 
 
 def test_the_table_holds_float16_values_and_refuses_what_float16_cannot_hold():

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from mlflow.entities import Run
 
 from glove_exp.app.explain import explain_examples, write_pages
@@ -22,7 +23,7 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
-from glove_exp.core.train import EpochMetrics
+from glove_exp.core.train import EpochMetrics, diverged
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,10 @@ def train_and_log(
             result = fit_model(prepared, config, then(tracked.log_epoch, on_epoch), progress)
         with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
             served = predictor(prepared, result, config)
-            predicted = served.predict_ids(prepared.encoded.ids["test"]).argmax(-1)
+            probabilities = served.predict_ids(prepared.encoded.ids["test"])
+            if not np.isfinite(probabilities).all():  # argmax would take NaN for class 0; no val split saw it coming
+                raise diverged(f"the test predictions hold NaN or inf after epoch {result.selected_epoch}")
+            predicted = probabilities.argmax(-1)
             evaluation = evaluate(test.labels, predicted, names)
         with tempfile.TemporaryDirectory(prefix="glove-exp-") as tmp, timer("explain"):
             explanations = explain_examples(

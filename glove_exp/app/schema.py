@@ -4,7 +4,9 @@ cannot express live in ``__post_init__`` and run in :func:`to_config`, before an
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -247,12 +249,27 @@ def to_config(cfg: DictConfig) -> Config:
             raise ConfigError(
                 f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=..."
             )
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+        config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except ConfigError:
         raise
     except Exception as err:  # omegaconf's own errors: bad interpolations such as ${oc.env:UNSET_VAR}
         key = getattr(err, "full_key", None)
         raise ConfigError(str(err).splitlines()[0] + (f" (key: {key})" if key else "")) from None
+    if bad := next(_non_finite(config), None):  # the range checks let inf through where they have no upper bound
+        raise ConfigError(f"{bad[0]} must be a finite number, got {bad[1]!r}")
+    return config
+
+
+def _non_finite(node: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """``(key, value)`` of every NaN or infinite float in a config, lists included."""
+    if is_dataclass(node):
+        for f in fields(node):
+            yield from _non_finite(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _non_finite(item, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield key, node
 
 
 def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glove_exp.core.errors import EmbeddingsError
+from glove_exp.core.errors import DataError, EmbeddingsError
 from glove_exp.core.vectors import WordVectors
 
 PAD, OOV = 0, 1
@@ -138,6 +138,8 @@ def build_vocabulary(train: Tokens, vectors: WordVectors, serving_words: int = 0
     # ``types`` is in first-occurrence order, so the stable sort breaks frequency ties by it.
     order = np.argsort(-counts, kind="stable")
     order = order[(rows[order] >= 0) & (counts[order] > 0)]  # ``types`` may hold other splits' words too
+    if not len(train.codes):  # not the vectors' fault: say so before the OOV rate does
+        raise DataError("the training texts hold no words: every one is empty, spaces or punctuation")
     if not len(order):
         raise EmbeddingsError(
             f"no word of the training data has a vector in {vectors.source} (OOV rate 100%); "

@@ -188,6 +188,11 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
+def diverged(what: str) -> TrainingError:
+    """The error of a NaN or infinite loss or output (``what``: which, and when)."""
+    return TrainingError(f"training diverged: {what}; lower optimizer.lr or set optimizer.clip_norm")
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int  # 1-based
@@ -245,13 +250,13 @@ def fit(
         params, state, opt_state, rng, loss, accuracy = epoch_fn(params, state, opt_state, rng, inputs, labels, consts)
         loss = float(loss)
         if not math.isfinite(loss):
-            raise TrainingError(
-                f"training diverged: train loss is {loss} in epoch {epoch}; lower optimizer.lr or set optimizer.clip_norm"
-            )
+            raise diverged(f"train loss is {loss} in epoch {epoch}")
         val_loss = val_accuracy = None
         if val is not None:
             val_logits = predict(params, state, val_inputs, consts)
             val_loss, val_accuracy = cross_entropy(val_logits, val[1]), float((val_logits.argmax(-1) == val[1]).mean())
+            if not math.isfinite(val_loss):  # the epoch's train loss is of the parameters before its last step
+                raise diverged(f"val loss is {val_loss} in epoch {epoch}")
         metrics = EpochMetrics(epoch, loss, float(accuracy), val_loss, val_accuracy, time.perf_counter() - tic)
         history.append(metrics)
         on_epoch(metrics)

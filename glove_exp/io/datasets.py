@@ -123,6 +123,8 @@ def unescape_text(text: str) -> str:
 
 def existing_data_dir(data_dir: str) -> Path:
     folder = Path(data_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"dataset.data_dir {folder} is a file: point it at the folder holding the train and test files")
     if not folder.is_dir():
         raise DataError(f"dataset.data_dir {folder} does not exist (is GLOVE_EXP_DATA_DIR set right?)")
     return folder
@@ -154,7 +156,9 @@ def _load_raw(
 
 
 def _find_file(folder: Path, split: str) -> Path:
-    found = [folder / f"{split}{suffix}" for suffix in SUFFIXES if (folder / f"{split}{suffix}").is_file()]
+    found = [folder / f"{split}{suffix}" for suffix in SUFFIXES if (folder / f"{split}{suffix}").exists()]
+    if folders := [path.name for path in found if path.is_dir()]:
+        raise DataError(f"dataset.data_dir {folder}: {folders[0]} is a folder, not a file of the {split} split")
     if not found:
         names = ", ".join(f"{split}{suffix}" for suffix in SUFFIXES)
         raise DataError(f"dataset.data_dir {folder} has no {split} split: expected one of {names}")
@@ -212,6 +216,8 @@ def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
         texts = [_joined(table, row, text_fields, parts) for row, parts in enumerate(zip(*columns))]
     labels = _labels(table, table.columns[label_field], int(headless), layout.num_classes)
     empty = sum(not text.strip() for text in texts)
+    if empty == len(texts):
+        raise DataError(f"{table.where}: all {empty} texts are empty ({', '.join(text_fields)})")
     if empty:
         log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", table.where, empty)
     return Split(texts=texts, labels=labels)
