@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glove_exp.core.errors import ConfigError
+from glove_exp.io.console import say
 
 BASIC_SWEEPER = "BasicSweeper"  # the end of hydra.sweeper._target_ of Hydra's grid sweeper
 INSTEAD = "or use --cfg job -m to list the sweep's jobs"
@@ -72,8 +73,8 @@ def show_sweep(request: ShowRequest, config_dir: str) -> None:
         params = dict(sweeper.get("params") or {})
         for num, overrides in enumerate(job_overrides(request.overrides, params)):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=request.resolve)
-            print("---" if num else "", f"# job {num}: {' '.join(overrides)}", sep="\n" if num else "")
-            print(job_yaml(cfg, request.package, request.resolve), end="")
+            header = f"# job {num}: {' '.join(overrides)}"
+            say(("---\n" if num else "") + header + "\n" + job_yaml(cfg, request.package, request.resolve).rstrip("\n"))
 
 
 def check_basic(target: str, fixed: list[str]) -> None:
