@@ -125,7 +125,7 @@ class TrackedRun:
 
     def call(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``write(run_id, *args, **kwargs)``, one of the store client's methods."""
-        with self._interrupts.store_call():
+        with self._interrupts.store_call(), self.store.writing():
             return write(self.run_id, *args, **kwargs)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -232,7 +232,7 @@ class TrackedRun:
     def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> str:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example;
         returns its model id."""
-        with tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
+        with self.store.writing(), tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
             folder = predictor.save(Path(tmp) / "predictor")
             example, output = example_and_output(predictor, example_texts)
             with self._interrupts.store_call():
@@ -329,7 +329,7 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
     status, run_id = RunStatus.FAILED, None
     with interrupts.run():
         try:
-            with interrupts.store_call():
+            with interrupts.store_call(), store.writing():
                 run = store.client.create_run(store.experiment_id, run_name=run_name, tags=resolve_tags(tags))
                 run_id = run.info.run_id
             yield TrackedRun(store, run_id, interrupts)
@@ -343,6 +343,6 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
                 store.client.set_tag(run_id, PRUNED_TAG, "true")
             raise
         finally:
-            if run_id is not None:
-                with interrupts.store_call():
+            if run_id is not None:  # on a full disk this may fail too: then the next store opening ends it KILLED
+                with interrupts.store_call(), store.writing():
                     store.client.set_terminated(run_id, RunStatus.to_string(status))
