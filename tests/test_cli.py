@@ -15,7 +15,7 @@ import pytest
 from glove_exp.app import cli
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.store import Store
-from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps
+from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps, run_cli
 
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
 
@@ -284,3 +284,27 @@ def test_a_missing_ray_launcher_says_which_extra_installs_it():
     line = cli.one_line(err)
     assert "\n" not in line and "Could not load 'hydra/launcher/ray'" in line and 'glove-exp[ray]"' in line
     assert "glove-exp[ray]" not in cli.one_line(ConfigCompositionException("Could not load 'model/foo'."))
+
+
+@pytest.mark.slow
+def test_compiled_programs_are_cached_for_the_next_process(tmp_path, tiny_overrides):
+    proc = run_cli(tmp_path, *tiny_overrides, "embeddings.dim=8", "explain.num_examples=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "glove-cache" / "jax").iterdir())  # JAX's persistent cache, under the cache dir
+
+
+COMPILATION_CACHE_SCRIPT = """
+import jax
+from glove_exp.app.stages import compilation_cache
+compilation_cache({folder!r})
+print(jax.config.jax_compilation_cache_dir)
+"""
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_the_compilation_cache_is_on_unless_its_folder_cannot_be_made(tmp_path, usable):
+    folder = tmp_path / "cache"
+    if not usable:
+        folder.write_text("a file where the folder should be", encoding="utf-8")
+    proc = run_python(COMPILATION_CACHE_SCRIPT.format(folder=str(folder)), tmp_path)
+    assert proc.stdout.strip() == (str(folder / "jax") if usable else "None"), proc.stderr
