@@ -240,11 +240,9 @@ class TrackedRun:
 
 
 def example_and_output(predictor: Predictor, example_texts: list[str]) -> tuple[list[str], pd.DataFrame]:
-    """The input example and the model's output for it, from which MLflow infers the signature."""
+    """The input example and the model's output for it, from which MLflow infers the signature's outputs."""
     import pandas as pd
 
-    # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text`
-    # column, else the first) then all pass MLflow's schema check.
     example = [str(text) for text in example_texts]
     return example, pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
 
@@ -265,7 +263,9 @@ def log_model_files(
             python_model=str(PACKAGE_DIR / "mlflow_model.py"),
             artifacts={"predictor": str(folder)},
             code_paths=[str(PACKAGE_DIR)],
-            signature=infer_signature(example, output),
+            # Outputs only: MLflow would make any input fit an input schema first (the first column of a list
+            # of lists, the first of two DataFrame columns), and the model could no longer refuse it.
+            signature=infer_signature(None, output),
             input_example=example,
             pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],
             mlflow_model=Model(run_id=run_id, model_id=model.model_id, artifact_path=model.artifact_location),
