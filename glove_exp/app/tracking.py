@@ -8,6 +8,7 @@ import csv
 import importlib.metadata
 import io
 import logging
+import math
 import os
 import re
 import socket
@@ -65,6 +66,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
 PROJECT_ROOT = PACKAGE_DIR.parent
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
+# Above this many classes the confusion matrix is a heatmap without per-cell values: 200 classes' 40,000
+# values made a 180-inch figure that took 100 s to save.
+ANNOTATED_CLASSES = 20
+HEATMAP_INCHES = 14.0
+TICK_LABELS = 40  # class names per axis of the heatmap, at most
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
@@ -240,11 +246,9 @@ class TrackedRun:
 
 
 def example_and_output(predictor: Predictor, example_texts: list[str]) -> tuple[list[str], pd.DataFrame]:
-    """The input example and the model's output for it, from which MLflow infers the signature."""
+    """The input example and the model's output for it, from which MLflow infers the signature's outputs."""
     import pandas as pd
 
-    # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text`
-    # column, else the first) then all pass MLflow's schema check.
     example = [str(text) for text in example_texts]
     return example, pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
 
@@ -265,7 +269,9 @@ def log_model_files(
             python_model=str(PACKAGE_DIR / "mlflow_model.py"),
             artifacts={"predictor": str(folder)},
             code_paths=[str(PACKAGE_DIR)],
-            signature=infer_signature(example, output),
+            # Outputs only: MLflow would make any input fit an input schema first (the first column of a list
+            # of lists, the first of two DataFrame columns), and the model could no longer refuse it.
+            signature=infer_signature(None, output),
             input_example=example,
             pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],
             mlflow_model=Model(run_id=run_id, model_id=model.model_id, artifact_path=model.artifact_location),
@@ -276,13 +282,23 @@ def log_model_files(
 
 
 def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
-    """Row-normalised confusion matrix with class names, as a matplotlib figure."""
+    """Row-normalised confusion matrix with class names, as a matplotlib figure: each cell's value written
+    in it up to :data:`ANNOTATED_CLASSES` classes; beyond, a heatmap of a bounded size with at most
+    :data:`TICK_LABELS` class names per axis (``confusion_matrix.csv`` holds every count)."""
     literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
-    size = max(4.0, 0.9 * len(class_names) + 2.5)
+    annotated = len(class_names) <= ANNOTATED_CLASSES
+    size = max(4.0, 0.9 * len(class_names) + 2.5) if annotated else HEATMAP_INCHES
     figure = Figure(figsize=(size, size * 0.85), layout="constrained")
     display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
-    display.plot(ax=figure.add_subplot(), cmap="Blues", values_format=".2f", xticks_rotation=35, colorbar=True)
+    display.plot(
+        ax=figure.add_subplot(), cmap="Blues", include_values=annotated, values_format=".2f",
+        xticks_rotation=35 if annotated else 90, colorbar=True,
+    )  # fmt: skip
     display.im_.set_clim(0.0, 1.0)
+    if not annotated:
+        shown = range(0, len(class_names), math.ceil(len(class_names) / TICK_LABELS))
+        display.ax_.set_xticks(shown, [literal(class_names[i]) for i in shown], rotation=90)
+        display.ax_.set_yticks(shown, [literal(class_names[i]) for i in shown])
     display.ax_.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
     return figure
 
