@@ -248,13 +248,35 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def mlflow_server(cwd: Path, *options: str) -> Iterator[str]:
-    """``mlflow server <options>`` on a free port of 127.0.0.1; ready once its log says it listens
-    there (a thread reads the log line by line, no polling). Yields its URL."""
+    """``mlflow server <options>`` on a free port of 127.0.0.1; yields its URL once it listens."""
     port = free_port()
-    listening = f"127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", *options, "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with listening_process(command, cwd, port, "the MLflow server") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def model_server(cwd: Path, model_uri: str, tracking_uri: str) -> Iterator[str]:
+    """``mlflow models serve -m <model_uri> --env-manager local`` on a free port of 127.0.0.1, the model
+    resolved in ``tracking_uri``; yields its URL once it listens."""
+    port = free_port()
+    env = cli_env(cwd) | {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # it runs `uvicorn`
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with listening_process(command, cwd, port, "mlflow models serve", env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def listening_process(
+    command: list[str], cwd: Path, port: int, what: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``command``, a server that logs ``127.0.0.1:<port>`` once it listens there (a thread reads the log
+    line by line, no polling); yields its URL, then terminates it."""
+    listening = f"127.0.0.1:{port}"
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     ready = threading.Event()
 
@@ -271,7 +293,7 @@ def mlflow_server(cwd: Path, *options: str) -> Iterator[str]:
     try:
         ready.wait()
         if not any(listening in line for line in lines):
-            pytest.fail(f"the MLflow server exited with status {process.wait()}:\n{''.join(lines[-30:])}")
+            pytest.fail(f"{what} exited with status {process.wait()}:\n{''.join(lines[-30:])}")
         yield f"http://{listening}"
     finally:
         process.terminate()

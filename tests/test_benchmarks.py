@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from benchmarks import glove_loading, run, seeds, serving
+from benchmarks import glove_loading, many_classes, run, seeds, serving
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +113,15 @@ def test_stand_in_words_are_the_6b_vocabulary_cased_then_compounds():
     assert len(plain) == 1_300_000 - 1_300_000 * glove_loading.SPACED_PER_MILLION // 1_000_000
     vocabulary = set(plain[:400_000])
     assert all(re.fullmatch(r".+[-_.].+", word) and word not in vocabulary for word in plain[-100:])
+
+
+def test_many_classes_table_has_a_row_per_class_count_relative_to_the_first(tmp_path, capsys):
+    out = tmp_path / "many.md"
+    argv = ["--classes", "3,30", "--train", "300", "--test", "90", "--epochs", "1", "--out", str(out)]
+    assert many_classes.main(argv) == 0
+    report = out.read_text()
+    assert report in capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in report.splitlines() if re.match(r"\| +\d", line)]
+    assert [int(row[0]) for row in rows] == [3, 30]
+    assert all(float(value) > 0 for row in rows for value in row[1:])
+    assert [float(row[-2]) for row in rows][0] == 1.0  # the log stage's ratio to the first count's

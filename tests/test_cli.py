@@ -15,7 +15,7 @@ import pytest
 from glove_exp.app import cli
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.store import Store
-from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps
+from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps, run_cli
 
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "time/epoch_s")
 
@@ -381,3 +381,27 @@ def test_a_run_whose_stdout_is_closed_before_its_summary_exits_0(tmp_path, tiny_
     assert stderr == ""
     [run] = experiment_runs(tmp_path)
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_compiled_programs_are_cached_for_the_next_process(tmp_path, tiny_overrides):
+    proc = run_cli(tmp_path, *tiny_overrides, "embeddings.dim=8", "explain.num_examples=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "glove-cache" / "jax").iterdir())  # JAX's persistent cache, under the cache dir
+
+
+COMPILATION_CACHE_SCRIPT = """
+import jax
+from glove_exp.app.stages import compilation_cache
+compilation_cache({folder!r})
+print(jax.config.jax_compilation_cache_dir)
+"""
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_the_compilation_cache_is_on_unless_its_folder_cannot_be_made(tmp_path, usable):
+    folder = tmp_path / "cache"
+    if not usable:
+        folder.write_text("a file where the folder should be", encoding="utf-8")
+    proc = run_python(COMPILATION_CACHE_SCRIPT.format(folder=str(folder)), tmp_path)
+    assert proc.stdout.strip() == (str(folder / "jax") if usable else "None"), proc.stderr

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import re
 import warnings
@@ -168,6 +169,25 @@ def test_confusion_matrix_counts_the_test_split(single):
     accuracy = sum(counts[i][i] for i in range(len(CLASSES))) / NUM_TEST
     assert accuracy == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-12)
     assert [sum(row) for row in counts] == [NUM_TEST // len(CLASSES)] * len(CLASSES)  # balanced test split
+
+
+@pytest.mark.parametrize(("classes", "annotated"), [(4, True), (20, True), (21, False), (200, False)])
+def test_the_confusion_figure_writes_cell_values_for_few_classes_only(classes, annotated):
+    """Many classes' values would be unreadable and slow to draw: a heatmap, a class name every few rows."""
+    from glove_exp.app.tracking import TICK_LABELS, confusion_figure
+    from glove_exp.core.evaluate import evaluate
+
+    labels = np.arange(3 * classes) % classes
+    names = [f"c{i}" for i in range(classes)]
+    evaluation = evaluate(labels, np.roll(labels, 1), names)
+    [axes, _] = confusion_figure(evaluation, names).axes  # the matrix and its colour bar
+    [image] = axes.images
+    np.testing.assert_array_equal(image.get_array(), evaluation.confusion_normalised)
+    assert len(axes.texts) == (classes * classes if annotated else 0)
+    shown = [label.get_text() for label in axes.get_xticklabels()]
+    assert shown == [label.get_text() for label in axes.get_yticklabels()]
+    step = 1 if annotated else math.ceil(classes / TICK_LABELS)
+    assert shown == names[::step] and len(shown) <= max(classes if annotated else 0, TICK_LABELS)
 
 
 def lime_pages(run) -> dict[int, str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glove_exp.app.interrupts import Interrupts, interrupted_message, signal_number
+from glove_exp.app.interrupts import Interrupts, ignore_signals, interrupted_message, signal_number
 from glove_exp.core.errors import GloveExpError
 from glove_exp.io.console import say
 
@@ -248,6 +248,8 @@ def main() -> None:
         signum = signal_number(err)
         print(interrupted_message(PROG, signum), file=sys.stderr)
         sys.exit(128 + signum)
+    finally:
+        ignore_signals()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Ctrl-C and SIGTERM: one line and exit status 128 + signal. Before a run exists the process ends at
-once (even mid-import); during a run the signal becomes ``KeyboardInterrupt`` so the run ends KILLED,
-but never inside a tracking-store write, which would leave a SQLite store locked."""
+once (even mid-import). During a run the handler only notes the signal; :meth:`Interrupts.check`, after
+every tracking-store write (each epoch writes its metrics), raises it as ``KeyboardInterrupt`` so the
+run ends KILLED. Raised from the handler itself, the exception would surface wherever the main thread
+happened to be: inside a store write (leaving a SQLite store locked) or inside a library's callback
+that swallows it (SQLAlchemy's weakref callbacks print "Exception ignored" and go on). A second signal
+while one is pending stops at once."""
 
 from __future__ import annotations
 
@@ -33,7 +37,6 @@ class Interrupts:
 
     prog: str = "glove-exp"
     run_active: bool = False
-    store_calls: int = 0
     pending: int | None = None
 
     def install(self) -> Interrupts:
@@ -50,14 +53,19 @@ class Interrupts:
         if not self.run_active:
             print(interrupted_message(self.prog, signum), file=sys.stderr, flush=True)
             os._exit(128 + signum)  # nothing to save yet: no half-imported modules, no traceback
-        if self.store_calls:
-            self.pending = signum
-        else:
+        if self.pending is not None:  # the second Ctrl-C: the user will not wait for the next checkpoint
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.pending = signum
+
+    def check(self) -> None:
+        """Raise the signal noted since the last check, if any: where a run stops."""
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
             raise KeyboardInterrupt(f"signal {signum}")
 
     @contextlib.contextmanager
     def run(self) -> Iterator[None]:
-        """While a tracked run is active, signals raise ``KeyboardInterrupt`` (the run ends KILLED);
+        """While a tracked run is active, signals wait for :meth:`check` (the run ends KILLED);
         the handlers in place before (a launcher's worker, a notebook) come back afterwards."""
         previous = self._swap_handlers()
         self.run_active = True
@@ -71,12 +79,14 @@ class Interrupts:
 
     @contextlib.contextmanager
     def store_call(self) -> Iterator[None]:
-        """A tracking-store write: a signal that arrives meanwhile is raised when it returns."""
-        self.store_calls += 1
-        try:
-            yield
-        finally:
-            self.store_calls -= 1
-            if not self.store_calls and self.pending is not None:
-                signum, self.pending = self.pending, None
-                raise KeyboardInterrupt(f"signal {signum}")
+        """A tracking-store write, never interrupted: a signal that arrives meanwhile is raised when it returns."""
+        yield
+        self.check()
+
+
+def ignore_signals() -> None:
+    """Once the work is saved and said: Python's teardown restores the default handlers, under which a
+    late signal would kill the process with no word; ignored ones stay ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)

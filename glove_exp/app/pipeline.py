@@ -76,7 +76,7 @@ def run(
         return RunResult.of_owner(err.owner, name)
     if model_id is None:
         return result
-    with interrupts.run(), interrupts.store_call():  # a signal waits for the alias to have moved
+    with interrupts.run(), interrupts.store_call(), store.writing():  # a signal waits for the alias to move
         best = register_best(store, config.tracking.model_name, result.run_id, model_id, score(result))
     return replace(result, best=best)
 

@@ -14,11 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from glove_exp.core.choices import Activation, FeatureDtype, Init, Norm, OptimizerName, Pooling, Schedule, Weighting
 from glove_exp.core.errors import ConfigError
-from glove_exp.core.features import FeatureDtype
-from glove_exp.core.models import Activation, Init, Norm, Weighting
-from glove_exp.core.pooling import Pooling
-from glove_exp.core.train import OptimizerName, Schedule
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:

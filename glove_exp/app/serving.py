@@ -3,6 +3,7 @@ parameters and state) and saves to a folder that :class:`GloveClassifier` serves
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -14,12 +15,17 @@ import jax
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from glove_exp.core.models import Constants, Model, ModelSpec, model_from_spec
 from glove_exp.core.text import NUM_SPECIAL, OOV, encode, tokenize, tokenize_all
 from glove_exp.core.train import make_predict
 
 TEXT_COLUMN = "text"
+ACCEPTED_INPUT = (
+    "the model scores texts: a list of strings, a pandas Series of strings or a DataFrame with one column, "
+    f"'{TEXT_COLUMN}'"
+)
 
 
 @dataclass(frozen=True)
@@ -104,13 +110,52 @@ def load_tree(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def texts_from_input(model_input: Any) -> list[str]:
-    """Accept a list/array of strings, a Series, or a DataFrame (its ``text`` column, else the first)."""
+    """The texts of ``model_input``: a string, a list, tuple or 1-d array of strings, a Series of strings, or
+    a DataFrame whose one column is ``text`` (or ``0``, the column pandas and MLflow give a plain list);
+    anything else raises :func:`invalid_input`'s error."""
     if isinstance(model_input, pd.DataFrame):
-        column = TEXT_COLUMN if TEXT_COLUMN in model_input.columns else model_input.columns[0]
-        model_input = model_input[column]
+        if [str(column) for column in model_input.columns] not in ([TEXT_COLUMN], ["0"]):
+            raise invalid_input(f"got a DataFrame with columns {list(model_input.columns)}")
+        model_input = model_input.iloc[:, 0]
+    if isinstance(model_input, np.ndarray) and model_input.ndim == 0:  # served {"inputs": "a text"} or 5
+        model_input = model_input.item()
     if isinstance(model_input, str):
         model_input = [model_input]
-    return ["" if text is None else str(text) for text in list(model_input)]
+    if isinstance(model_input, np.ndarray) and model_input.ndim != 1:
+        raise invalid_input(f"got a {model_input.ndim}-d array of shape {model_input.shape}")
+    if not isinstance(model_input, (list, tuple, pd.Series, np.ndarray)):
+        raise invalid_input(f"got {described(model_input)}")
+    texts = list(model_input)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise invalid_input(f"text {i} is {described(text)}")
+        if is_list_repr(text):
+            raise invalid_input(f"text {i} is {described(text)}, a Python list written as a string: pass the list")
+    return texts
+
+
+def invalid_input(problem: str) -> MlflowException:
+    """The served model's one error for input that is not texts (``mlflow models serve`` answers HTTP 400)."""
+    return MlflowException.invalid_parameter_value(f"{ACCEPTED_INPUT}; {problem}")
+
+
+def described(value: Any) -> str:
+    """``value``'s type and its repr, cut to a line's worth."""
+    shown = repr(value.item() if isinstance(value, np.generic) else value)
+    return f"{type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def is_list_repr(text: str) -> bool:
+    """Whether ``text`` is, whole, a Python list literal of strings (``str(["a", "b"])``, also NumPy's
+    ``['a' 'b']``): never a document, always a caller who passed ``str(texts)`` for ``texts``."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return False
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 class GloveClassifier(mlflow.pyfunc.PythonModel):
@@ -119,9 +164,11 @@ class GloveClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.predictor = Predictor.load(Path(context.artifacts["predictor"]))
 
-    # The hint must be one MLflow infers no schema from (the signature comes from the input example):
-    # without any, defining this class prints a multi-line warning in every run and every process that
-    # loads the model. pyfunc hands lists and Series over as a DataFrame; texts_from_input takes all three.
+    # The hint must be one MLflow infers no schema from: without any, defining this class prints a
+    # multi-line warning in every process that loads the model. Models logged with an input schema (before
+    # texts_from_input checked input) get lists and Series from MLflow as a DataFrame with column 0.
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        probabilities = self.predictor.predict_proba(texts_from_input(model_input))
-        return pd.DataFrame(probabilities.astype(np.float64), columns=self.predictor.class_names)
+        texts = texts_from_input(model_input)
+        names = self.predictor.class_names
+        probabilities = self.predictor.predict_proba(texts) if texts else np.zeros((0, len(names)))
+        return pd.DataFrame(probabilities.astype(np.float64), columns=names)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -61,8 +63,25 @@ class Prepared:
     inputs: Inputs
 
 
+def compilation_cache(cache_dir: str) -> None:
+    """JAX's persistent compilation cache under ``<cache_dir>/jax``, every program in it, unless the user
+    chose a folder (``JAX_COMPILATION_CACHE_DIR``) or this one cannot be written: jobs that train the
+    same shapes, in this process or another, then load their programs instead of compiling them."""
+    if jax.config.jax_compilation_cache_dir:
+        return
+    folder = Path(cache_dir).expanduser() / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    if os.access(folder, os.W_OK):
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # default 1 s: most of ours are less
+
+
 def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepared:
     """Splits -> vectors -> encoded tokens -> model and frozen inputs, timed per stage."""
+    compilation_cache(config.embeddings.cache_dir)
     with timer("data"):
         splits = load_splits(config.dataset, config.trainer.seed)
     with timer("vectors"):

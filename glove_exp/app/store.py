@@ -5,10 +5,12 @@ place under a ``filelock``: parallel jobs never see, and an interrupt never leav
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -67,6 +69,28 @@ def bound_http_retries(uri: str) -> None:
             os.environ.setdefault(name, value)
 
 
+FULL_MESSAGES = ("database or disk is full", "no space left on device")
+
+
+def full_disk(err: BaseException) -> bool:
+    """Whether ``err``, or an error it wraps, says the disk is full (MLflow wraps SQLite's and the OS's)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if any(text in str(seen).lower() for text in FULL_MESSAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def mount_point(path: Path) -> Path:
+    path = path.absolute()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
 @dataclass(frozen=True)
 class Store:
     """One experiment of one tracking store, opened and checked: pass it to whatever writes runs."""
@@ -86,6 +110,8 @@ class Store:
                 f"tracking.uri={uri}: unsupported scheme {scheme!r}; use sqlite:///path/mlflow.db or http://host:port"
             )
         bound_http_retries(uri)
+        # MLflow logs each database error with its traceback before raising it; the raised one is reported
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         path = sqlite_path(uri)
         try:
             if path:
@@ -110,6 +136,21 @@ class Store:
         store = cls(uri, found.experiment_id, client)
         store.end_dead_runs()
         return store
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A full disk under a write is one line (exit 2) naming the device and the path, not a traceback."""
+        try:
+            yield
+        except Exception as err:
+            if not full_disk(err):
+                raise
+            written = next((e.filename for e in (err, err.__cause__) if isinstance(e, OSError) and e.filename), None)
+            path = Path(str(written)) if written else sqlite_path(self.uri)
+            where = f"{mount_point(path)} is full (writing {path})" if path else f"the disk of {self.uri} is full"
+            raise TrackingError(
+                f"no space left on device: {where}; free some space or set tracking.uri to another disk"
+            ) from None
 
     def end_dead_runs(self) -> None:
         """Runs left RUNNING by a process that no longer exists end KILLED: on this host, its pid is gone

@@ -8,6 +8,7 @@ import csv
 import importlib.metadata
 import io
 import logging
+import math
 import os
 import re
 import socket
@@ -65,6 +66,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
 PROJECT_ROOT = PACKAGE_DIR.parent
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
+# Above this many classes the confusion matrix is a heatmap without per-cell values: 200 classes' 40,000
+# values made a 180-inch figure that took 100 s to save.
+ANNOTATED_CLASSES = 20
+HEATMAP_INCHES = 14.0
+TICK_LABELS = 40  # class names per axis of the heatmap, at most
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
@@ -125,7 +131,7 @@ class TrackedRun:
 
     def call(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``write(run_id, *args, **kwargs)``, one of the store client's methods."""
-        with self._interrupts.store_call():
+        with self._interrupts.store_call(), self.store.writing():
             return write(self.run_id, *args, **kwargs)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -232,7 +238,7 @@ class TrackedRun:
     def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> str:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example;
         returns its model id."""
-        with tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
+        with self.store.writing(), tempfile.TemporaryDirectory(prefix="glove-exp-model-") as tmp:
             folder = predictor.save(Path(tmp) / "predictor")
             example, output = example_and_output(predictor, example_texts)
             with self._interrupts.store_call():
@@ -240,11 +246,9 @@ class TrackedRun:
 
 
 def example_and_output(predictor: Predictor, example_texts: list[str]) -> tuple[list[str], pd.DataFrame]:
-    """The input example and the model's output for it, from which MLflow infers the signature."""
+    """The input example and the model's output for it, from which MLflow infers the signature's outputs."""
     import pandas as pd
 
-    # A plain list gives an unnamed string column: lists, Series and DataFrames (a `text`
-    # column, else the first) then all pass MLflow's schema check.
     example = [str(text) for text in example_texts]
     return example, pd.DataFrame(predictor.predict_proba(example).astype(np.float64), columns=predictor.class_names)
 
@@ -265,7 +269,9 @@ def log_model_files(
             python_model=str(PACKAGE_DIR / "mlflow_model.py"),
             artifacts={"predictor": str(folder)},
             code_paths=[str(PACKAGE_DIR)],
-            signature=infer_signature(example, output),
+            # Outputs only: MLflow would make any input fit an input schema first (the first column of a list
+            # of lists, the first of two DataFrame columns), and the model could no longer refuse it.
+            signature=infer_signature(None, output),
             input_example=example,
             pip_requirements=[*(f"{p}=={v}" for p, v in package_versions(prefix="").items()), "pandas"],
             mlflow_model=Model(run_id=run_id, model_id=model.model_id, artifact_path=model.artifact_location),
@@ -276,13 +282,23 @@ def log_model_files(
 
 
 def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
-    """Row-normalised confusion matrix with class names, as a matplotlib figure."""
+    """Row-normalised confusion matrix with class names, as a matplotlib figure: each cell's value written
+    in it up to :data:`ANNOTATED_CLASSES` classes; beyond, a heatmap of a bounded size with at most
+    :data:`TICK_LABELS` class names per axis (``confusion_matrix.csv`` holds every count)."""
     literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
-    size = max(4.0, 0.9 * len(class_names) + 2.5)
+    annotated = len(class_names) <= ANNOTATED_CLASSES
+    size = max(4.0, 0.9 * len(class_names) + 2.5) if annotated else HEATMAP_INCHES
     figure = Figure(figsize=(size, size * 0.85), layout="constrained")
     display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
-    display.plot(ax=figure.add_subplot(), cmap="Blues", values_format=".2f", xticks_rotation=35, colorbar=True)
+    display.plot(
+        ax=figure.add_subplot(), cmap="Blues", include_values=annotated, values_format=".2f",
+        xticks_rotation=35 if annotated else 90, colorbar=True,
+    )  # fmt: skip
     display.im_.set_clim(0.0, 1.0)
+    if not annotated:
+        shown = range(0, len(class_names), math.ceil(len(class_names) / TICK_LABELS))
+        display.ax_.set_xticks(shown, [literal(class_names[i]) for i in shown], rotation=90)
+        display.ax_.set_yticks(shown, [literal(class_names[i]) for i in shown])
     display.ax_.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
     return figure
 
@@ -329,7 +345,7 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
     status, run_id = RunStatus.FAILED, None
     with interrupts.run():
         try:
-            with interrupts.store_call():
+            with interrupts.store_call(), store.writing():
                 run = store.client.create_run(store.experiment_id, run_name=run_name, tags=resolve_tags(tags))
                 run_id = run.info.run_id
             yield TrackedRun(store, run_id, interrupts)
@@ -343,6 +359,6 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
                 store.client.set_tag(run_id, PRUNED_TAG, "true")
             raise
         finally:
-            if run_id is not None:
-                with interrupts.store_call():
+            if run_id is not None:  # on a full disk this may fail too: then the next store opening ends it KILLED
+                with interrupts.store_call(), store.writing():
                     store.client.set_terminated(run_id, RunStatus.to_string(status))

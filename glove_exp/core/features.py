@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glove_exp.core.choices import FeatureDtype
 from glove_exp.core.models import Constants, Model
 from glove_exp.core.train import ApplyFn, make_batches, make_predict
-
-
-class FeatureDtype(str, Enum):
-    """How precomputed features are stored, on the host and on the device: 16 bits halve them."""
-
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-    @property
-    def numpy(self) -> np.dtype:
-        return np.dtype(jnp.dtype(self.value))  # bfloat16 is ml_dtypes' NumPy type
 
 
 @dataclass(frozen=True)

@@ -14,42 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glove_exp.core.choices import Activation, Init, Norm, Weighting
 from glove_exp.core.pooling import Pooling, output_dim, pool
 from glove_exp.core.text import PAD
-
-
-class Activation(str, Enum):
-    none = "none"
-    relu = "relu"
-    tanh = "tanh"
-    gelu = "gelu"
-
-
-class Norm(str, Enum):
-    """Normalisation in the head: of the pooled features and of each hidden dense layer's output."""
-
-    none = "none"
-    batch = "batch"  # the batch's statistics while training, their running averages (the state) after
-    layer = "layer"  # per example, over the features
-
-
-class Init(str, Enum):
-    """Weight initialisation of the dense layers (biases start at zero)."""
-
-    haiku = "haiku"  # truncated normal, stddev 1/sqrt(fan_in): Haiku's default
-    glorot_uniform = "glorot_uniform"  # Keras' default, as in the seed tutorial
-    glorot_normal = "glorot_normal"
-    he_uniform = "he_uniform"
-    he_normal = "he_normal"
-    lecun_normal = "lecun_normal"
-
-
-class Weighting(str, Enum):
-    """Per-word weights applied before pooling."""
-
-    none = "none"
-    sif = "sif"  # a / (a + p(w)), p(w) the word's frequency in the training split (Arora et al.)
-
 
 ACTIVATIONS: dict[Activation, Callable[[jax.Array], jax.Array]] = {
     Activation.none: lambda x: x,

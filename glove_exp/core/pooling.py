@@ -4,21 +4,11 @@ token, 0 for padding). With ``mask`` all ones, padding counts as tokens, as in t
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 
 import jax
 import jax.numpy as jnp
 
-
-class Pooling(str, Enum):
-    flatten = "flatten"
-    mean = "mean"
-    sum = "sum"
-    max = "max"
-    min = "min"
-    std = "std"
-    mean_max = "mean_max"
-    hier = "hier"
+from glove_exp.core.choices import Pooling
 
 
 def _count(mask: jax.Array) -> jax.Array:

@@ -8,7 +8,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from typing import NamedTuple
 
 import haiku as hk
@@ -18,6 +17,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from glove_exp.core.choices import OptimizerName, Schedule
 from glove_exp.core.errors import TrainingError
 from glove_exp.core.models import Constants
 
@@ -25,21 +25,6 @@ log = logging.getLogger(__name__)
 
 # (params, state, rng, inputs [B, ...], consts, is_training) -> ([B, C], state): hk.transform_with_state's apply
 ApplyFn = Callable[..., tuple[jax.Array, hk.State]]
-
-
-class OptimizerName(str, Enum):
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
-    rmsprop = "rmsprop"
-    adagrad = "adagrad"
-
-
-class Schedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    warmup_cosine = "warmup_cosine"
-    exponential = "exponential"
 
 
 def make_optimizer(

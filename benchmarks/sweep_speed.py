@@ -1,0 +1,95 @@
+"""A sweep's wall time against its training floor, measured in one run.
+
+    python -m benchmarks.sweep_speed [--data-dir DIR] [--poolings flatten,mean,sum] [--seeds 0,1,2,3,4]
+                                     [--out benchmarks/results/sweep_speed.md]
+
+The sweep is ``glove-exp -m experiment=seed_tutorial model.pooling=... trainer.seed=...`` typed as a
+user would (a new process, a fresh store in a temporary folder; the vector cache and JAX's compilation
+cache as they are). Its floor is the same trainings as bare jitted loops in this process, after one
+data load: glove-exp's own ``prepare`` and ``fit_model`` per job, only ``fit_model`` timed. Prints the
+ratio and each stage's seconds summed over the sweep's jobs (their ``time/<stage>_s`` metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from benchmarks.common import ROOT, compose, publish
+
+PRESET = "experiment=seed_tutorial"
+
+
+def floor_seconds(data_dir: Path, poolings: list[str], seeds: list[int]) -> float:
+    """Seconds of the jobs' training proper, each job's model and features prepared untimed."""
+    from glove_exp.app.stages import StageTimer, fit_model, prepare
+
+    total = 0.0
+    for pooling in poolings:
+        for seed in seeds:
+            overrides = [PRESET, f"model.pooling={pooling}", f"trainer.seed={seed}", f"dataset.data_dir={data_dir}"]
+            config = compose([*overrides, "tracking.uri=unused"])
+            prepared = prepare(config, StageTimer())
+            tic = time.perf_counter()
+            fit_model(prepared, config)
+            total += time.perf_counter() - tic
+    return total
+
+
+def sweep(data_dir: Path, poolings: list[str], seeds: list[int], folder: Path) -> tuple[float, pd.DataFrame]:
+    """The sweep's wall seconds and its runs' ``time/*`` metrics."""
+    command = [
+        sys.executable, "-m", "glove_exp.app.cli", "-m", PRESET, f"model.pooling={','.join(poolings)}",
+        f"trainer.seed={','.join(map(str, seeds))}", f"dataset.data_dir={data_dir}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    tic = time.perf_counter()
+    subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - tic
+    client = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("glove-exp")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if "glove_exp.role" not in r.data.tags]
+    times = pd.DataFrame([{k: v for k, v in r.data.metrics.items() if k.startswith("time/")} for r in runs])
+    return wall, times
+
+
+def report(wall: float, floor: float, times: pd.DataFrame, jobs: int) -> str:
+    stages = times.drop(columns=["time/epoch_s", "time/total_s"], errors="ignore").sum().sort_values(ascending=False)
+    inside = float(times["time/total_s"].sum())
+    rows = [{"stage": key.removeprefix("time/").removesuffix("_s"), "seconds": value} for key, value in stages.items()]
+    rows.append(
+        {"stage": "outside the jobs' timers (start-up, imports, Hydra, the parent run)", "seconds": wall - inside}
+    )
+    table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
+    return (
+        f"# Sweep speed\n\n{jobs} jobs: sweep {wall:.1f} s wall, training floor {floor:.1f} s, "
+        f"ratio {wall / floor:.1f}x\n\nEach stage summed over the jobs:\n\n{table}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "ag_news")
+    parser.add_argument("--poolings", default="flatten,mean,sum")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_speed.md")
+    args = parser.parse_args(argv)
+    poolings, seeds = args.poolings.split(","), [int(s) for s in args.seeds.split(",")]
+    data_dir = args.data_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
+        wall, times = sweep(data_dir, poolings, seeds, Path(tmp))
+    floor = floor_seconds(data_dir, poolings, seeds)
+    publish(report(wall, floor, times, len(poolings) * len(seeds)), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
