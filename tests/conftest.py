@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -276,7 +277,10 @@ def listening_process(
     """``command``, a server that logs ``127.0.0.1:<port>`` once it listens there (a thread reads the log
     line by line, no polling); yields its URL, then terminates it."""
     listening = f"127.0.0.1:{port}"
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # its own process group: `mlflow models serve` runs uvicorn as a child, which must stop with it
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines: list[str] = []
     ready = threading.Event()
 
@@ -296,8 +300,12 @@ def listening_process(
             pytest.fail(f"{what} exited with status {process.wait()}:\n{''.join(lines[-30:])}")
         yield f"http://{listening}"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         reader.join(timeout=30)
 
 
