@@ -125,3 +125,23 @@ def test_many_classes_table_has_a_row_per_class_count_relative_to_the_first(tmp_
     assert [int(row[0]) for row in rows] == [3, 30]
     assert all(float(value) > 0 for row in rows for value in row[1:])
     assert [float(row[-2]) for row in rows][0] == 1.0  # the log stage's ratio to the first count's
+
+
+def test_sweep_speed_reports_the_ratio_and_every_stage_once():
+    import pandas as pd
+
+    from benchmarks.sweep_speed import report
+
+    times = pd.DataFrame(
+        [{"time/train_s": 2.0, "time/compile_s": 0.5, "time/log_s": 0.5, "time/epoch_s": 0.1, "time/total_s": 3.0}] * 2
+    )
+    text = report(wall=10.0, floor=2.5, times=times, jobs=2)
+    assert "2 jobs: sweep 10.0 s wall, training floor 2.5 s, ratio 4.0x" in text
+    table = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("|")][2:]  # past header, rule
+    rows = {stage.strip(): float(seconds) for stage, seconds in table}
+    assert rows == {
+        "train": 4.0,
+        "log": 1.0,
+        "compile (part of train)": 1.0,
+        "outside the jobs' timers (start-up, imports, Hydra, the parent run)": 4.0,
+    }

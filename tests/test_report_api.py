@@ -293,3 +293,14 @@ def test_log_sweep_summary_without_finished_children(store, tmp_path):
     assert line == f"sweep: no FINISHED runs under parent run {ids['old-5']}; nothing logged"
     assert sweep_store.client.list_artifacts(ids["old-5"]) == []
     assert "n_runs" not in sweep_store.client.get_run(ids["old-5"]).data.metrics
+
+
+def test_the_best_group_line_leaves_out_a_missing_validation_accuracy():
+    import pandas as pd
+
+    from glove_exp.report.render import best_group_line
+
+    group = {"group": "model.pooling=mean", "n": 1, "val_accuracy_mean": float("nan"), "val_accuracy_ci_low": float("nan"),
+             "val_accuracy_ci_high": float("nan"), "test_accuracy_mean": 0.8, "test_accuracy_ci_low": float("nan"),
+             "test_accuracy_ci_high": float("nan")}  # fmt: skip
+    assert best_group_line(pd.DataFrame([group])) == "best of 1 group: model.pooling=mean (n=1): test 80.00 %"

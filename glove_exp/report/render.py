@@ -139,6 +139,8 @@ def best_group_line(groups: pd.DataFrame) -> str:
     best = groups.iloc[0]
     parts = []
     for name, split in zip(INTERVALS, ("val", "test")):
+        if is_missing(best[f"{name}_mean"]):  # no validation split
+            continue
         low, high = best[f"{name}_ci_low"], best[f"{name}_ci_high"]
         spread = "" if is_missing(low) else f" [{_percent(low)}, {_percent(high)}]"
         parts.append(f"{split} {_percent(best[f'{name}_mean'])} %{spread}")
