@@ -75,3 +75,20 @@ def test_a_signal_while_registering_leaves_the_alias_on_the_old_best(
     assert alias_run(tmp_path) == old.run_id
     loading_store(store_uri(tmp_path))
     assert len(mlflow.pyfunc.load_model("models:/model@best").predict(["goal"])) == 1
+
+
+def test_an_alias_set_at_the_same_moment_by_another_job_is_looked_at_again(tiny_data, tmp_path, monkeypatch):
+    """SQLite and PostgreSQL refuse the second of two simultaneous alias inserts (a unique key): the job
+    looks at the best again and sets the alias if it still beats it."""
+    original = mlflow.MlflowClient.set_registered_model_alias
+    calls = []
+
+    def clash_once(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", clash_once)
+    result = run(tiny_data, tmp_path)
+    assert len(calls) == 2 and result.best and alias_run(tmp_path) == result.run_id

@@ -20,6 +20,7 @@ from glove_exp.app.tracking import TrackedRun
 log = logging.getLogger(__name__)
 
 ALIAS = "best"
+ALIAS_TRIES = 3
 VAL_TAG, TEST_TAG = "val_accuracy", "test_accuracy"  # on each registered version
 
 
@@ -78,10 +79,16 @@ def register_best(store: Store, name: str, run_id: str, model_id: str, score: Sc
             raise
     source = client.get_logged_model(model_id).artifact_location  # "models:/<id>" would need the global URI
     version = client.create_model_version(name, source, run_id=run_id, tags=score.tags(), model_id=model_id)
-    if not score.beats(best_score(store, name)):  # a parallel job registered a better one meanwhile
-        return None
-    client.set_registered_model_alias(name, ALIAS, version.version)  # the last step
-    return f"best so far: registered as models:/{name}@{ALIAS} (version {version.version})"
+    for attempt in range(ALIAS_TRIES):
+        if not score.beats(best_score(store, name)):  # a parallel job registered a better one meanwhile
+            return None
+        try:
+            client.set_registered_model_alias(name, ALIAS, version.version)  # the last step
+            return f"best so far: registered as models:/{name}@{ALIAS} (version {version.version})"
+        except MlflowException:  # a parallel job set the alias at the same moment (the store's unique key)
+            if attempt == ALIAS_TRIES - 1:
+                raise
+    return None
 
 
 def deliver_model(
