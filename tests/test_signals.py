@@ -61,7 +61,8 @@ def interrupt_at(cwd: Path, point: str, signum: int, overrides: list[str]) -> su
 
 @pytest.mark.parametrize(
     ("point", "signum"),
-    [(point, signal.SIGINT) for point in POINTS] + [("end of run", signal.SIGTERM), ("alias", signal.SIGTERM)],
+    [(point, signal.SIGINT) for point in ("epoch", "model", "end of run", "alias", "summary line")]
+    + [(point, signal.SIGTERM) for point in ("outcome", "registry")],
 )
 def test_a_signal_around_the_end_of_a_run(point, signum, tmp_path, tiny_overrides, loading_store):
     overrides = [*tiny_overrides, "embeddings.dim=8", "explain.num_examples=1", "tracking.log_model=always"]
