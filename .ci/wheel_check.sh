@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 
 # Build from a copy of the sources, so a stale build/ folder cannot leak into the wheel.
 mkdir "$work/src"
-cp -r pyproject.toml README.md glove_exp conf "$work/src/"
+cp -r pyproject.toml README.md glove_exp conf hydra_plugins "$work/src/"
 python -m pip wheel --no-deps -w "$work/wheelhouse" "$work/src"
 python -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install "$work"/wheelhouse/glove_exp-*.whl
@@ -42,11 +42,14 @@ EOF
 
 "$work/venv/bin/glove-exp" --cfg job > cfg.txt
 grep -q "^embeddings:" cfg.txt
+# Hydra finds the Optuna sweeper the wheel installs beside the other plugins
+"$work/venv/bin/glove-exp" --info plugins > plugins.txt
+grep -q GloveExpOptunaSweeper plugins.txt || { echo "wheel check failed: no Optuna sweeper" >&2; exit 1; }
 
 fail() { echo "wheel check failed: $1" >&2; cat run.log >&2; exit 1; }
 "$work/venv/bin/glove-exp" dataset.data_dir="$work/ag" embeddings=local embeddings.path="$work/tiny.txt" \
   embeddings.dim=8 trainer.epochs=2 explain.num_samples=50 > run.log 2>&1 || fail "glove-exp exited with status $?"
-grep -E "^glove-exp: .*: val [0-9.]+% test [0-9.]+% \|" run.log || fail "no summary line"
+grep -E "^glove-exp: .*: val [0-9.]+% test [0-9.]+%( \(best so far\))? \|" run.log || fail "no summary line"
 # Installed from a wheel there is no git checkout: the commit is recorded as "unknown", without noise.
 if grep -iE "fatal|not a git repository" run.log; then fail "git complained"; fi
 "$work/venv/bin/python" -c '
