@@ -23,6 +23,15 @@ def compose(overrides: list[str]) -> Config:
         return to_config(hydra_compose("config", overrides=overrides))
 
 
+def provenance() -> str:
+    """Where and when a measurement ran: JAX's version and backend, the local time."""
+    import time
+
+    import jax
+
+    return f"JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"
+
+
 def publish(report: str, out: Path) -> None:
     """Print a Markdown report and write it to ``out``."""
     print(report)

@@ -19,14 +19,12 @@ import csv
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import ROOT, compose, publish
+from benchmarks.common import ROOT, compose, provenance, publish
 
 DIM = 16
 TOPIC_WORDS = 5  # per class
@@ -104,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     report = (
         f"# Many classes: the log stage\n\n"
         f"{args.train} train and {args.test} test synthetic documents, {args.epochs} epochs, mean pooling, "
-        f"median of {args.repeats}, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+        f"median of {args.repeats}, {provenance()}\n\n"
         f"{table.to_markdown(index=False, floatfmt='.2f')}\n"
     )
     publish(report, args.out)

@@ -17,15 +17,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import ROOT, compose, publish
+from benchmarks.common import ROOT, compose, provenance, publish
 
 if TYPE_CHECKING:
     pass
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     report = (
         f"# Seed spread: tutorial loop vs glove-exp seed_tutorial\n\n"
         f"{args.data_dir}, seeds {args.seeds}, {args.epochs} epochs, glove-exp dataset.val_fraction={args.val_fraction}, "
-        f"tutorial step {'eager' if args.eager else 'jitted'}, test accuracy in %, JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+        f"tutorial step {'eager' if args.eager else 'jitted'}, test accuracy in %, {provenance()}\n\n"
         f"## Summary\n\n{summary(results).to_markdown(index=False, disable_numparse=True)}\n\n"
         f"## Per seed\n\n{per_seed(results).to_markdown(index=False, floatfmt='.2f')}\n"
     )

@@ -153,7 +153,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
     from glove_exp.app.pipeline import run  # after validation: bad configs fail before heavy imports
     from glove_exp.app.tracking import JobInfo
 
-    search = sweep_dir is not None and "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
+    search = sweep_dir is not None and is_search(hydra_cfg.sweeper)
     trial, on_epoch = None, None
     if search:
         from glove_exp.app.trial import trial_number, trial_reporter
@@ -179,16 +179,25 @@ def task_overrides(hydra_cfg: Any) -> list[str]:
 
 
 def sweep_keys(sweep_dir: str) -> tuple[str, ...]:
-    """The keys a sweep varies (``model.pooling=mean,max``), from the ``multirun.yaml`` Hydra saves
-    in the sweep folder before it launches the jobs."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    """The keys a sweep varies, from the ``multirun.yaml`` Hydra saves in the sweep folder before it
+    launches the jobs."""
     from omegaconf import OmegaConf
 
     saved = Path(sweep_dir) / "multirun.yaml"
-    if not saved.is_file():
-        return ()
-    overrides = OverridesParser.create().parse_overrides(task_overrides(OmegaConf.load(saved).hydra))
-    return tuple(o.key_or_group for o in overrides if o.is_sweep_override())
+    return swept(task_overrides(OmegaConf.load(saved).hydra)) if saved.is_file() else ()
+
+
+def swept(overrides: list[str]) -> tuple[str, ...]:
+    """The keys of the sweeping ``overrides`` (``model.pooling=mean,max``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return tuple(o.key_or_group for o in parsed if o.is_sweep_override())
+
+
+def is_search(sweeper: Any) -> bool:
+    """Whether ``hydra.sweeper`` is the Optuna search's."""
+    return "optuna" in str(sweeper.get("_target_", ""))
 
 
 def find_plugins() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 PROG = "glove-exp"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -28,16 +28,9 @@ def fail(message: str) -> None:
 
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys the command line sweeps, or ``optuna`` for a search."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from glove_exp.app.cli import is_search, swept, task_overrides
 
-    if is_search(config):
-        return ["optuna"]
-    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    return [o.key_or_group for o in overrides if o.is_sweep_override()]
-
-
-def is_search(config: DictConfig) -> bool:
-    return "optuna" in str(config.hydra.sweeper.get("_target_", ""))
+    return ["optuna"] if is_search(config.hydra.sweeper) else list(swept(task_overrides(config.hydra)))
 
 
 def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -50,7 +43,9 @@ class SweepSummary(Callback):
         self.handlers: dict[int, Any] = {}  # the signal handlers in place before the sweep
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if is_search(config) and config.dataset.val_fraction == 0:
+        from glove_exp.app.cli import is_search, task_overrides
+
+        if is_search(config.hydra.sweeper) and config.dataset.val_fraction == 0:
             fail("an Optuna search maximises validation accuracy: set dataset.val_fraction > 0")
         from hydra.core.hydra_config import HydraConfig
 
@@ -61,14 +56,14 @@ class SweepSummary(Callback):
         HydraConfig.instance().set_config(config)  # tracking.uri interpolates ${hydra:runtime.cwd}
         tracking = config.tracking
         try:
-            if is_search(config):  # its storage and study, before anything is written
+            if is_search(config.hydra.sweeper):  # its storage and study, before anything is written
                 from glove_exp.app.search import check_search
 
                 check_search(config)
             store = Store.open(str(tracking.uri), str(tracking.experiment))
         except (GloveExpError, HydraException) as err:
             fail(str(err))
-        overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+        overrides = task_overrides(config.hydra)
         tags = {"sweep_id": str(config.hydra.sweep.dir), "hydra_overrides": " ".join(overrides)}
         name = parent_name(swept_keys(config), datetime.now())
         run_id = open_parent(store, sweep_key(store.experiment_id, overrides), name, tags)
