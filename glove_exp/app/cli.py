@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from glove_exp.app.interrupts import Interrupts, ignore_signals, interrupted_message, signal_number
+from glove_exp.app.session import Session
 from glove_exp.core.errors import GloveExpError
 from glove_exp.io.console import say
 
@@ -100,7 +101,7 @@ def parse_fix(override: str, at: int | None) -> str:
     return f"quote values with spaces, brackets or non-ASCII characters: {key}={quote}{value}{quote}"
 
 
-def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
+def run_job(cfg: Any, session: Session) -> float | None:
     """One Hydra job; returns the validation accuracy, the objective of sweepers such as Optuna."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -112,7 +113,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:  # exit here: Hydra would print its own line about the failed job first
-            return _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=None).val_accuracy
+            return _run(to_config(cfg), hydra_cfg, session, sweep_dir=None).val_accuracy
         except GloveExpError as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             sys.exit(err.exit_status)
@@ -122,7 +123,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
     outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": task_overrides(hydra_cfg)}
     try:
-        result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
+        result = _run(to_config(cfg), hydra_cfg, session, sweep_dir=hydra_cfg.sweep.dir)
         outcome.update(
             status="SKIPPED" if result.skipped else "FINISHED", val_accuracy=result.val_accuracy,
             test_accuracy=result.test_accuracy, run_id=result.run_id,
@@ -144,11 +145,12 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     return math.nan
 
 
-def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
+def _run(config: Any, hydra_cfg: Any, session: Session, sweep_dir: str | None) -> Any:
     if config.dataset.data_dir is None:  # offline: say so in seconds, before MLflow and datasets load
         from glove_exp.io.datasets import check_hub_reachable
 
         check_hub_reachable(config.dataset.hub_id)
+    from glove_exp.app.identity import config_id
     from glove_exp.app.parent import read_parent
     from glove_exp.app.pipeline import run  # after validation: bad configs fail before heavy imports
     from glove_exp.app.tracking import JobInfo
@@ -166,7 +168,8 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
-    result = run(config, job, interrupts, progress=sys.stderr.isatty(), on_epoch=on_epoch)
+    trained = session.take(config_id(config))
+    result = run(config, job, session.interrupts, progress=session.progress, on_epoch=on_epoch, trained=trained)
     say(f"{PROG}: {result.summary}")  # a closed stdout must not fail a trained job
     return result
 
@@ -209,7 +212,7 @@ def find_plugins() -> None:
         sys.path.append(root)
 
 
-def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
+def _hydra_app(session: Session) -> Callable[[], Any]:
     import hydra
 
     from glove_exp.app.schema import register
@@ -217,11 +220,11 @@ def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
     register()
     find_plugins()
 
-    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
     def glove_exp(cfg: Any) -> float | None:
-        return run_job(cfg, interrupts)
+        return run_job(cfg, session)
 
-    return glove_exp
+    glove_exp.session = session  # type: ignore[attr-defined]  # Hydra hands this function to glove-exp's launcher
+    return hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(glove_exp)
 
 
 def main() -> None:
@@ -246,7 +249,7 @@ def main() -> None:
             find_plugins()
             show_sweep(request, CONFIG_PATH)
             return
-        _hydra_app(interrupts)()
+        _hydra_app(Session(interrupts, progress=sys.stderr.isatty()))()
     # ConnectionError: a launcher's cluster that is not there (Ray's "Could not find any running Ray instance")
     except (HydraException, OmegaConfBaseException, ConnectionError, GloveExpError) as err:
         if full_errors:

@@ -17,6 +17,8 @@ CONFIG_TAG = "glove_exp.config_id"
 GROUP_TAG = "glove_exp.group_id"
 ROLE_TAG = "glove_exp.role"  # "sweep" on a sweep's parent run; training runs have none
 SWEEP_KEY_TAG = "glove_exp.sweep_key"  # on a parent: what a resumed sweep looks it up by
+# on runs whose models trained as one vmapped program: the program's id (shared by its members) and its size
+VMAP_TAG, VMAP_SIZE_TAG = "glove_exp.vmap_group", "glove_exp.vmap_size"
 PRUNED_TAG = "glove_exp.pruned"  # "true" on a search's run that its trial's pruner stopped (ended KILLED)
 RESULT_GROUPS = ("dataset", "embeddings", "model", "optimizer", "trainer")
 # Where files are, not what they hold: the same data or vectors from another folder are the same config.

@@ -13,7 +13,8 @@ import numpy as np
 from mlflow.entities import Run
 
 from glove_exp.app.explain import explain_examples, write_pages
-from glove_exp.app.identity import CONFIG_TAG, config_id
+from glove_exp.app.group import Trained
+from glove_exp.app.identity import CONFIG_TAG, VMAP_SIZE_TAG, VMAP_TAG, config_id
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.registry import Score, deliver_model, register_best
 from glove_exp.app.resume import Superseded, finished_run, owner, selected_val_accuracy
@@ -23,7 +24,7 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
-from glove_exp.core.train import EpochMetrics, diverged
+from glove_exp.core.train import EpochMetrics, Failed, FitResult, diverged
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,12 @@ def run(
     progress: bool = False,
     timer: StageTimer | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    trained: Trained | None = None,
 ) -> RunResult:
     """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage;
-    ``on_epoch``: called after each epoch is logged, e.g. a search's trial reporter), unless its config
-    has a FINISHED run (``tracking.skip_finished``); register the model if it is the best."""
+    ``on_epoch``: called after each epoch is logged, e.g. a search's trial reporter; ``trained``: its
+    training, done with its group), unless its config has a FINISHED run (``tracking.skip_finished``);
+    register the model if it is the best."""
     timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
     store = Store.open(config.tracking.uri, config.tracking.experiment)
     name = run_name(config, job)
@@ -70,7 +73,9 @@ def run(
         return RunResult.of_owner(done, name)
     prepared = prepare(config, timer, progress)
     try:
-        result, model_id = train_and_log(store, prepared, config, job, name, interrupts, timer, progress, on_epoch)
+        result, model_id = train_and_log(
+            store, prepared, config, job, name, interrupts, timer, progress, on_epoch, trained
+        )
     except Superseded as err:  # a parallel job created its run first: it trains this config
         store.client.delete_run(err.run_id)
         return RunResult.of_owner(err.owner, name)
@@ -88,11 +93,15 @@ def score(result: RunResult) -> Score:
 def train_and_log(
     store: Store, prepared: Prepared, config: Config, job: JobInfo, name: str, interrupts: Interrupts,
     timer: StageTimer, progress: bool, on_epoch: Callable[[EpochMetrics], None] | None = None,
+    trained: Trained | None = None,
 ) -> tuple[RunResult, str | None]:  # fmt: skip
-    """The MLflow run: train, evaluate, explain, log; returns the result and the logged model's id."""
+    """The MLflow run: train (or log the training done with its group), evaluate, explain, log; returns
+    the result and the logged model's id."""
     splits, model, inputs, test = prepared.splits, prepared.model, prepared.inputs, prepared.splits.test
     names, seed, explain = config.dataset.class_names, config.trainer.seed, config.explain
     tags = run_tags(config, job, splits.files, prepared.vectors_source)
+    if trained is not None:
+        tags |= {VMAP_TAG: trained.program, VMAP_SIZE_TAG: str(trained.size)}
     with tracked_run(store, name, tags, interrupts) as tracked:
         if config.tracking.skip_finished and (other := owner(store, tags[CONFIG_TAG], tracked.run_id)):
             raise Superseded(other, tracked.run_id)
@@ -100,7 +109,12 @@ def train_and_log(
         tracked.log_data_stats(data_stats(prepared, names))
         tracked.log_datasets(splits, config.dataset)
         with timer("train"):
-            result = fit_model(prepared, config, then(tracked.log_epoch, on_epoch), progress)
+            epoch_done = then(tracked.log_epoch, on_epoch)
+            result = (
+                fit_model(prepared, config, epoch_done, progress) if trained is None else replay(trained, epoch_done)
+            )
+        if trained is not None:
+            timer.add("train", trained.seconds)
         with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
             served = predictor(prepared, result, config)
             probabilities = served.predict_ids(prepared.encoded.ids["test"])
@@ -125,6 +139,16 @@ def train_and_log(
             {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
         )
     return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary()), model_id
+
+
+def replay(trained: Trained, on_epoch: Callable[[EpochMetrics], None]) -> FitResult:
+    """Log, epoch by epoch, a training done with its group, as if it ran now; raise the error that
+    ended it, as its own training would have."""
+    for metrics in trained.result.history:
+        on_epoch(metrics)
+    if isinstance(trained.result, Failed):
+        raise trained.result.error
+    return trained.result
 
 
 def then(

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from glove_exp.core.evaluate import metric_names
 from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_needs
 from glove_exp.core.models import Model, ModelSpec, Weighting, make_constants, model_from_spec
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
-from glove_exp.core.train import EpochMetrics, FitResult, fit, make_optimizer
+from glove_exp.core.train import EpochMetrics, Failed, FitResult, Member, fit_group, make_optimizer
 from glove_exp.io.datasets import Splits, load_splits
 from glove_exp.io.files import available_memory
 from glove_exp.io.vectors import load_word_vectors
@@ -47,6 +47,10 @@ class StageTimer:
     @property
     def total(self) -> float:
         return time.perf_counter() - self.start
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Count ``seconds`` spent elsewhere (a member's share of its group's training) to ``stage``."""
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def summary(self) -> str:
         return " | ".join([*(f"{stage} {s:.1f}s" for stage, s in self.seconds.items()), f"total {self.total:.1f}s"])
@@ -152,24 +156,41 @@ def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
     )  # fmt: skip
 
 
+def member(prepared: Prepared, config: Config, on_epoch: Callable[[EpochMetrics], None] = lambda m: None) -> Member:
+    """What one config trains on, with its seed's key."""
+    splits, inputs = prepared.splits, prepared.inputs
+    val = None if splits.val is None else (inputs.val, splits.val.labels)
+    train = (inputs.train, splits.train.labels)
+    return Member(train, val, inputs.consts, jax.random.PRNGKey(config.trainer.seed), on_epoch)
+
+
+def fit_models(
+    prepared: Sequence[Prepared], configs: Sequence[Config], members: Sequence[Member], progress: bool = False
+) -> list[FitResult | Failed]:
+    """Train ``members`` (of ``configs`` that differ in ``trainer.seed`` alone, and of the same shapes)
+    as one vmapped program: a single run is a group of one."""
+    first, t = prepared[0], configs[0].trainer
+    batch_size = min(t.batch_size, len(first.splits.train))  # a larger batch is the whole split, padded
+    steps_per_epoch = -(-len(first.splits.train) // batch_size)
+    optimizer = make_optimizer(**asdict(configs[0].optimizer), steps_per_epoch=steps_per_epoch, epochs=t.epochs)
+    transformed = first.model.head if first.inputs.precomputed else first.model.forward
+    return fit_group(
+        transformed, optimizer, members, epochs=t.epochs, batch_size=batch_size, eval_batch_size=t.eval_batch_size,
+        shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience, progress=progress,
+    )  # fmt: skip
+
+
 def fit_model(
     prepared: Prepared,
     config: Config,
     on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
     progress: bool = False,
 ) -> FitResult:
-    splits, inputs, t = prepared.splits, prepared.inputs, config.trainer
-    batch_size = min(t.batch_size, len(splits.train))  # a larger batch is the whole split, padded
-    steps_per_epoch = -(-len(splits.train) // batch_size)
-    optimizer = make_optimizer(**asdict(config.optimizer), steps_per_epoch=steps_per_epoch, epochs=t.epochs)
-    val = None if splits.val is None else (inputs.val, splits.val.labels)
-    transformed = prepared.model.head if inputs.precomputed else prepared.model.forward
-    return fit(
-        transformed, optimizer, (inputs.train, splits.train.labels), val,
-        inputs.consts, jax.random.PRNGKey(t.seed), epochs=t.epochs, batch_size=batch_size,
-        eval_batch_size=t.eval_batch_size, shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience,
-        on_epoch=on_epoch, progress=progress,
-    )  # fmt: skip
+    """Train one config; raises :class:`TrainingError` if it diverged."""
+    (result,) = fit_models([prepared], [config], [member(prepared, config, on_epoch)], progress)
+    if isinstance(result, Failed):
+        raise result.error
+    return result
 
 
 def predictor(prepared: Prepared, result: FitResult, config: Config) -> Predictor:

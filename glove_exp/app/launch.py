@@ -1,0 +1,71 @@
+"""glove-exp's launcher (``hydra/launcher=glove_exp``, the default): Hydra's basic launcher, jobs one at a
+time in this process, except that the jobs of a batch that differ only in ``trainer.seed`` train
+first, as one vmapped program, and then each evaluates, explains and logs as its own job."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, open_dict
+
+from glove_exp.app.identity import group_id
+from glove_exp.app.schema import Config, to_config
+from glove_exp.app.session import Session
+from glove_exp.core.errors import GloveExpError
+
+log = logging.getLogger(__name__)
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Hydra's ``Launcher.launch``: every job's ``JobReturn``, in job order. The task function carries
+    the process's :class:`Session` (glove-exp's own) or not (another app: no groups)."""
+    setup_globals()
+    hydra = launcher.config.hydra
+    configure_log(hydra.hydra_logging, hydra.verbose)
+    Path(str(hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    log.info(f"Launching {len(job_overrides)} jobs locally")
+    jobs = {idx: job_config(launcher, idx, overrides) for idx, overrides in enumerate(job_overrides, initial_job_idx)}
+    session: Session | None = getattr(launcher.task_function, "session", None)
+    grouping = session is not None and launcher.options.get("vmap", True)
+    returns = {}
+    for group in seed_groups(jobs) if grouping else [[(idx, None)] for idx in jobs]:
+        if len(group) > 1:
+            session.train_group([config for _, config in group], launcher.options.get("max_group_size"))
+        for idx, _ in group:
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(job_overrides[idx - initial_job_idx]))}")
+            returns[idx] = run_job(
+                hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=jobs[idx],
+                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+            )  # fmt: skip
+            configure_log(hydra.hydra_logging, hydra.verbose)
+    return [returns[idx] for idx in sorted(returns)]
+
+
+def job_config(launcher: Any, idx: int, overrides: Sequence[str]) -> DictConfig:
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = idx
+        config.hydra.job.num = idx
+    return config
+
+
+def seed_groups(jobs: dict[int, DictConfig]) -> list[list[tuple[int, Config | None]]]:
+    """The jobs with their validated configs, grouped by ``glove_exp.group_id`` in order of each group's
+    first job; a job whose config is invalid is a group of its own (its job reports the error)."""
+    groups: dict[str, list[tuple[int, Config | None]]] = {}
+    for idx, job in jobs.items():
+        task = copy.deepcopy(job)
+        with open_dict(task):
+            del task["hydra"]
+        try:
+            config = to_config(task)
+        except GloveExpError:
+            groups[f"invalid {idx}"] = [(idx, None)]
+            continue
+        groups.setdefault(group_id(config), []).append((idx, config))
+    return list(groups.values())

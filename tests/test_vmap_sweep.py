@@ -1,0 +1,76 @@
+"""The default launcher trains a sweep's seeds as one vmapped program (hydra_plugins/glove_exp_launcher,
+glove_exp/app/launch.py, glove_exp/app/group.py): each member is still its own MLflow run, with the
+metrics that Hydra's basic launcher, one job at a time, gives the same job."""
+
+from __future__ import annotations
+
+import pytest
+
+from glove_exp.app.group import train_together
+from glove_exp.app.identity import VMAP_SIZE_TAG, VMAP_TAG
+from tests.conftest import experiment_runs, metric_steps, run_cli, tiny_config
+
+FAST = ["explain.num_examples=0", "tracking.log_model=false", "trainer.epochs=4", "trainer.early_stopping_patience=2"]
+SEEDS = "trainer.seed=0,1,2"
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory, tiny_overrides):
+    """The same 3-seed sweep (its own validation split per seed) by the default and the basic launcher."""
+    cwd = tmp_path_factory.mktemp("vmap")
+    for experiment, launcher in [("vmap", []), ("basic", ["hydra/launcher=basic"])]:
+        proc = run_cli(cwd, "-m", *tiny_overrides, "embeddings.dim=8", *FAST, SEEDS, *launcher,
+                       f"tracking.experiment={experiment}")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.splitlines()[-1] == "sweep: 3 of 3 jobs finished"
+    return cwd
+
+
+def by_seed(cwd, experiment):
+    return {run.data.params["trainer.seed"]: run for run in experiment_runs(cwd, experiment)}
+
+
+def test_members_log_what_the_basic_launcher_logs(sweeps):
+    vmapped, alone = by_seed(sweeps, "vmap"), by_seed(sweeps, "basic")
+    assert sorted(vmapped) == sorted(alone) == ["0", "1", "2"]
+    for seed, run in vmapped.items():
+        other = alone[seed]
+        assert run.info.status == "FINISHED"
+        for key in ("train/loss", "val/loss", "val/accuracy"):
+            steps, values = zip(*metric_steps(sweeps, run.info.run_id, key))
+            other_steps, other_values = zip(*metric_steps(sweeps, other.info.run_id, key))
+            assert steps == other_steps, key  # early stopping ended both after the same epoch
+            assert values == pytest.approx(other_values, abs=1e-4), key
+        assert run.data.metrics["test/accuracy"] == pytest.approx(other.data.metrics["test/accuracy"], abs=1e-9)
+        assert run.data.tags["glove_exp.config_id"] == other.data.tags["glove_exp.config_id"]
+
+
+def test_members_are_tagged_with_their_program(sweeps):
+    vmapped = by_seed(sweeps, "vmap").values()
+    assert {run.data.tags[VMAP_SIZE_TAG] for run in vmapped} == {"3"}
+    assert len({run.data.tags[VMAP_TAG] for run in vmapped}) == 1
+    assert not any(VMAP_TAG in run.data.tags for run in by_seed(sweeps, "basic").values())
+
+
+def test_finished_members_are_skipped_and_programs_split_at_max_group_size(sweeps, tiny_overrides):
+    proc = run_cli(sweeps, "-m", *tiny_overrides, "embeddings.dim=8", *FAST, "trainer.seed=0,1,2,3,4,5",
+                   "tracking.experiment=vmap", "hydra.launcher.max_group_size=2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "sweep: 6 of 6 jobs finished (3 skipped: finished before)"
+    new = [run for seed, run in by_seed(sweeps, "vmap").items() if seed in ("3", "4", "5")]
+    assert sorted(run.data.tags[VMAP_SIZE_TAG] for run in new) == ["1", "2", "2"]
+    assert len({run.data.tags[VMAP_TAG] for run in new}) == 2
+
+
+def test_a_group_that_memory_cannot_hold_is_split(tmp_path, tiny_data, monkeypatch):
+    configs = [tiny_config(tiny_data, tmp_path, f"trainer.seed={seed}", "trainer.epochs=1") for seed in range(3)]
+    together = train_together(configs, progress=False, max_size=None)
+    assert {trained.size for trained in together.values()} == {3}
+    monkeypatch.setattr("glove_exp.app.group.available_memory", lambda: 1)
+    apart = train_together(configs, progress=False, max_size=None)
+    assert {trained.size for trained in apart.values()} == {1}
+    assert len({trained.program for trained in apart.values()}) == 3
+    for config_id, trained in together.items():  # the same trainings either way
+        assert [m.train_loss for m in trained.result.history] == pytest.approx(
+            [m.train_loss for m in apart[config_id].result.history], abs=1e-4
+        )
