@@ -42,9 +42,10 @@ EOF
 
 "$work/venv/bin/glove-exp" --cfg job > cfg.txt
 grep -q "^embeddings:" cfg.txt
-# Hydra finds the Optuna sweeper the wheel installs beside the other plugins
+# Hydra finds the Optuna sweeper and the launcher the wheel installs beside the other plugins
 "$work/venv/bin/glove-exp" --info plugins > plugins.txt
 grep -q GloveExpOptunaSweeper plugins.txt || { echo "wheel check failed: no Optuna sweeper" >&2; exit 1; }
+grep -q GloveExpLauncher plugins.txt || { echo "wheel check failed: no glove-exp launcher" >&2; exit 1; }
 
 fail() { echo "wheel check failed: $1" >&2; cat run.log >&2; exit 1; }
 "$work/venv/bin/glove-exp" dataset.data_dir="$work/ag" embeddings=local embeddings.path="$work/tiny.txt" \

@@ -122,7 +122,7 @@ def interrupt_training(cwd: Path, overrides: list[str], signum: int) -> subproce
         "embeddings.dim=8",
         "trainer.epochs=100000",
         "explain.num_examples=0",
-        "hydra.verbose=glove_exp.core.train",
+        "hydra.verbose=glove_exp.core.fit",
     )
     proc = subprocess.Popen(
         command, cwd=cwd, env=cli_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

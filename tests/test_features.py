@@ -14,8 +14,9 @@ from glove_exp.core.features import (
     make_inputs,
     memory_needs,
 )
+from glove_exp.core.fit import fit
 from glove_exp.core.models import Model, ModelSpec, make_constants, model_from_spec
-from glove_exp.core.train import fit, make_optimizer
+from glove_exp.core.train import make_optimizer
 from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, N = 50, 8, 10, 203  # N is no multiple of any batch size used here

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from glove_exp.core.fit import Failed, Member, fit, fit_group, programs
 from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
-from glove_exp.core.train import Failed, Member, fit, fit_group, make_optimizer, make_predict, programs
+from glove_exp.core.train import make_optimizer, make_predict
 from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, C, N = 60, 6, 12, 3, 300

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from glove_exp.core.errors import TrainingError
+from glove_exp.core.fit import fit
 from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
-from glove_exp.core.train import OptimizerName, Schedule, fit, make_optimizer, make_predict
+from glove_exp.core.train import OptimizerName, Schedule, make_optimizer, make_predict
 from tests.conftest import ADAM, FROZEN_MODEL
 
 V, D, T, C = 60, 6, 12, 3

@@ -4,6 +4,9 @@ metrics that Hydra's basic launcher, one job at a time, gives the same job."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from glove_exp.app.group import train_together
@@ -74,3 +77,12 @@ def test_a_group_that_memory_cannot_hold_is_split(tmp_path, tiny_data, monkeypat
         assert [m.train_loss for m in trained.result.history] == pytest.approx(
             [m.train_loss for m in apart[config_id].result.history], abs=1e-4
         )
+
+
+def test_the_plugin_is_a_light_module():
+    """Hydra imports every plugin on every start, ``--help`` included: the launcher's module imports no JAX."""
+    code = (
+        "import sys, hydra_plugins.glove_exp_launcher.launcher; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'mlflow', 'glove_exp')))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

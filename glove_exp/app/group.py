@@ -12,7 +12,8 @@ from glove_exp.app.resume import finished_run
 from glove_exp.app.schema import Config
 from glove_exp.app.stages import Prepared, StageTimer, fit_models, member, prepare
 from glove_exp.app.store import Store
-from glove_exp.core.train import Failed, FitResult, Member, member_bytes, programs, shares_data
+from glove_exp.core.fit import Failed, Member, member_bytes, programs, shares_data
+from glove_exp.core.train import FitResult
 from glove_exp.io.files import available_memory
 
 

@@ -24,7 +24,8 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
-from glove_exp.core.train import EpochMetrics, Failed, FitResult, diverged
+from glove_exp.core.fit import Failed
+from glove_exp.core.train import EpochMetrics, FitResult, diverged
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from glove_exp.app.serving import Predictor, TextSettings
 from glove_exp.core.errors import ConfigError
 from glove_exp.core.evaluate import metric_names
 from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_needs
+from glove_exp.core.fit import Failed, Member, fit_group
 from glove_exp.core.models import Model, ModelSpec, Weighting, make_constants, model_from_spec
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
-from glove_exp.core.train import EpochMetrics, Failed, FitResult, Member, fit_group, make_optimizer
+from glove_exp.core.train import EpochMetrics, FitResult, make_optimizer
 from glove_exp.io.datasets import Splits, load_splits
 from glove_exp.io.files import available_memory
 from glove_exp.io.vectors import load_word_vectors
