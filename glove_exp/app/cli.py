@@ -11,11 +11,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glove_exp.app.interrupts import Interrupts, ignore_signals, interrupted_message, signal_number
 from glove_exp.core.errors import GloveExpError
 from glove_exp.io.console import say
+
+if TYPE_CHECKING:
+    from glove_exp.app.shared import SharedWork
 
 PROG = "glove-exp"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
@@ -100,7 +103,7 @@ def parse_fix(override: str, at: int | None) -> str:
     return f"quote values with spaces, brackets or non-ASCII characters: {key}={quote}{value}{quote}"
 
 
-def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
+def run_job(cfg: Any, interrupts: Interrupts, shared: SharedWork | None = None) -> float | None:
     """One Hydra job; returns the validation accuracy, the objective of sweepers such as Optuna."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -112,7 +115,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:  # exit here: Hydra would print its own line about the failed job first
-            return _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=None).val_accuracy
+            return _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=None, shared=shared).val_accuracy
         except GloveExpError as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             sys.exit(err.exit_status)
@@ -122,7 +125,7 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
 
     outcome: dict[str, Any] = {"num": hydra_cfg.job.num, "overrides": task_overrides(hydra_cfg)}
     try:
-        result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir)
+        result = _run(to_config(cfg), hydra_cfg, interrupts, sweep_dir=hydra_cfg.sweep.dir, shared=shared)
         outcome.update(
             status="SKIPPED" if result.skipped else "FINISHED", val_accuracy=result.val_accuracy,
             test_accuracy=result.test_accuracy, run_id=result.run_id,
@@ -144,7 +147,9 @@ def run_job(cfg: Any, interrupts: Interrupts) -> float | None:
     return math.nan
 
 
-def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None) -> Any:
+def _run(
+    config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | None, shared: SharedWork | None = None
+) -> Any:
     if config.dataset.data_dir is None:  # offline: say so in seconds, before MLflow and datasets load
         from glove_exp.io.datasets import check_hub_reachable
 
@@ -166,7 +171,7 @@ def _run(config: Any, hydra_cfg: Any, interrupts: Interrupts, sweep_dir: str | N
         output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
-    result = run(config, job, interrupts, progress=sys.stderr.isatty(), on_epoch=on_epoch)
+    result = run(config, job, interrupts, progress=sys.stderr.isatty(), on_epoch=on_epoch, shared=shared)
     say(f"{PROG}: {result.summary}")  # a closed stdout must not fail a trained job
     return result
 
@@ -209,7 +214,7 @@ def find_plugins() -> None:
         sys.path.append(root)
 
 
-def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
+def _hydra_app(interrupts: Interrupts, shared: SharedWork) -> Callable[[], Any]:
     import hydra
 
     from glove_exp.app.schema import register
@@ -219,7 +224,7 @@ def _hydra_app(interrupts: Interrupts) -> Callable[[], Any]:
 
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
     def glove_exp(cfg: Any) -> float | None:
-        return run_job(cfg, interrupts)
+        return run_job(cfg, interrupts, shared)
 
     return glove_exp
 
@@ -234,6 +239,7 @@ def main() -> None:
 
     from glove_exp.app.preview import show_request, show_sweep
     from glove_exp.app.schema import register
+    from glove_exp.app.shared import SharedWork
 
     # experiment and hparams_search are in the defaults list (as null), so Hydra wants them without
     # "+"; the README's older commands used "+", which would be "Multiple values for experiment".
@@ -246,7 +252,7 @@ def main() -> None:
             find_plugins()
             show_sweep(request, CONFIG_PATH)
             return
-        _hydra_app(interrupts)()
+        _hydra_app(interrupts, SharedWork())()  # the jobs of this process share their tokens and features
     # ConnectionError: a launcher's cluster that is not there (Ray's "Could not find any running Ray instance")
     except (HydraException, OmegaConfBaseException, ConnectionError, GloveExpError) as err:
         if full_errors:
