@@ -106,10 +106,8 @@ def encoded_tokens(
     config: Config, splits: Splits, vectors: WordVectors, shared: SharedWork | None
 ) -> tuple[Encoded, str | None]:
     """Every split's token ids, and their key when ``shared``."""
-    e, texts = (
-        config.embeddings,
-        {split: None if part is None else part.texts for split, part in splits.parts().items()},
-    )
+    e = config.embeddings
+    texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
 
     def build() -> Encoded:
         return encode_splits(texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov, e.serving_words or 0)
