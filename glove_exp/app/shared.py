@@ -78,5 +78,5 @@ class SharedWork:
             same_kind = [held for held in self._held if held[0] == kind]
             for old in same_kind[: max(len(same_kind) - self.entries, 0)]:
                 del self._held[old]
-            while self._held and sum(size for _, size in self._held.values()) > self._budget:
+            while self._held and sum(held_size for _, held_size in self._held.values()) > self._budget:
                 self._held.popitem(last=False)  # the newest too, if it alone is larger than the budget
