@@ -69,7 +69,10 @@ def old_policy(texts: dict[str, list[str] | None], vectors: WordVectors, lowerca
     vocab = build_vocabulary(corpus, vectors, 0, lowercase)
     index = vocab.index()
     ids = {split: encode(tokens[split], index, max_tokens) if split in tokens else None for split in texts}
-    return Encoded(ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index))
+    return Encoded(
+        ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index),
+        vocab.vector_rows,
+    )  # fmt: skip
 
 
 def folder_bytes(folder: Path) -> int:

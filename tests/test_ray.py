@@ -55,7 +55,7 @@ def test_no_cluster_to_join_is_one_line(monkeypatch, capsys):
         monkeypatch.delenv(name)
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
     monkeypatch.setattr(Interrupts, "install", lambda self: self)  # pytest's signal handlers stay
-    monkeypatch.setattr(cli, "_hydra_app", lambda interrupts: launch)
+    monkeypatch.setattr(cli, "_hydra_app", lambda session: launch)
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2

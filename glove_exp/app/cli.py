@@ -169,7 +169,10 @@ def _run(config: Any, hydra_cfg: Any, session: Session, sweep_dir: str | None) -
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
     trained = session.take(config_id(config))
-    result = run(config, job, session.interrupts, progress=session.progress, on_epoch=on_epoch, trained=trained)
+    result = run(
+        config, job, session.interrupts, progress=session.progress, on_epoch=on_epoch, trained=trained,
+        shared=session.shared,
+    )  # fmt: skip
     say(f"{PROG}: {result.summary}")  # a closed stdout must not fail a trained job
     return result
 

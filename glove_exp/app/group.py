@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from glove_exp.app.identity import ID_LENGTH, config_id
 from glove_exp.app.resume import finished_run
 from glove_exp.app.schema import Config
+from glove_exp.app.shared import SharedWork
 from glove_exp.app.stages import Prepared, StageTimer, fit_models, member, prepare
 from glove_exp.app.store import Store
 from glove_exp.core.fit import Failed, Member, member_bytes, programs, shares_data
@@ -33,14 +34,16 @@ class Trained:
         return epochs + (result.compile_time_s / self.size if isinstance(result, FitResult) else 0.0)
 
 
-def train_together(configs: Sequence[Config], progress: bool, max_size: int | None) -> dict[str, Trained]:
+def train_together(
+    configs: Sequence[Config], progress: bool, max_size: int | None, shared: SharedWork | None = None
+) -> dict[str, Trained]:
     """Each unfinished config's training (by ``config_id``); nothing for fewer than two."""
     first = configs[0]
     store = Store.open(first.tracking.uri, first.tracking.experiment)
     todo = [c for c in configs if not (c.tracking.skip_finished and finished_run(store, config_id(c)))]
     if len(todo) < 2:
         return {}
-    prepared = [prepare(config, StageTimer(), progress) for config in todo]
+    prepared = [prepare(config, StageTimer(), progress, shared) for config in todo]
     members = [member(p, c) for p, c in zip(prepared, todo)]
     trained: dict[str, Trained] = {}
     for program in programs(members, min(max_size or len(members), fitting(prepared[0], todo[0], members))):

@@ -19,6 +19,7 @@ from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.registry import Score, deliver_model, register_best
 from glove_exp.app.resume import Superseded, finished_run, owner, selected_val_accuracy
 from glove_exp.app.schema import Config
+from glove_exp.app.shared import SharedWork
 from glove_exp.app.stages import Prepared, StageTimer, data_stats, fit_model, predictor, prepare
 from glove_exp.app.store import Store
 from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
@@ -62,17 +63,19 @@ def run(
     timer: StageTimer | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     trained: Trained | None = None,
+    shared: SharedWork | None = None,
 ) -> RunResult:
     """Train, evaluate, explain and log one configuration (``timer``: one that records more per stage;
     ``on_epoch``: called after each epoch is logged, e.g. a search's trial reporter; ``trained``: its
-    training, done with its group), unless its config has a FINISHED run (``tracking.skip_finished``);
-    register the model if it is the best."""
+    training, done with its group; ``shared``: the tokens and features of earlier jobs,
+    :func:`glove_exp.app.stages.prepare`), unless its config has a FINISHED run
+    (``tracking.skip_finished``); register the model if it is the best."""
     timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
     store = Store.open(config.tracking.uri, config.tracking.experiment)
     name = run_name(config, job)
     if config.tracking.skip_finished and (done := finished_run(store, config_id(config))):
         return RunResult.of_owner(done, name)
-    prepared = prepare(config, timer, progress)
+    prepared = prepare(config, timer, progress, shared)
     try:
         result, model_id = train_and_log(
             store, prepared, config, job, name, interrupts, timer, progress, on_epoch, trained

@@ -1,5 +1,6 @@
-"""What the jobs of one ``glove-exp`` process share: the signal handling, and the models that trained
-with their group (the jobs of a batch that differ only in ``trainer.seed``) before their jobs run."""
+"""What the jobs of one ``glove-exp`` process share: the signal handling, the tokens and features of
+earlier jobs, and the models that trained with their group (the jobs of a batch that differ only in
+``trainer.seed``) before their jobs run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from glove_exp.app.interrupts import Interrupts
+from glove_exp.app.shared import SharedWork
 from glove_exp.core.errors import GloveExpError
 
 if TYPE_CHECKING:  # the CLI creates a session before it imports JAX
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 class Session:
     interrupts: Interrupts
     progress: bool = False
+    shared: SharedWork = field(default_factory=SharedWork)
     trained: dict[str, Trained] = field(default_factory=dict)  # config_id -> its training
 
     def train_group(self, configs: Sequence[Config], max_size: int | None = None) -> None:
@@ -30,7 +33,7 @@ class Session:
         from glove_exp.app.group import train_together
 
         try:
-            self.trained.update(train_together(configs, self.progress, max_size))
+            self.trained.update(train_together(configs, self.progress, max_size, self.shared))
         except GloveExpError as err:
             log.info("the group trains job by job: %s", err)
 

@@ -14,15 +14,18 @@ from typing import Any
 import jax
 import numpy as np
 
+from glove_exp.app import reuse
 from glove_exp.app.schema import Config
 from glove_exp.app.serving import Predictor, TextSettings
+from glove_exp.app.shared import SharedWork
 from glove_exp.core.errors import ConfigError
 from glove_exp.core.evaluate import metric_names
 from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_needs
 from glove_exp.core.fit import Failed, Member, fit_group
-from glove_exp.core.models import Model, ModelSpec, Weighting, make_constants, model_from_spec
+from glove_exp.core.models import Constants, Model, ModelSpec, Weighting, make_constants, model_from_spec
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
 from glove_exp.core.train import EpochMetrics, FitResult, make_optimizer
+from glove_exp.core.vectors import WordVectors
 from glove_exp.io.datasets import Splits, load_splits
 from glove_exp.io.files import available_memory
 from glove_exp.io.vectors import load_word_vectors
@@ -84,8 +87,10 @@ def compilation_cache(cache_dir: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # default 1 s: most of ours are less
 
 
-def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepared:
-    """Splits -> vectors -> encoded tokens -> model and frozen inputs, timed per stage."""
+def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: SharedWork | None = None) -> Prepared:
+    """Splits -> vectors -> encoded tokens -> model and frozen inputs, timed per stage. With ``shared``,
+    tokens and features that an earlier job made from the same inputs (:mod:`glove_exp.app.reuse`) are
+    reused, from memory in this process or from the cache dir."""
     compilation_cache(config.embeddings.cache_dir)
     with timer("data"):
         splits = load_splits(config.dataset, config.trainer.seed)
@@ -93,17 +98,53 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False) -> Prepar
         vectors = load_word_vectors(config.embeddings, progress=progress)
     check_memory(config, [part.texts for part in splits.parts().values() if part is not None], vectors.dim)
     with timer("tokens"):
-        texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
-        e = config.embeddings
-        encoded = encode_splits(
-            texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov, e.serving_words or 0
-        )
+        encoded, tokens_key = encoded_tokens(config, splits, vectors, shared)
     if encoded.oov_rate > 0.5:
         log.warning("%.0f%% of training tokens have no vector in %s", 100 * encoded.oov_rate, vectors.source)
     model = model_from_spec(spec_from_config(config))
     with timer("features"):
-        inputs = frozen_inputs(model, encoded, config)
+        inputs = shared_inputs(model, encoded, config, tokens_key, shared)
     return Prepared(splits, vectors.source, encoded, model, inputs)
+
+
+def encoded_tokens(
+    config: Config, splits: Splits, vectors: WordVectors, shared: SharedWork | None
+) -> tuple[Encoded, str | None]:
+    """Every split's token ids, and their key when ``shared``."""
+    e = config.embeddings
+    texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
+
+    def build() -> Encoded:
+        return encode_splits(texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov, e.serving_words or 0)
+
+    if shared is None:
+        return build(), None
+    key = reuse.tokens_key(config, splits, vectors)
+    encoded, source = shared.reuse(
+        "tokens", key, lambda: reuse.read_only(build()), reuse.encoded_bytes, reuse.cache_dir(config),
+        reuse.tokens_codec(vectors),
+    )  # fmt: skip
+    log.info("tokens %s: %s", key, source)
+    return encoded, key
+
+
+def shared_inputs(
+    model: Model, encoded: Encoded, config: Config, tokens_key: str | None, shared: SharedWork | None
+) -> Inputs:
+    """:func:`frozen_inputs`, reused when ``shared``; on disk only when they took work to make
+    (precomputed or standardised features; else they are the token ids and the constants)."""
+    if shared is None or tokens_key is None:
+        return frozen_inputs(model, encoded, config)
+    spec = model.spec
+    key = reuse.features_key(tokens_key, config, spec, encoded.table.shape[1])
+    costly = spec.precomputes(config.trainer.precompute_features) or spec.standardize
+    codec = reuse.features_codec(spec, encoded, lambda: frozen_constants(model, encoded, config)) if costly else None
+    inputs, source = shared.reuse(
+        "features", key, lambda: reuse.read_only(frozen_inputs(model, encoded, config)), reuse.inputs_bytes,
+        reuse.cache_dir(config), codec,
+    )  # fmt: skip
+    log.info("features %s: %s", key, source)
+    return inputs
 
 
 def data_stats(prepared: Prepared, class_names: list[str]) -> dict[str, Any]:
@@ -149,12 +190,17 @@ def spec_from_config(config: Config) -> ModelSpec:
 
 def frozen_inputs(model: Model, encoded: Encoded, config: Config) -> Inputs:
     spec, t = model.spec, config.trainer
-    weights = sif_weights(encoded.counts, spec.sif_a) if spec.weighting == Weighting.sif else None
-    consts = make_constants(encoded.table, weights, spec.feature_dim(t.max_tokens, encoded.table.shape[1]))
     return make_inputs(
-        model, encoded.ids, consts, standardize=spec.standardize, precompute=spec.precomputes(t.precompute_features),
-        batch_size=t.eval_batch_size, dtype=t.feature_dtype,
+        model, encoded.ids, frozen_constants(model, encoded, config), standardize=spec.standardize,
+        precompute=spec.precomputes(t.precompute_features), batch_size=t.eval_batch_size, dtype=t.feature_dtype,
     )  # fmt: skip
+
+
+def frozen_constants(model: Model, encoded: Encoded, config: Config) -> Constants:
+    """The table and token weights, with identity standardisation (:func:`make_inputs` sets it)."""
+    spec = model.spec
+    weights = sif_weights(encoded.counts, spec.sif_a) if spec.weighting == Weighting.sif else None
+    return make_constants(encoded.table, weights, spec.feature_dim(config.trainer.max_tokens, encoded.table.shape[1]))
 
 
 def member(prepared: Prepared, config: Config, on_epoch: Callable[[EpochMetrics], None] = lambda m: None) -> Member:

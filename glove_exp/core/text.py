@@ -235,6 +235,7 @@ class Encoded:
     counts: np.ndarray  # [V] int64 occurrences in the train split
     table: np.ndarray  # [V, D] float32, padding and OOV rows zero
     oov_rate: float  # share of train tokens without a vector
+    vector_rows: np.ndarray  # [V - NUM_SPECIAL] int64: row of each word in the WordVectors (``table`` from them)
 
     def sizes(self) -> dict[str, int | float]:
         """Facts about the encoded data that are constant for a run."""
@@ -264,4 +265,7 @@ def encode_splits(
     vocab = build_vocabulary(tokens["train"], vectors, serving_words, lowercase)
     index = vocab.index()
     ids = {split: encode(tokens[split], index, max_tokens, drop_oov) if split in tokens else None for split in texts}
-    return Encoded(ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index))
+    return Encoded(
+        ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index),
+        vocab.vector_rows,
+    )  # fmt: skip

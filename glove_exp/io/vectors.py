@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import json
@@ -114,6 +115,22 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
     remove_stale_temps(writable_cache_subdir(cache_dir, "vectors"))
     write_cache(path, dim, folder, progress)
     return read_cache(folder, path)
+
+
+def vectors_identity(vectors: WordVectors) -> str:
+    """What tells these vectors from others without reading them all: the file a memory map reads (its
+    words come from the same cache folder or package, written with it), by path, size and mtime; else
+    a digest of the words and values."""
+    filename = getattr(vectors.vectors, "filename", None)  # np.memmap
+    array = vectors.vectors
+    shape = f"{array.shape}|{array.dtype.str}|{len(vectors.words)}"
+    if filename:
+        with contextlib.suppress(OSError):  # else its file was replaced meanwhile: what the map holds counts
+            stat = Path(filename).stat()
+            return f"{vectors.source}|{filename}|{stat.st_size}|{stat.st_mtime_ns}|{shape}"
+    digest = hashlib.blake2b("\n".join(vectors.words).encode("utf-8", "surrogatepass"), digest_size=16)
+    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return f"{vectors.source}|{digest.hexdigest()}|{shape}"
 
 
 def writable_cache_subdir(cache_dir: Path, name: str) -> Path:
