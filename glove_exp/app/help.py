@@ -5,7 +5,8 @@ the groups here are the folders of ``conf/`` and their options its YAML files, w
 
 Only ``-h``/``--help`` with overrides and ``--resolve`` is answered here; any other flag beside it
 (``-m``, ``--cfg``, ``--config-dir``, ...) goes to Hydra as before, and so does a help template that
-asks for what is not computed here (``$FLAGS_HELP``, ``$HYDRA_CONFIG_GROUPS``)."""
+asks for what is not computed here (``$FLAGS_HELP``, ``$HYDRA_CONFIG_GROUPS``) or a config whose
+``hydra.searchpath`` adds config folders."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def show_help(request: HelpRequest, config_dir: str) -> bool:
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose(config_name="config", overrides=request.overrides, return_hydra_config=True)
     template = cfg.hydra.help.template  # its ${hydra.help.header} and footer resolved
-    if not template_names(template) <= SUBSTITUTED:
+    if not template_names(template) <= SUBSTITUTED or cfg.hydra.searchpath:  # groups from elsewhere too
         return False
     HydraConfig.instance().set_config(cfg)  # --resolve: ${hydra:runtime.cwd} reads it
     with open_dict(cfg):
