@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from glove_exp.app import cli
+from glove_exp.app.help import HelpRequest, config_groups, help_request
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.store import Store
 from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps, run_cli
@@ -95,6 +96,7 @@ def run_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
 CONFIG_ERROR_SCRIPT = """
 import sys
 from glove_exp.app import cli
+from glove_exp.app.help import HelpRequest, config_groups, help_request
 sys.argv = ["glove-exp", "trainer.max_tokens=0"]
 try:
     cli.main()
@@ -109,6 +111,107 @@ def test_a_config_error_comes_before_the_heavy_imports(tmp_path):
     proc = run_python(CONFIG_ERROR_SCRIPT, tmp_path)
     assert proc.stdout.strip() == "exit 2 heavy []", proc.stdout + proc.stderr
     assert proc.stderr.strip() == "glove-exp: error: trainer.max_tokens must be >= 1, got 0"
+
+
+# --- --help ----------------------------------------------------------------------------------------
+
+CONF = Path(cli.CONFIG_PATH)
+NO_LOGGING = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # Hydra's help would set logging up
+HYDRA_APP = cli._hydra_app
+
+
+@pytest.mark.slow
+def test_help_lists_every_group_and_its_options_and_exits_0(tmp_path):
+    proc = run_cli(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("glove-exp: text classification") and lines[1].startswith("Usage: glove-exp")
+    assert "optimizer: adagrad, adam, adamw, rmsprop, sgd" in lines
+    assert "experiment: seed_tutorial, swem, token_swem" in lines and "hparams_search: optuna" in lines
+    groups = {line.split(":")[0] for line in lines if ": " in line and not line.startswith(" ")}
+    assert {p.name for p in CONF.iterdir() if p.is_dir()} - {"hydra"} <= groups
+    assert "embeddings:" in lines and "  dim: 50" in lines  # the composed config
+    for pointer in ("--cfg job", "--hydra-help", "-m key=a,b", "group=option", "key=value"):
+        assert pointer in proc.stdout, pointer
+
+
+HELP_IMPORTS_SCRIPT = """
+import runpy, sys
+sys.argv = ["glove-exp", *sys.argv[1:]]
+try:
+    runpy.run_module("glove_exp.app.cli", run_name="__main__")
+    code = 0
+except SystemExit as exit:
+    code = exit.code
+heavy = ("jax", "mlflow", "datasets", "lime", "haiku", "optax", "matplotlib", "pandas", "sklearn")
+print(f"exit {code} heavy {sorted(m for m in heavy if m in sys.modules)}", file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_imports_neither_jax_nor_mlflow(flag, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS_SCRIPT, flag], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.stderr.strip() == "exit 0 heavy []", proc.stderr
+    assert "== Configuration groups ==" in proc.stdout
+
+
+def hydras_help(monkeypatch, capsys, *args: str) -> str:
+    """What Hydra's own ``--help`` prints for ``args``."""
+    monkeypatch.setattr(sys, "argv", ["glove-exp", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        HYDRA_APP(Interrupts(cli.PROG))()
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["-h", "optimizer=sgd", "model.hidden_sizes=[64,64]"], ["--help", "--resolve", "experiment=swem"]],
+)
+def test_help_is_the_text_hydra_prints(args, monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.chdir(tmp_path)  # --resolve: the tracking store's path is the working folder's
+    monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *NO_LOGGING])
+    monkeypatch.setattr(cli, "_hydra_app", None)  # main() answers without Hydra's app
+    cli.main()
+    ours = capsys.readouterr().out
+    assert ours == hydras_help(monkeypatch, capsys, *args, *NO_LOGGING)
+    assert "== Config ==" in ours and "\nhydra:" not in ours  # the job's config only
+
+
+def test_help_with_an_unknown_option_is_one_line_and_exit_2(run_main):
+    status, lines = run_main("--help", "optimizer=adamx")
+    assert status == 2
+    assert lines == [
+        "glove-exp: error: In 'config': Could not find 'optimizer/adamx'; available options: adagrad, adam, adamw, rmsprop, sgd"
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv, request_",
+    [
+        (["--help"], HelpRequest([], False)),
+        (["a=1", "-h", "--resolve"], HelpRequest(["a=1"], True)),
+        (["--help", "-m", "a=1,2"], None),  # Hydra answers: it refuses the sweep in one line
+        (["--help", "--cfg", "job"], None),
+        (["--help", "--config-dir", "x"], None),
+        (["--hydra-help"], None),
+        (["a=1"], None),
+    ],
+)
+def test_only_help_with_overrides_is_answered_without_hydra(argv, request_):
+    assert help_request(argv) == request_
+
+
+def test_config_groups_are_folders_with_yaml_files_nested_too_without_hydras(tmp_path):
+    for path in ("a/x.yaml", "a/w.yaml", "a/b/y.yaml", "c/notes.md", "hydra/launcher/z.yaml", "config.yaml"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("{}\n")
+    assert config_groups(tmp_path) == {"a": ["w", "x"], "a/b": ["y"]}
 
 
 # --- Ctrl-C and SIGTERM -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from glove_exp.app.explain import MAX_SHOWN_CHARS, explain_examples, write_pages
 from glove_exp.app.serving import TextSettings
-from glove_exp.core.explain import choose_examples, explain, masked_ids
+from glove_exp.core.explain import WeightedFit, choose_examples, explain, kernel_weights, masked_ids, perturbations
 from glove_exp.core.text import PAD, tokenize
 from tests.conftest import CLASSES, FILLER, TOPICS, make_corpus
 
@@ -233,6 +233,36 @@ def test_the_weights_are_limes_own(num_features: int) -> None:
         assert [w for w, _ in pairs] == [w for w, _ in expected]
         np.testing.assert_allclose([v for _, v in pairs], [v for _, v in expected], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(probabilities, proba([text])[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_samples, num_words", [(1000, 40), (10, 30), (50, 3)])  # more words than samples too
+def test_the_weighted_fits_are_scikit_learns_ridge(num_samples: int, num_words: int) -> None:
+    """lime fits scikit-learn's Ridge with the kernel weights; the fits on one Gram matrix give its numbers."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.RandomState(num_words)
+    masks = perturbations(num_words, num_samples, rng)
+    weights, target = kernel_weights(masks), rng.rand(num_samples)
+    fit = WeightedFit(masks, weights)
+    products, squares = fit.target(target)
+    for alpha, features in ((0.01, list(range(num_words))), (1.0, [2, 0, 1])):
+        ridge = Ridge(alpha=alpha).fit(masks[:, features], target, sample_weight=weights)
+        np.testing.assert_allclose(fit.coefficients(features, alpha, products), ridge.coef_, rtol=1e-9, atol=1e-12)
+    for size in range(1, 4):
+        features = [int(f) for f in rng.choice(num_words, size, replace=False)]
+        ridge = Ridge(alpha=0.0).fit(masks[:, features], target, sample_weight=weights)
+        r2 = ridge.score(masks[:, features], target, sample_weight=weights)
+        assert fit.r2(features, products, squares) == pytest.approx(r2, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("num_words", [1, 2, 7, 50])
+def test_perturbations_are_limes_draws(num_words: int) -> None:
+    """Row 0 keeps every word; each later row drops ``rng.choice(num_words, k, replace=False)``, as lime draws."""
+    rng = np.random.RandomState(num_words)
+    expected = np.ones((300, num_words))
+    for row, size in enumerate(rng.randint(1, num_words + 1, 299), start=1):
+        expected[row, rng.choice(num_words, size, replace=False)] = 0
+    np.testing.assert_array_equal(perturbations(num_words, 300, np.random.RandomState(num_words)), expected)
 
 
 def test_masked_ids_drop_the_masked_words_and_pull_later_tokens_in() -> None:

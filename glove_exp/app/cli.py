@@ -238,6 +238,7 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from glove_exp.app.help import help_request, show_help
     from glove_exp.app.preview import show_request, show_sweep
     from glove_exp.app.schema import register
 
@@ -247,6 +248,12 @@ def main() -> None:
         arg.removeprefix("+") if arg.startswith(("+experiment=", "+hparams_search=")) else arg for arg in sys.argv
     ]
     try:
+        # --help: Hydra's text without its slow listing of the config groups (glove_exp/app/help.py)
+        if asked := help_request(sys.argv[1:]):
+            register()
+            find_plugins()
+            if show_help(asked, CONFIG_PATH):
+                return
         if request := show_request(sys.argv[1:]):  # --cfg/--info with -m, which Hydra refuses
             register()
             find_plugins()

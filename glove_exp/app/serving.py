@@ -65,8 +65,8 @@ class Predictor:
 
     def predict_ids(self, ids: np.ndarray) -> np.ndarray:
         """``[N, max_tokens]`` token ids -> ``[N, C]`` float32 class probabilities."""
-        logits = self._predict(self.params, self.state, ids, self.consts)
-        return np.asarray(jax.nn.softmax(logits, axis=-1), dtype=np.float32)
+        logits = np.asarray(self._predict(self.params, self.state, ids, self.consts), dtype=np.float32)
+        return softmax(logits)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """``[N, C]`` float32 class probabilities."""
@@ -95,6 +95,14 @@ class Predictor:
         params, state = (load_tree(folder / f"{kind}.npz") for kind in ("params", "state"))
         model = model_from_spec(ModelSpec(**meta["model"]))  # models saved before ModelSpec store the same keys
         return cls(model, meta["class_names"], TextSettings(**meta["text"]), words, params, state, consts)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[N, C]`` logits, on the host: a few classes per row, so NumPy is quicker than
+    the device ops it would take (each compiled anew for each ``N``); NaN logits give NaN rows."""
+    with np.errstate(all="ignore"):  # diverged parameters: NaN is the answer (the pipeline says so), not a warning
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True, initial=-np.inf))  # initial: no rows
+        return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def load_tree(path: Path) -> dict[str, dict[str, Any]]:

@@ -4,8 +4,10 @@ JAX (``glove-exp --help`` and ``--cfg job`` stay fast); the modules that act on 
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class FeatureDtype(str, Enum):
@@ -17,7 +19,8 @@ class FeatureDtype(str, Enum):
 
     @property
     def numpy(self) -> np.dtype:
-        import jax.numpy as jnp  # only when arrays are made: JAX is slow to import
+        import jax.numpy as jnp  # only when arrays are made: JAX (and NumPy) are slow to import
+        import numpy as np
 
         return np.dtype(jnp.dtype(self.value))  # bfloat16 is ml_dtypes' NumPy type
 

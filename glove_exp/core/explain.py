@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from glove_exp.core.text import PAD
 
@@ -50,8 +49,11 @@ def choose_examples(num_examples: int, num_docs: int, seed: int) -> list[int]:
 def perturbations(num_words: int, num_samples: int, rng: np.random.RandomState) -> np.ndarray:
     """``[S, W]`` 0/1 masks: row 0 keeps every word, row ``i > 0`` drops ``k ~ U{1..W}`` distinct words."""
     masks = np.ones((num_samples, num_words))
-    for row, size in enumerate(rng.randint(1, num_words + 1, num_samples - 1), start=1):
-        masks[row, rng.choice(num_words, size, replace=False)] = 0
+    sizes = rng.randint(1, num_words + 1, num_samples - 1)
+    # lime's rng.choice(num_words, size, replace=False) is rng.permutation(num_words)[:size] (the legacy
+    # RandomState stream, which NumPy keeps), without choice's checks; the zeros are set in one assignment
+    dropped = [rng.permutation(num_words)[:size] for size in sizes]
+    masks[np.repeat(np.arange(1, num_samples), sizes), np.concatenate([np.zeros(0, np.int64), *dropped])] = 0
     return masks
 
 
@@ -62,31 +64,58 @@ def kernel_weights(masks: np.ndarray) -> np.ndarray:
     return np.sqrt(np.exp(-(distances**2) / KERNEL_WIDTH**2))
 
 
-def _ridge(alpha: float, x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> Ridge:
-    return Ridge(alpha=alpha, fit_intercept=True).fit(x, y, sample_weight=weights)
+class WeightedFit:
+    """lime's weighted ridge regressions (scikit-learn's ``Ridge(alpha).fit(x, y, sample_weight)`` with an
+    intercept: centre by the weighted means, scale rows by the square roots of the weights, solve the normal
+    equations) on column subsets of one document's ``[S, W]`` masks. The ``[W, W]`` Gram matrix is made once,
+    so each fit, and each candidate of the forward selection, is a solve of at most ``W`` equations."""
+
+    def __init__(self, masks: np.ndarray, weights: np.ndarray):
+        self.weights, self.root = weights / weights.sum(), np.sqrt(weights)
+        self.centred = (masks - self.weights @ masks) * self.root[:, None]
+        self.gram = self.centred.T @ self.centred
+
+    def target(self, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """``y`` ``[S]`` as the fits read it: the masks' products with it, and its weighted sum of squares."""
+        centred = (y - self.weights @ y) * self.root
+        return self.centred.T @ centred, float(centred @ centred)
+
+    def coefficients(self, features: list[int], alpha: float, products: np.ndarray) -> np.ndarray:
+        """The fit's coefficients of ``features``; without a penalty, the least-norm ones of a singular
+        system (scikit-learn's fallback from Cholesky to SVD)."""
+        gram = self.gram[np.ix_(features, features)] + alpha * np.eye(len(features))
+        try:
+            return np.linalg.solve(gram, products[features])
+        except np.linalg.LinAlgError:
+            return np.linalg.lstsq(gram, products[features], rcond=None)[0]
+
+    def r2(self, features: list[int], products: np.ndarray, squares: float) -> float:
+        """The weighted R^2 of the unpenalised fit of ``features``: explained over total sum of squares
+        (1.0 for a constant target, as scikit-learn's score gives)."""
+        if squares == 0:
+            return 1.0
+        return float(products[features] @ self.coefficients(features, 0.0, products)) / squares
 
 
-def _r2(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
-    return _ridge(0.0, x, y, weights).score(x, y, sample_weight=weights)
-
-
-def select_features(masks: np.ndarray, target: np.ndarray, weights: np.ndarray, count: int) -> list[int]:
+def select_features(fit: WeightedFit, target: np.ndarray, count: int) -> list[int]:
     """lime's ``auto`` selection: forward selection by weighted R^2 for up to 6 features, else the
     largest ``|coefficient|`` of a lightly regularised fit."""
+    products, squares = fit.target(target)
+    every = list(range(fit.gram.shape[0]))
     if count <= 6:
         chosen: list[int] = []
-        for _ in range(min(count, masks.shape[1])):
-            rest = [f for f in range(masks.shape[1]) if f not in chosen]
-            chosen.append(max(rest, key=lambda f: _r2(masks[:, [*chosen, f]], target, weights)))
+        for _ in range(min(count, len(every))):
+            rest = [f for f in every if f not in chosen]
+            chosen.append(max(rest, key=lambda f: fit.r2([*chosen, f], products, squares)))
         return chosen
-    coefficients = _ridge(0.01, masks, target, weights).coef_ * masks[0]
-    return sorted(range(masks.shape[1]), key=lambda f: -abs(coefficients[f]))[:count]
+    coefficients = fit.coefficients(every, 0.01, products)  # times masks[0], all ones: the document's words
+    return sorted(every, key=lambda f: -abs(coefficients[f]))[:count]
 
 
-def word_weights(masks: np.ndarray, target: np.ndarray, weights: np.ndarray, count: int) -> list[tuple[int, float]]:
+def word_weights(fit: WeightedFit, target: np.ndarray, count: int) -> list[tuple[int, float]]:
     """``(feature, weight)`` of the ``count`` selected features for one class's ``[S]`` probabilities."""
-    chosen = select_features(masks, target, weights, count)
-    coefficients = _ridge(1.0, masks[:, chosen], target, weights).coef_
+    chosen = select_features(fit, target, count)
+    coefficients = fit.coefficients(chosen, 1.0, fit.target(target)[0])
     return sorted(zip(chosen, (float(c) for c in coefficients)), key=lambda pair: -abs(pair[1]))
 
 
@@ -109,10 +138,9 @@ def explain(
             f"predict gave {probabilities.shape} scores for {len(masks)} texts of {len(class_names)} classes"
         )
     top = [int(k) for k in np.argsort(-probabilities[0], kind="stable")[:2]]
-    weights = kernel_weights(masks) if words else np.ones(1)
+    fit = WeightedFit(masks, kernel_weights(masks)) if words else None
     explained = {
-        k: [(words[f], w) for f, w in word_weights(masks, probabilities[:, k], weights, num_features)] if words else []
-        for k in top
+        k: [(words[f], w) for f, w in word_weights(fit, probabilities[:, k], num_features)] if fit else [] for k in top
     }
     return probabilities[0], explained
 

@@ -127,8 +127,9 @@ def make_batches(
         pending = None
         for start in range(0, n, size):
             chunk = inputs[start : start + size]
-            if len(chunk) < size:  # host or device inputs alike
-                chunk = jnp.pad(chunk, [(0, size - len(chunk))] + [(0, 0)] * (chunk.ndim - 1))
+            if len(chunk) < size:  # host inputs padded on the host: no eager device op to compile per shape
+                pad = np.pad if isinstance(chunk, np.ndarray) else jnp.pad
+                chunk = pad(chunk, [(0, size - len(chunk))] + [(0, 0)] * (chunk.ndim - 1))
             dispatched = batch_outputs(params, state, chunk, consts), min(size, n - start)
             if pending is not None:
                 yield np.asarray(pending[0])[: pending[1]]
