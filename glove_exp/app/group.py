@@ -29,9 +29,8 @@ class Trained:
     @property
     def seconds(self) -> float:
         """This member's share of the program's compile and training time."""
-        result = self.result
-        epochs = sum(m.epoch_time_s for m in result.history)
-        return epochs + (result.compile_time_s / self.size if isinstance(result, FitResult) else 0.0)
+        epochs = sum(m.epoch_time_s for m in self.result.history)
+        return epochs + (self.result.compile_time_s if isinstance(self.result, FitResult) else 0.0)
 
 
 def train_together(

@@ -39,6 +39,7 @@ class StageTimer:
 
     seconds: dict[str, float] = field(default_factory=dict)
     start: float = field(default_factory=time.perf_counter)
+    elsewhere: float = 0.0  # seconds added by :meth:`add`
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -50,11 +51,12 @@ class StageTimer:
 
     @property
     def total(self) -> float:
-        return time.perf_counter() - self.start
+        return time.perf_counter() - self.start + self.elsewhere
 
     def add(self, stage: str, seconds: float) -> None:
         """Count ``seconds`` spent elsewhere (a member's share of its group's training) to ``stage``."""
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.elsewhere += seconds
 
     def summary(self) -> str:
         return " | ".join([*(f"{stage} {s:.1f}s" for stage, s in self.seconds.items()), f"total {self.total:.1f}s"])

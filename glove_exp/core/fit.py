@@ -114,8 +114,8 @@ def fit_group(
 ) -> list[FitResult | Failed]:  # fmt: skip
     """Train ``members`` (same shapes: see :func:`programs`) as one ``jax.vmap``-ped program and validate
     each on its own ``val``; returns each member's result, or how it failed (divergence). A
-    member that stops early keeps its best parameters while the others go on; each member's epoch time
-    is its share of the program's time plus its own validation."""
+    member that stops early keeps its best parameters while the others go on; each member's compile and
+    epoch times are its share of the program's, plus its own validation."""
     stopping = early_stopping_patience is not None
     if stopping and any(m.val is None for m in members):
         raise ValueError("early stopping needs a validation split")
@@ -171,7 +171,7 @@ def fit_group(
     return [
         Failed(run.error, tuple(run.history))
         if run.error
-        else fitted(run, member_tree(params, m), member_tree(state, m), stopping, compile_time_s)
+        else fitted(run, member_tree(params, m), member_tree(state, m), stopping, compile_time_s / count)
         for m, run in enumerate(runs)
     ]
 
