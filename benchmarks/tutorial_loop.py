@@ -99,10 +99,10 @@ def tutorial_step(model: hk.Transformed, optimizer: optax.GradientTransformation
 
 
 def _start(
-    matrix: np.ndarray, tokens: np.ndarray, pooling: str, num_classes: int, seed: int
+    matrix: np.ndarray, tokens: np.ndarray, pooling: str, num_classes: int, seed: int, init_key: jax.Array | None = None
 ) -> tuple[hk.Transformed, Step, hk.Params, optax.OptState]:
     model = tutorial_model(matrix, pooling, num_classes)
-    params = model.init(jax.random.PRNGKey(seed), jnp.asarray(tokens[:1]))
+    params = model.init(jax.random.PRNGKey(seed) if init_key is None else init_key, jnp.asarray(tokens[:1]))
     optimizer = optax.adam(1e-3)
     return model, tutorial_step(model, optimizer, num_classes), params, optimizer.init(params)
 
@@ -130,12 +130,13 @@ def tutorial_epoch_seconds(
 
 def tutorial_accuracy(
     matrix: np.ndarray, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], pooling: str, num_classes: int,
-    seed: int, epochs: int = 8, batch_size: int = 1024, jit: bool = True,
+    seed: int, epochs: int = 8, batch_size: int = 1024, jit: bool = True, init_key: jax.Array | None = None,
 ) -> float:  # fmt: skip
     """Test accuracy in [0, 1] after training the tutorial's model on ``train`` (ids, labels) for
-    ``epochs``; ``seed`` drives Haiku's init. ``jit`` compiles the same step (exact maths up to
-    float reassociation) instead of running it op by op as the tutorial does."""
-    model, step, params, opt_state = _start(matrix, train[0], pooling, num_classes, seed)
+    ``epochs``; ``seed`` drives Haiku's init (``init_key``, if given, instead of ``PRNGKey(seed)``).
+    ``jit`` compiles the same step (exact maths up to float reassociation) instead of running it op by
+    op as the tutorial does."""
+    model, step, params, opt_state = _start(matrix, train[0], pooling, num_classes, seed, init_key)
     if jit:
         step = jax.jit(step)
     for _ in range(epochs):

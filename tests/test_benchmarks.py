@@ -3,6 +3,8 @@
 import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks import glove_loading, many_classes, run, seeds, serving
@@ -49,7 +51,7 @@ def test_seeds_tables_hold_every_pooling_and_seed(ag_dir, tmp_path, capsys):
     assert seeds.main(["--data-dir", str(ag_dir), "--seeds", "0,1", "--epochs", "1", "--out", str(out)]) == 0
     report = out.read_text()
     assert report in capsys.readouterr().out
-    summary, per_seed = report.split("## Per seed")
+    summary, paired, per_seed = sections(report, "## Paired differences", "## Per seed")
     rows = {
         line.split("|")[1].strip(): line
         for line in summary.splitlines()
@@ -69,6 +71,65 @@ def test_seeds_tables_hold_every_pooling_and_seed(ag_dir, tmp_path, capsys):
             assert 0 <= low <= mean <= high <= 100 and std >= 0
             assert (low, high) == (min(accuracies), max(accuracies))
         assert difference == pytest.approx(sides[4] - sides[0], abs=0.011)
+    assert [row.split("|")[1].strip() for row in table_rows(paired)] == list(seeds.POOLINGS)  # one pair per pooling
+    runs = pd.read_csv(out.with_suffix(".csv"))  # every run: 2 sides x 3 poolings x 2 seeds
+    assert len(runs) == 2 * len(seeds.POOLINGS) * 2 and list(runs.side.unique()) == list(seeds.SIDES)
+
+
+def sections(report: str, *headings: str) -> list[str]:
+    """``report`` cut at each of ``headings``, in order."""
+    parts = []
+    for heading in headings:
+        before, report = report.split(heading)
+        parts.append(before)
+    return [*parts, report]
+
+
+def table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ") and "pooling" not in line]
+
+
+def test_seeds_parse_ranges_and_lists():
+    assert seeds.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert seeds.parse_seeds("0,1, 2") == [0, 1, 2]
+    assert seeds.parse_seeds("3-4,7,9-10") == [3, 4, 7, 9, 10]
+
+
+def test_paired_differences_give_the_mean_and_t_interval_of_each_seed_difference():
+    a, b = [80.0, 81.0, 82.0, 83.0], [79.0, 81.5, 80.0, 82.5]  # differences 1, -0.5, 2, 0.5
+    rows = [{"pooling": "mean", "seed": s, "side": side, "accuracy": acc}
+            for side, values in (("tutorial loop", a), ("glove-exp", b)) for s, acc in enumerate(values)]  # fmt: skip
+    rows += [{"pooling": "sum", "seed": s, "side": side, "accuracy": 70.0 + s} for side in ("tutorial loop", "glove-exp")
+             for s in range(3)]  # fmt: skip
+    table = seeds.paired_differences(pd.DataFrame(rows))  # A: the side that comes later
+    mean = table[table.pooling == "mean"].iloc[0]
+    assert (mean.A, mean.B, mean.n) == ("glove-exp", "tutorial loop", 4)
+    differences = np.subtract(b, a)
+    half = 3.182446305284263 * differences.std(ddof=1) / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert mean["mean"] == pytest.approx(differences.mean())
+    assert (mean.ci_low, mean.ci_high) == pytest.approx((differences.mean() - half, differences.mean() + half))
+    same = table[table.pooling == "sum"].iloc[0]  # identical sides: a zero-width interval at 0
+    assert (same.n, same["mean"], same.ci_low, same.ci_high) == (3, 0.0, 0.0, 0.0)
+    text = seeds.paired_table(table)
+    assert text["A − B"].tolist() == ["glove-exp − tutorial loop"] * 2
+    assert text["95 % t interval"].iloc[1] == "[+0.00, +0.00]"
+
+
+def test_seeds_tutorial_loop_from_glove_exp_init_key_matches_glove_exp(ag_dir, tmp_path):
+    """Started from the same parameters, the tutorial's loop and glove-exp train the same maths: the
+    same test accuracy up to one test text (float reassociation), whatever the features' dtype."""
+    out = tmp_path / "seeds.md"
+    argv = ["--data-dir", str(ag_dir), "--seeds", "0-1", "--epochs", "2", "--poolings", "mean",
+            "--paired-init", "--feature-dtypes", "float16,float32", "--out", str(out)]  # fmt: skip
+    assert seeds.main(argv) == 0
+    runs = pd.read_csv(out.with_suffix(".csv")).pivot_table(index="seed", columns="side", values="accuracy")
+    assert list(runs.columns) == sorted([*seeds.SIDES[:1], seeds.PAIRED_INIT, "glove-exp, float16 features",
+                                         "glove-exp, float32 features"])  # fmt: skip
+    one_text = 100 / 120  # the test split's rows
+    for dtype in ("float16", "float32"):
+        assert (runs[f"glove-exp, {dtype} features"] - runs[seeds.PAIRED_INIT]).abs().max() <= one_text + 1e-9
+    paired = sections(out.read_text(), "## Paired differences", "## Per seed")[1]
+    assert len(table_rows(paired)) == 6  # every two of the four sides
 
 
 def test_serving_rows_compare_the_policies_and_bound_the_840b_size(ag_dir, capsys):

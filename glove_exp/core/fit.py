@@ -107,6 +107,13 @@ class Progress:
     error: TrainingError | None = None
 
 
+def member_keys(rngs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each member's key ``[M, 2]`` split in two: ``[M, 2]`` init keys (its parameters) and ``[M, 2]``
+    training keys (its shuffles and dropout)."""
+    keys = jax.vmap(jax.random.split)(rngs)
+    return keys[:, 0], keys[:, 1]
+
+
 def fit_group(
     transformed: hk.Transformed, optimizer: optax.GradientTransformation, members: Sequence[Member], *,
     epochs: int, batch_size: int, eval_batch_size: int, shuffle: bool, early_stopping_patience: int | None,
@@ -127,8 +134,7 @@ def fit_group(
         inputs, labels = jnp.stack([m.train[0] for m in members]), jnp.stack([m.train[1] for m in members])
         consts = stack_constants([m.consts for m in members])
     vals = [None if m.val is None else jax.device_put(m.val[0]) for m in members]
-    keys = jax.vmap(jax.random.split)(jnp.stack([m.rng for m in members]))
-    init_keys, rng = keys[:, 0], keys[:, 1]
+    init_keys, rng = member_keys(jnp.stack([m.rng for m in members]))
     init = jax.vmap(lambda key, x, c: transformed.init(key, x, c, True), in_axes=(0, axis, axis))
     params, state = init(init_keys, inputs[:1] if axis is None else inputs[:, :1], consts)
     opt_state = jax.vmap(optimizer.init)(params)
