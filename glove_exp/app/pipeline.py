@@ -3,6 +3,7 @@ so a user error leaves no run behind; a config that already has a FINISHED run i
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable
@@ -10,11 +11,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Run
+from mlflow.entities import DatasetInput, Run
 
 from glove_exp.app.explain import explain_examples, write_pages
 from glove_exp.app.group import Trained
-from glove_exp.app.identity import CONFIG_TAG, VMAP_SIZE_TAG, VMAP_TAG, config_id
+from glove_exp.app.identity import CONFIG_TAG, VMAP_SIZE_TAG, VMAP_TAG, config_id, digest
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.registry import Score, deliver_model, register_best
 from glove_exp.app.resume import Superseded, finished_run, owner, selected_val_accuracy
@@ -22,7 +23,7 @@ from glove_exp.app.schema import Config
 from glove_exp.app.shared import SharedWork
 from glove_exp.app.stages import Prepared, StageTimer, data_stats, fit_model, predictor, prepare
 from glove_exp.app.store import Store
-from glove_exp.app.tracking import JobInfo, run_name, run_tags, tracked_run
+from glove_exp.app.tracking import JobInfo, dataset_inputs, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
 from glove_exp.core.fit import Failed
@@ -76,9 +77,10 @@ def run(
     if config.tracking.skip_finished and (done := finished_run(store, config_id(config))):
         return RunResult.of_owner(done, name)
     prepared = prepare(config, timer, progress, shared)
+    datasets = split_inputs(prepared, config, shared)
     try:
         result, model_id = train_and_log(
-            store, prepared, config, job, name, interrupts, timer, progress, on_epoch, trained
+            store, prepared, datasets, config, job, name, interrupts, timer, progress, on_epoch, trained
         )
     except Superseded as err:  # a parallel job created its run first: it trains this config
         store.client.delete_run(err.run_id)
@@ -94,8 +96,19 @@ def score(result: RunResult) -> Score:
     return Score(result.val_accuracy, result.test_accuracy)
 
 
+def split_inputs(prepared: Prepared, config: Config, shared: SharedWork | None) -> list[DatasetInput]:
+    """The splits as MLflow dataset inputs, made once for the jobs that share their splits' content."""
+    build = functools.partial(dataset_inputs, prepared.splits, config.dataset)
+    if shared is None or prepared.content_key is None:
+        return build()
+    d = config.dataset
+    key = digest({"content": prepared.content_key, "files": prepared.splits.files, "dataset": [d.name, d.hub_id,
+                  d.hub_config, d.train_split, d.test_split, d.class_names]})  # fmt: skip
+    return shared.reuse("datasets", key, build, lambda inputs: 4096 * len(inputs))[0]
+
+
 def train_and_log(
-    store: Store, prepared: Prepared, config: Config, job: JobInfo, name: str, interrupts: Interrupts,
+    store: Store, prepared: Prepared, datasets: list[DatasetInput], config: Config, job: JobInfo, name: str, interrupts: Interrupts,
     timer: StageTimer, progress: bool, on_epoch: Callable[[EpochMetrics], None] | None = None,
     trained: Trained | None = None,
 ) -> tuple[RunResult, str | None]:  # fmt: skip
@@ -111,7 +124,7 @@ def train_and_log(
             raise Superseded(other, tracked.run_id)
         tracked.log_config(config, model.spec)
         tracked.log_data_stats(data_stats(prepared, names))
-        tracked.log_datasets(splits, config.dataset)
+        tracked.log_datasets(datasets)
         with timer("train"):
             epoch_done = then(tracked.log_epoch, on_epoch)
             result = (

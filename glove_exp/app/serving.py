@@ -41,10 +41,11 @@ class Predictor:
     def __init__(
         self, model: Model, class_names: Sequence[str], text: TextSettings, words: list[str],
         params: hk.Params, state: hk.State, consts: Constants, batch_size: int = 4096,
+        index: dict[str, int] | None = None,
     ):  # fmt: skip
         self.model, self.class_names, self.text, self.words = model, list(class_names), text, words
         self.params, self.state, self.consts = params, state, consts
-        self._index = {word: i + NUM_SPECIAL for i, word in enumerate(words)}
+        self._index = index or {word: i + NUM_SPECIAL for i, word in enumerate(words)}  # word -> token id
         self._predict = make_predict(model.forward.apply, batch_size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -71,6 +72,7 @@ class Prepared:
     encoded: Encoded
     model: Model
     inputs: Inputs
+    content_key: str | None = None  # the splits' content and token settings, when jobs share their work
 
 
 def compilation_cache(cache_dir: str) -> None:
@@ -97,7 +99,7 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: S
     with timer("data"):
         splits = load_splits(config.dataset, config.trainer.seed)
     with timer("vectors"):
-        vectors = load_word_vectors(config.embeddings, progress=progress)
+        vectors = word_vectors(config, progress, shared)
     check_memory(config, [part.texts for part in splits.parts().values() if part is not None], vectors.dim)
     with timer("tokens"):
         encoded, tokens_key = encoded_tokens(config, splits, vectors, shared)
@@ -106,7 +108,15 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: S
     model = model_from_spec(spec_from_config(config))
     with timer("features"):
         inputs = shared_inputs(model, encoded, config, tokens_key, shared)
-    return Prepared(splits, vectors.source, encoded, model, inputs)
+    return Prepared(splits, vectors.source, encoded, model, inputs, tokens_key)
+
+
+def word_vectors(config: Config, progress: bool, shared: SharedWork | None) -> WordVectors:
+    """The vectors (memory-mapped from their cache), opened once per process when ``shared``."""
+    if shared is None:
+        return load_word_vectors(config.embeddings, progress=progress)
+    key = json.dumps(asdict(config.embeddings), sort_keys=True, default=str)
+    return shared.reuse("vectors", key, lambda: load_word_vectors(config.embeddings, progress=progress), lambda v: 0)[0]
 
 
 def encoded_tokens(
@@ -248,5 +258,5 @@ def predictor(prepared: Prepared, result: FitResult, config: Config) -> Predicto
     text = TextSettings(e.lowercase, e.drop_oov, t.max_tokens)
     return Predictor(
         prepared.model, config.dataset.class_names, text, prepared.encoded.words, result.params, result.state,
-        prepared.inputs.consts, t.eval_batch_size,
+        prepared.inputs.consts, t.eval_batch_size, prepared.encoded.index,
     )  # fmt: skip

@@ -201,33 +201,14 @@ class TrackedRun:
         self.call(client.log_text, confusion_csv(evaluation.confusion, class_names), "confusion_matrix.csv")
         self.call(client.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
 
-    def log_datasets(self, splits: Splits, dataset: DatasetConfig) -> None:
-        """Each split as an MLflow dataset input (the runs table's Dataset column), with its source:
-        the local file, or the hub id and split (validation rows are carved from train)."""
-        import pandas as pd
-        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    def log_datasets(self, inputs: list[DatasetInput]) -> None:
+        """The splits as MLflow dataset inputs (:func:`dataset_inputs`)."""
+        for entity in inputs:
+            self.log_input(entity)
 
-        for split, part in splits.parts().items():
-            if part is None:
-                continue
-            hub_split = dataset.test_split if split == "test" else dataset.train_split  # val is carved from train
-            path = splits.files.get(hub_split)
-            source = (
-                Path(path).resolve().as_uri()
-                if path
-                else HuggingFaceDatasetSource(dataset.hub_id, dataset.hub_config, split=hub_split)
-            )
-            labels = np.asarray(dataset.class_names, dtype=object)[part.labels]
-            frame = pd.DataFrame({"text": part.texts, "label": labels})
-            with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
-                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
-                data = mlflow.data.from_pandas(frame, source=source, targets="label", name=f"{dataset.name}-{split}")
-            self.log_input(data, DATASET_CONTEXTS[split])
-
-    def log_input(self, data: Any, context: str) -> None:
-        """The dataset as an input, twice if a parallel job inserted the same one at the same moment (on
+    def log_input(self, entity: DatasetInput) -> None:
+        """The dataset input, twice if a parallel job inserted the same one at the same moment (on
         PostgreSQL or MySQL the later insert fails on the unique key; the second try links the first's)."""
-        entity = DatasetInput(Dataset(**data.to_dict()), tags=[InputTag(DATASET_CONTEXT_TAG, context)])
         try:
             self.call(self.store.client.log_inputs, datasets=[entity])
         except mlflow.exceptions.MlflowException as err:
@@ -362,3 +343,30 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
             if run_id is not None:  # on a full disk this may fail too: then the next store opening ends it KILLED
                 with interrupts.store_call(), store.writing():
                     store.client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def dataset_inputs(splits: Splits, dataset: DatasetConfig) -> list[DatasetInput]:
+    """Each split as an MLflow dataset input (the runs table's Dataset column), with its source: the
+    local file, or the hub id and split (validation rows are carved from train)."""
+    import pandas as pd
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+    inputs = []
+    for split, part in splits.parts().items():
+        if part is None:
+            continue
+        hub_split = dataset.test_split if split == "test" else dataset.train_split  # val is carved from train
+        path = splits.files.get(hub_split)
+        source = (
+            Path(path).resolve().as_uri()
+            if path
+            else HuggingFaceDatasetSource(dataset.hub_id, dataset.hub_config, split=hub_split)
+        )
+        labels = np.asarray(dataset.class_names, dtype=object)[part.labels]
+        frame = pd.DataFrame({"text": part.texts, "label": labels})
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+            data = mlflow.data.from_pandas(frame, source=source, targets="label", name=f"{dataset.name}-{split}")
+        context = InputTag(DATASET_CONTEXT_TAG, DATASET_CONTEXTS[split])
+        inputs.append(DatasetInput(Dataset(**data.to_dict()), tags=[context]))
+    return inputs

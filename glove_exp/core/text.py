@@ -4,6 +4,7 @@ the vectors' most frequent words (for new text) in the vectors' order."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -236,6 +237,11 @@ class Encoded:
     table: np.ndarray  # [V, D] float32, padding and OOV rows zero
     oov_rate: float  # share of train tokens without a vector
     vector_rows: np.ndarray  # [V - NUM_SPECIAL] int64: row of each word in the WordVectors (``table`` from them)
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Word -> token id, built once: the jobs that share these tokens share it."""
+        return {word: i + NUM_SPECIAL for i, word in enumerate(self.words)}
 
     def sizes(self) -> dict[str, int | float]:
         """Facts about the encoded data that are constant for a run."""
