@@ -73,9 +73,11 @@ def report(wall: float, floor: float, times: pd.DataFrame, jobs: int) -> str:
         {"stage": "outside the jobs' timers (start-up, imports, Hydra, the parent run)", "seconds": wall - inside}
     )
     table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
+    rest = (wall - float(times["time/train_s"].sum())) / jobs  # a member's train_s is its share of its program's
     return (
         f"# Sweep speed\n\n{jobs} jobs: sweep {wall:.1f} s wall, training floor {floor:.1f} s, "
-        f"ratio {wall / floor:.1f}x\n\nEach stage summed over the jobs:\n\n{table}\n"
+        f"ratio {wall / floor:.1f}x; everything but training {rest:.2f} s per job\n\n"
+        f"Each stage summed over the jobs:\n\n{table}\n"
     )
 
 
