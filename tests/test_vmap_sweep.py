@@ -4,6 +4,8 @@ metrics that Hydra's basic launcher, one job at a time, gives the same job."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import pytest
 
 from glove_exp.app.group import train_together
 from glove_exp.app.identity import VMAP_SIZE_TAG, VMAP_TAG
-from tests.conftest import experiment_runs, metric_steps, run_cli, tiny_config
+from tests.conftest import cli_command, cli_env, experiment_runs, metric_steps, run_cli, tiny_config
 
 FAST = ["explain.num_examples=0", "tracking.log_model=false", "trainer.epochs=4", "trainer.early_stopping_patience=2"]
 SEEDS = "trainer.seed=0,1,2"
@@ -26,6 +28,10 @@ def sweeps(tmp_path_factory, tiny_overrides):
                        f"tracking.experiment={experiment}")  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.splitlines()[-1] == "sweep: 3 of 3 jobs finished"
+        # quiet: Hydra's launch lines and nothing of the group's training
+        assert all(
+            re.search(r"\[HYDRA\] (Launching 3 jobs locally|\t#\d : )", line) for line in proc.stderr.splitlines()
+        )
     return cwd
 
 
@@ -86,3 +92,26 @@ def test_the_plugin_is_a_light_module():
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'mlflow', 'glove_exp')))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_signal_while_a_group_trains_stops_the_sweep_with_one_line(tmp_path, tiny_overrides):
+    """Before its members' runs exist: no training run is left behind, the parent ends KILLED."""
+    command = cli_command(
+        "-m", *tiny_overrides, "embeddings.dim=8", "trainer.epochs=100000", "trainer.seed=0,1",
+        "hydra.verbose=glove_exp.core.fit",
+    )  # fmt: skip
+    proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(tmp_path), stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # the group's per-epoch debug lines; ends if the process dies
+            if "epoch 3:" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "glove-exp: interrupted (SIGINT)"
+    assert experiment_runs(tmp_path) == []
+    [parent] = experiment_runs(tmp_path, parents=True)
+    assert parent.info.status == "KILLED"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from glove_exp.app.identity import group_id
 from glove_exp.app.schema import Config, to_config
@@ -35,7 +35,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     returns = {}
     for group in seed_groups(jobs) if grouping else [[(idx, None)] for idx in jobs]:
         if len(group) > 1:
+            console_logging(jobs[group[0][0]])  # as quiet, or as verbose, as the jobs will be
             session.train_group([config for _, config in group], launcher.options.get("max_group_size"))
+            configure_log(hydra.hydra_logging, hydra.verbose)
         for idx, _ in group:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(job_overrides[idx - initial_job_idx]))}")
             returns[idx] = run_job(
@@ -52,6 +54,16 @@ def job_config(launcher: Any, idx: int, overrides: Sequence[str]) -> DictConfig:
         config.hydra.job.id = idx
         config.hydra.job.num = idx
     return config
+
+
+def console_logging(job: DictConfig) -> None:
+    """A job's logging config without its file handlers (no job folder exists yet)."""
+    settings = OmegaConf.to_container(job.hydra.job_logging, resolve=False)
+    files = {name for name, handler in settings.get("handlers", {}).items() if "filename" in handler}
+    settings["handlers"] = {name: h for name, h in settings.get("handlers", {}).items() if name not in files}
+    for logger in [settings.get("root", {}), *settings.get("loggers", {}).values()]:
+        logger["handlers"] = [name for name in logger.get("handlers", []) if name not in files]
+    configure_log(OmegaConf.create(settings), job.hydra.verbose)
 
 
 def seed_groups(jobs: dict[int, DictConfig]) -> list[list[tuple[int, Config | None]]]:
