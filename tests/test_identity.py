@@ -60,3 +60,19 @@ def test_a_relative_data_dir_is_the_same_as_its_absolute_path(tmp_path, monkeypa
 def test_tags():
     config = compose_config(*BASE)
     assert identity_tags(config) == {"glove_exp.config_id": config_id(config), "glove_exp.group_id": group_id(config)}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("experiment=seed_tutorial",), ("experiment=swem", "model.hidden_sizes=[8,4]"), ("experiment=token_swem",),
+     ("optimizer=adamw", "optimizer.schedule=warmup_cosine", "trainer.feature_dtype=bfloat16", "model.norm=batch")],
+)  # fmt: skip
+def test_plain_settings_are_omegaconfs(overrides):
+    """The ids hash what OmegaConf's container of the config holds: ids of earlier runs stay the same."""
+    from omegaconf import OmegaConf
+
+    from glove_exp.app.identity import plain
+    from glove_exp.app.schema import flatten
+
+    config = compose_config(*BASE, *overrides)
+    assert flatten(plain(config)) == flatten(OmegaConf.structured(config))

@@ -115,3 +115,22 @@ def test_a_signal_while_a_group_trains_stops_the_sweep_with_one_line(tmp_path, t
     assert experiment_runs(tmp_path) == []
     [parent] = experiment_runs(tmp_path, parents=True)
     assert parent.info.status == "KILLED"
+
+
+def test_a_members_epochs_are_logged_in_batches_within_mlflows_limit(tmp_path):
+    """1,250 values (250 epochs of 5 metrics) in two writes of at most 1,000, every epoch at its step."""
+    from glove_exp.app.interrupts import Interrupts
+    from glove_exp.app.store import Store
+    from glove_exp.app.tracking import tracked_run
+    from glove_exp.core.train import EpochMetrics
+
+    store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "epochs")
+    history = [EpochMetrics(epoch, 1.0 / epoch, 0.5, 0.9, 0.6, 0.01) for epoch in range(1, 251)]
+    with tracked_run(store, "member", {}, Interrupts()) as run:
+        run.log_epochs(history)
+    losses = store.client.get_metric_history(run.run_id, "val/loss")
+    assert sorted(m.step for m in losses) == list(range(1, 251))
+    assert sorted((m.step, m.value) for m in store.client.get_metric_history(run.run_id, "train/loss"))[-1] == (
+        250,
+        pytest.approx(1 / 250),
+    )

@@ -126,10 +126,11 @@ def train_and_log(
         tracked.log_data_stats(data_stats(prepared, names))
         tracked.log_datasets(datasets)
         with timer("train"):
-            epoch_done = then(tracked.log_epoch, on_epoch)
-            result = (
-                fit_model(prepared, config, epoch_done, progress) if trained is None else replay(trained, epoch_done)
-            )
+            if trained is None:
+                result = fit_model(prepared, config, then(tracked.log_epoch, on_epoch), progress)
+            else:
+                tracked.log_epochs(trained.result.history)
+                result = replay(trained, on_epoch or (lambda m: None))
         if trained is not None:
             timer.add("train", trained.seconds)
         with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
@@ -159,8 +160,8 @@ def train_and_log(
 
 
 def replay(trained: Trained, on_epoch: Callable[[EpochMetrics], None]) -> FitResult:
-    """Log, epoch by epoch, a training done with its group, as if it ran now; raise the error that
-    ended it, as its own training would have."""
+    """A training done with its group, its epochs logged: ``on_epoch`` (a search's reporter, which may
+    prune it) on each epoch as if it ran now; raise the error that ended it, as its training would have."""
     for metrics in trained.result.history:
         on_epoch(metrics)
     if isinstance(trained.result, Failed):

@@ -66,6 +66,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
 PROJECT_ROOT = PACKAGE_DIR.parent
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
+MAX_BATCH_METRICS = 1000  # MLflow's limit of one log_batch
 # Above this many classes the confusion matrix is a heatmap without per-cell values: 200 classes' 40,000
 # values made a 180-inch figure that took 100 s to save.
 ANNOTATED_CLASSES = 20
@@ -166,9 +167,16 @@ class TrackedRun:
         self.log_metrics({f"data/{key.replace('.', '/')}": value for key, value in flat.items()})
 
     def log_epoch(self, m: EpochMetrics) -> None:
-        values = {"train/loss": m.train_loss, "train/accuracy": m.train_accuracy, "val/loss": m.val_loss,
-                  "val/accuracy": m.val_accuracy, "time/epoch_s": m.epoch_time_s}  # fmt: skip
-        self.log_metrics({k: v for k, v in values.items() if v is not None}, step=m.epoch, tags=heartbeat())
+        self.log_metrics(epoch_values(m), step=m.epoch, tags=heartbeat())
+
+    def log_epochs(self, history: Sequence[EpochMetrics]) -> None:
+        """Epochs trained before the run existed (with its group): a write per 1,000 values (MLflow's
+        limit of a batch), not one per epoch."""
+        now = int(time.time() * 1000)
+        values = [Metric(key, float(value), now, m.epoch) for m in history for key, value in epoch_values(m).items()]
+        beat = [RunTag(key, value) for key, value in heartbeat().items()]
+        for start in range(0, len(values), MAX_BATCH_METRICS):
+            self.call(self.store.client.log_batch, metrics=values[start : start + MAX_BATCH_METRICS], tags=beat)
 
     def log_explanations(self, explanations: list[Explanation], pages: list[Path], artifact_path: str) -> None:
         """Each explanation's page and, beside it, its data as ``<page name>.json``."""
@@ -260,6 +268,12 @@ def log_model_files(
         client.log_model_artifacts(model.model_id, str(Path(tmp) / name))
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     return model.model_id
+
+
+def epoch_values(m: EpochMetrics) -> dict[str, float]:
+    values = {"train/loss": m.train_loss, "train/accuracy": m.train_accuracy, "val/loss": m.val_loss,
+              "val/accuracy": m.val_accuracy, "time/epoch_s": m.epoch_time_s}  # fmt: skip
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
