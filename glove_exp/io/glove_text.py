@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
@@ -64,22 +63,21 @@ class ParseStats:
 
 def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
     """:func:`parse_glove_text` into one :class:`WordVectors` in memory."""
-    words: list[pa.Array] = []
+    words: list[str] = []
     blocks = [np.zeros((0, dim), np.float32)]
     for block_words, block in parse_glove_text(path, dim, progress):
-        words.append(block_words)
+        words += block_words
         blocks.append(block)
-    warn_duplicates(path, words)
-    return WordVectors(pa.chunked_array(words, pa.string()).to_pylist(), np.concatenate(blocks), source=str(path))
+    warn_duplicates(path, len(words) - len(set(words)))
+    return WordVectors(words, np.concatenate(blocks), source=str(path))
 
 
-def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[pa.Array, np.ndarray]]:
-    """Blocks of (words, an Arrow string array, and their ``[n, dim]`` float32 vectors), in file order
-    except that the lines parsed from the right follow the others of their piece. The file is sniffed
-    (:func:`_sniff`), then read in 16 MB pieces, each parsed in a background thread by the CSV reader
-    (space-separated, no quoting, float32 columns) while the previous one is used. Lines that fail every
-    parse are skipped and counted; the file is refused if most of its lines were bad, or with the line of
-    a NaN or infinite value."""
+def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Blocks of (words, ``[n, dim]`` float32 vectors), in file order except that the lines parsed from
+    the right follow the others of their piece. The file is sniffed (:func:`_sniff`), then read in 16 MB
+    pieces, each parsed in a background thread by the CSV reader (space-separated, no quoting, float32
+    columns) while the previous one is used. Lines that fail every parse are skipped and counted; the
+    file is refused if most of its lines were bad, or with the line of a NaN or infinite value."""
     start = _sniff(path, dim)
     stats = ParseStats()
     pieces = _line_chunks(path, start)
@@ -162,19 +160,19 @@ def _split_at_lines(text: memoryview | bytes, count: int) -> list[memoryview]:
     return [memoryview(data)[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
-def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[pa.Array, np.ndarray]]:
+def _table_blocks(table: pa.Table | None, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
     """(words, vectors) per record batch: ``to_tensor`` writes a batch's floats row-major in one pass."""
     if table is None:
         return []
     stats.lines += len(table)
     return [
-        (batch.column(0), batch.drop_columns(["word"]).to_tensor(row_major=True).to_numpy())
+        (batch.column(0).to_pylist(), batch.drop_columns(["word"]).to_tensor(row_major=True).to_numpy())
         for batch in table.to_batches()
         if len(batch)
     ]
 
 
-def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tuple[pa.Array, np.ndarray]]:
+def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tuple[list[str], np.ndarray]]:
     """The lines the CSV reader did not parse, parsed from the right (the bad ones counted)."""
     stats.lines += len(lines)
     parsed = []
@@ -184,9 +182,7 @@ def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tu
             stats.bad(line)
         else:
             parsed.append(entry)
-    if not parsed:
-        return []
-    return [(pa.array([word for word, _ in parsed], pa.string()), np.stack([vector for _, vector in parsed]))]
+    return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))] if parsed else []
 
 
 def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
@@ -275,7 +271,7 @@ def _parse_from_right(line: str, dim: int) -> tuple[str, np.ndarray] | None:
 
 
 def _check_finite(
-    path: Path, dim: int, text: memoryview | bytes, offset: int, words: pa.Array, vectors: np.ndarray
+    path: Path, dim: int, text: memoryview | bytes, offset: int, words: list[str], vectors: np.ndarray
 ) -> None:
     """Refuse NaN or infinite values (which would only surface as a diverged training run),
     naming the first such line of ``text``, the piece of the file at byte ``offset``."""
@@ -285,7 +281,7 @@ def _check_finite(
     bad = ~np.isfinite(vectors).all(axis=1)
     if not bad.any():
         return  # only the sum was beyond float32's range
-    word = words[int(np.argmax(bad))].as_py()
+    word = words[int(np.argmax(bad))]
     lines = enumerate(str(text, "utf-8").split("\n"), start=_line_number(path, offset))
     number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
     where = f"line {number} ({word!r})" if number else f"the line of {word!r}"  # None: pyarrow split it at a lone \r
@@ -318,10 +314,8 @@ def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
     log.warning("%s; skipped them", message)
 
 
-def warn_duplicates(path: Path, words: list[pa.Array]) -> None:
-    """Warn of words that occur more than once in these blocks (Arrow's hash: a Python set took twice as long)."""
-    chunked = pa.chunked_array(words, pa.string())
-    duplicates = len(chunked) - len(pc.unique(chunked))
+def warn_duplicates(path: Path, duplicates: int) -> None:
+    """``duplicates``: the words that repeat an earlier one."""
     if duplicates:
         log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
 
