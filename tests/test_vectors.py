@@ -4,6 +4,7 @@ import http.server
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +75,34 @@ def test_cache_is_used_memory_mapped_and_keyed_by_the_file(glove_file, tmp_path,
     assert cache_folder(glove_file, 8, cache) != folder
     assert load_glove_text_cached(glove_file, 8, cache, progress=False).words[-1] == "extra"
     assert parses == [glove_file, glove_file]
+
+
+def test_first_load_returns_the_written_cache_without_reading_it_back(glove_file, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    read = embeddings.read_cache
+    monkeypatch.setattr(embeddings, "read_cache", lambda *a: pytest.fail("the words were read back from words.txt"))
+    first = load_glove_text_cached(glove_file, 8, cache, progress=False)
+    assert isinstance(first.vectors, np.memmap)  # the written vectors.npy, as a reload maps it
+    monkeypatch.setattr(embeddings, "read_cache", read)
+    again = load_glove_text_cached(glove_file, 8, cache, progress=False)
+    assert again.words == first.words == read_glove_text(glove_file, 8, progress=False).words
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+
+
+def test_a_concurrent_writer_that_finished_first_is_read(glove_file, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    expected = read_glove_text(glove_file, 8, progress=False)
+    replace = os.replace
+
+    def other_writer_first(src, dst):  # the other job renamed its folder to dst a moment before
+        shutil.copytree(src, dst)
+        replace(src, dst)  # OSError: dst is a folder that is not empty
+
+    monkeypatch.setattr(embeddings.os, "replace", other_writer_first)
+    vectors = load_glove_text_cached(glove_file, 8, cache, progress=False)
+    assert vectors.words == expected.words and isinstance(vectors.vectors, np.memmap)
+    np.testing.assert_array_equal(vectors.vectors, expected.vectors)
+    assert list((cache / "vectors").iterdir()) == [cache_folder(glove_file, 8, cache)]  # no temporary left
 
 
 @pytest.mark.parametrize("damage", ["truncate_vectors", "drop_words", "garble_manifest", "delete_manifest"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
@@ -24,8 +25,12 @@ from glove_exp.core.vectors import WordVectors
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 << 20  # pieces of the file parsed at once; two are in memory at a time
-BLOCK_BYTES = 8 << 20  # the CSV reader's blocks: its threads share a piece's blocks
+# Pieces of the file parsed at once; two are in memory at a time. Their two buffers are touched whole
+# (page faults): 64 MB ones cost a tenth of the CPU of a 171 MB file's first load.
+CHUNK_BYTES = 16 << 20
+# The CSV reader's blocks, shared by its threads: a block's text and columns stay in a core's cache
+# (8 MB blocks took a quarter more CPU).
+BLOCK_BYTES = 1 << 20
 FALLBACK_BYTES = 1 << 20  # pieces the CSV reader refuses are split down to this size
 MAX_BAD_FRACTION = 0.5
 HEAD_BYTES = 64 << 10  # sniffed before parsing
@@ -63,26 +68,28 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
     for block_words, block in parse_glove_text(path, dim, progress):
         words += block_words
         blocks.append(block)
-    warn_duplicates(path, words)
+    warn_duplicates(path, len(words) - len(set(words)))
     return WordVectors(words, np.concatenate(blocks), source=str(path))
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
     """Blocks of (words, ``[n, dim]`` float32 vectors), in file order except that the lines parsed from
-    the right follow the others of their piece. The file is sniffed (:func:`_sniff`), then read in 64 MB
+    the right follow the others of their piece. The file is sniffed (:func:`_sniff`), then read in 16 MB
     pieces, each parsed in a background thread by the CSV reader (space-separated, no quoting, float32
     columns) while the previous one is used. Lines that fail every parse are skipped and counted; the
     file is refused if most of its lines were bad, or with the line of a NaN or infinite value."""
     start = _sniff(path, dim)
     stats = ParseStats()
     pieces = _line_chunks(path, start)
-    with (
+    bar = (
         tqdm(
             total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=f"parse {path.name}", disable=not progress,
-        ) as bar,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="glove-parse") as reader,
-    ):  # fmt: skip
+            desc=f"parse {path.name}",
+        )
+        if progress
+        else contextlib.nullcontext()  # a disabled tqdm still imports multiprocessing for its lock
+    )  # fmt: skip
+    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="glove-parse") as reader:
         parse_next = partial(_parse_next_piece, pieces, dim)
         pending = reader.submit(parse_next)
         while (parsed := pending.result()) is not None:
@@ -92,7 +99,8 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
                 for words, vectors in _table_blocks(table, stats) + _other_width_block(other_width, dim, stats):
                     _check_finite(path, dim, text, offset, words, vectors)
                     yield words, vectors
-            bar.update(size)
+            if progress:
+                bar.update(size)
     _check_malformed(path, dim, stats)
     log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
@@ -136,6 +144,7 @@ def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str
         "convert_options": pacsv.ConvertOptions(
             column_types={"word": pa.string(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
+            check_utf8=False,  # _valid_utf8 has checked the whole piece
         ),
     }  # fmt: skip
 
@@ -178,8 +187,8 @@ def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tu
 
 def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
     """(offset, piece) from byte ``start`` on, pieces of about ``CHUNK_BYTES`` ending at a line break (the
-    last may not): views of two buffers read in turn (fresh 64 MB buffers cost more in page faults than
-    the parse), so a piece stays valid until the next-but-one is read."""
+    last may not): views of two buffers read in turn (a fresh buffer per piece costs more in page faults
+    than the parse), so a piece stays valid until the next-but-one is read."""
     with open(path, "rb") as handle:
         rest = os.fstat(handle.fileno()).st_size - start  # < 0 past a header line without a line break
         size = max(min(CHUNK_BYTES, rest + 1), 1)  # a small file: one small read
@@ -266,9 +275,12 @@ def _check_finite(
 ) -> None:
     """Refuse NaN or infinite values (which would only surface as a diverged training run),
     naming the first such line of ``text``, the piece of the file at byte ``offset``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(vectors.sum()):  # NaN and inf carry through a sum: one pass, no mask (5x faster)
+            return
     bad = ~np.isfinite(vectors).all(axis=1)
     if not bad.any():
-        return
+        return  # only the sum was beyond float32's range
     word = words[int(np.argmax(bad))]
     lines = enumerate(str(text, "utf-8").split("\n"), start=_line_number(path, offset))
     number = next((n for n, line in lines if _is_nonfinite_entry(line, dim, word)), None)
@@ -302,8 +314,8 @@ def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
     log.warning("%s; skipped them", message)
 
 
-def warn_duplicates(path: Path, words: list[str]) -> None:
-    duplicates = len(words) - len(set(words))
+def warn_duplicates(path: Path, duplicates: int) -> None:
+    """``duplicates``: the words that repeat an earlier one."""
     if duplicates:
         log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
 

@@ -113,8 +113,10 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
             log.warning("the vector cache %s is corrupt (%s); rebuilding it", folder, err)
             shutil.rmtree(folder, ignore_errors=True)
     remove_stale_temps(writable_cache_subdir(cache_dir, "vectors"))
-    write_cache(path, dim, folder, progress)
-    return read_cache(folder, path)
+    words = write_cache(path, dim, folder, progress)
+    if words is None:  # a concurrent writer's cache
+        return read_cache(folder, path)
+    return WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path))
 
 
 def vectors_identity(vectors: WordVectors) -> str:
@@ -158,31 +160,38 @@ def cache_folder(path: Path, dim: int, cache_dir: Path) -> Path:
     return cache_dir / "vectors" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> None:
-    """``vectors.npy`` (streamed: memory stays at two 64 MB pieces and the words), ``words.txt`` and, last,
-    ``manifest.json`` in a temporary folder renamed to ``folder``; a concurrent writer there first wins."""
+def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> list[str] | None:
+    """``vectors.npy`` (streamed: memory stays at two 16 MB pieces and the words), ``words.txt`` and, last,
+    ``manifest.json`` in a temporary folder renamed to ``folder``; a concurrent writer there first wins.
+    Returns the words (so that they are not read back from ``words.txt``), or None where another writer's
+    cache is in ``folder``."""
     tmp = temp_path(folder)
     try:
         tmp.mkdir()
         words: list[str] = []
+        distinct: set[str] = set()  # filled while the next piece is parsed, not after the last one
         with open(tmp / "vectors.npy", "wb") as out:
             out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
             for block_words, block in parse_glove_text(path, dim, progress):
                 words += block_words
+                distinct.update(block_words)
                 out.write(np.ascontiguousarray(block, dtype="<f4").data)
             out.seek(0)
             out.write(_npy_header(len(words), dim))
-        warn_duplicates(path, words)
+        warn_duplicates(path, len(words) - len(distinct))
+        del distinct
         (tmp / "words.txt").write_text("\n".join(words), encoding="utf-8")
         manifest = {"format": CACHE_FORMAT, "count": len(words), "dim": dim, "source": str(path)}
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         os.replace(tmp, folder)
+        return words
     except OSError as err:
         if not folder.is_dir():  # else a concurrent writer finished first
             raise EmbeddingsError(
                 f"could not build the vector cache of {path} in {folder.parent} ({err.strerror or err}); "
                 "check the free space there or set embeddings.cache_dir"
             ) from None
+        return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
