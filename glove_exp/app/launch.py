@@ -58,11 +58,15 @@ def job_config(launcher: Any, idx: int, overrides: Sequence[str]) -> DictConfig:
 
 def console_logging(job: DictConfig) -> None:
     """A job's logging config without its file handlers (no job folder exists yet)."""
-    settings = OmegaConf.to_container(job.hydra.job_logging, resolve=False)
-    files = {name for name, handler in settings.get("handlers", {}).items() if "filename" in handler}
-    settings["handlers"] = {name: h for name, h in settings.get("handlers", {}).items() if name not in files}
-    for logger in [settings.get("root", {}), *settings.get("loggers", {}).values()]:
-        logger["handlers"] = [name for name in logger.get("handlers", []) if name not in files]
+    settings = OmegaConf.to_container(job.hydra.job_logging, resolve=False) if job.hydra.job_logging else None
+    handlers = (settings or {}).get("handlers") or {}
+    files = {name for name, handler in handlers.items() if "filename" in (handler or {})}
+    if not files:  # hydra/job_logging=none or disabled: as it is
+        configure_log(job.hydra.job_logging, job.hydra.verbose)
+        return
+    settings["handlers"] = {name: handler for name, handler in handlers.items() if name not in files}
+    for logger in [settings.get("root") or {}, *(settings.get("loggers") or {}).values()]:
+        logger["handlers"] = [name for name in logger.get("handlers") or [] if name not in files]
     configure_log(OmegaConf.create(settings), job.hydra.verbose)
 
 
