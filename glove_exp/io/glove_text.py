@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 # Pieces of the file parsed at once; two are in memory at a time. Their two buffers are touched whole
 # (page faults): 64 MB ones cost a tenth of the CPU of a 171 MB file's first load.
 CHUNK_BYTES = 16 << 20
-# The CSV reader's blocks, shared by its threads: a block's text and columns stay in a core's cache
-# (8 MB blocks took a quarter more CPU).
+# The CSV reader's blocks, shared by its threads: 1,600 to 2,400 lines, whose text and columns stay in a
+# core's cache, 1 MB at 50-d and 4.2 MB at 300-d (8 MB blocks took a quarter more CPU at 50-d, 1 MB ones
+# 7% more at 300-d, where each block has more columns to convert).
 BLOCK_BYTES = 1 << 20
+BLOCK_BYTES_PER_DIM = 14 << 10
 FALLBACK_BYTES = 1 << 20  # pieces the CSV reader refuses are split down to this size
 MAX_BAD_FRACTION = 0.5
 HEAD_BYTES = 64 << 10  # sniffed before parsing
@@ -139,7 +141,9 @@ def _csv_parts(text: memoryview | bytes, dim: int) -> list[CsvPart]:
 def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str]) -> dict:
     names = ["word", *(f"v{i}" for i in range(dim))]
     return {
-        "read_options": pacsv.ReadOptions(column_names=names, encoding="utf8", block_size=BLOCK_BYTES),
+        "read_options": pacsv.ReadOptions(
+            column_names=names, encoding="utf8", block_size=max(BLOCK_BYTES, dim * BLOCK_BYTES_PER_DIM)
+        ),
         "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=invalid_row_handler),
         "convert_options": pacsv.ConvertOptions(
             column_types={"word": pa.string(), **{n: pa.float32() for n in names[1:]}},
