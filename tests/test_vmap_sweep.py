@@ -39,6 +39,7 @@ def by_seed(cwd, experiment):
     return {run.data.params["trainer.seed"]: run for run in experiment_runs(cwd, experiment)}
 
 
+@pytest.mark.slow
 def test_members_log_what_the_basic_launcher_logs(sweeps):
     vmapped, alone = by_seed(sweeps, "vmap"), by_seed(sweeps, "basic")
     assert sorted(vmapped) == sorted(alone) == ["0", "1", "2"]
@@ -54,6 +55,7 @@ def test_members_log_what_the_basic_launcher_logs(sweeps):
         assert run.data.tags["glove_exp.config_id"] == other.data.tags["glove_exp.config_id"]
 
 
+@pytest.mark.slow
 def test_members_are_tagged_with_their_program(sweeps):
     vmapped = by_seed(sweeps, "vmap").values()
     assert {run.data.tags[VMAP_SIZE_TAG] for run in vmapped} == {"3"}
@@ -61,6 +63,7 @@ def test_members_are_tagged_with_their_program(sweeps):
     assert not any(VMAP_TAG in run.data.tags for run in by_seed(sweeps, "basic").values())
 
 
+@pytest.mark.slow
 def test_finished_members_are_skipped_and_programs_split_at_max_group_size(sweeps, tiny_overrides):
     proc = run_cli(sweeps, "-m", *tiny_overrides, "embeddings.dim=8", *FAST, "trainer.seed=0,1,2,3,4,5",
                    "tracking.experiment=vmap", "hydra.launcher.max_group_size=2")  # fmt: skip
@@ -71,6 +74,7 @@ def test_finished_members_are_skipped_and_programs_split_at_max_group_size(sweep
     assert len({run.data.tags[VMAP_TAG] for run in new}) == 2
 
 
+@pytest.mark.slow
 def test_a_group_that_memory_cannot_hold_is_split(tmp_path, tiny_data, monkeypatch):
     configs = [tiny_config(tiny_data, tmp_path, f"trainer.seed={seed}", "trainer.epochs=1") for seed in range(3)]
     together = train_together(configs, progress=False, max_size=None)
@@ -94,6 +98,7 @@ def test_the_plugin_is_a_light_module():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
+@pytest.mark.slow
 def test_a_signal_while_a_group_trains_stops_the_sweep_with_one_line(tmp_path, tiny_overrides):
     """Before its members' runs exist: no training run is left behind, the parent ends KILLED."""
     command = cli_command(
