@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import threading
 import time
@@ -285,9 +286,10 @@ def codec() -> Codec:
 
 def test_entries_past_the_byte_bound_go_least_recently_used_first(tmp_path):
     encode, decode = codec().encode, codec().decode
-    for key in ("a", "b", "c"):
+    for age, key in enumerate(("c", "b", "a")):  # a oldest: its manifest's time an hour back
         get_or_build(tmp_path, key, lambda: np.zeros(1000, np.uint8), encode, decode, max_bytes=10**6)
-        time.sleep(0.01)  # distinct manifest times
+        used = time.time() - 100 - 1000 * age
+        os.utime(tmp_path / key / "manifest.json", (used, used))
     get_or_build(tmp_path, "a", lambda: pytest.fail("a is cached"), encode, decode, max_bytes=10**6)  # used: newest
     size = sum(path.stat().st_size for path in (tmp_path / "a").iterdir())
     get_or_build(tmp_path, "d", lambda: np.zeros(1000, np.uint8), encode, decode, max_bytes=3 * size)
@@ -298,14 +300,14 @@ def test_entries_past_the_byte_bound_go_least_recently_used_first(tmp_path):
 
 def test_parallel_builders_of_one_entry_build_it_once(tmp_path):
     encode, decode = codec().encode, codec().decode
-    builds, results = [], []
+    builds, results, together = [], [], threading.Barrier(3)
 
     def build():
         builds.append(1)
-        time.sleep(0.3)
         return np.arange(10)
 
     def job():
+        together.wait()  # the three ask at once
         results.append(get_or_build(tmp_path, "k", build, encode, decode, max_bytes=10**6))
 
     threads = [threading.Thread(target=job) for _ in range(3)]

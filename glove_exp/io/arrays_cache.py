@@ -55,11 +55,11 @@ def get_or_build(
     ``KeyError`` or ``IndexError`` for an entry it cannot use: the entry is then built again."""
     if not NAME.fullmatch(key):
         raise ValueError(f"cache key {key!r} is not a plain name")
-    value = load(root / key, decode)
+    value = load(root / key, decode, locked=False)
     if value is not None:
         return value, True
     with _building(root, key):
-        value = load(root / key, decode)  # built by the process that held the lock meanwhile
+        value = load(root / key, decode, locked=True)  # built by the process that held the lock meanwhile
         if value is not None:
             return value, True
         value = build()
@@ -68,12 +68,14 @@ def get_or_build(
     return value, False
 
 
-def load(folder: Path, decode: Callable[[Entry], T]) -> T | None:
-    """The decoded entry in ``folder``; None if there is none, or if it is corrupt (then deleted)."""
+def load(folder: Path, decode: Callable[[Entry], T], locked: bool) -> T | None:
+    """The decoded entry in ``folder``; None if there is none, or if it is corrupt (then deleted).
+    Without the entry's lock, a missing folder or manifest may be a builder's rename landing while
+    this reads, so only a ``locked`` reader judges missing files."""
     try:
         value = decode(read_entry(folder))
     except FileNotFoundError:
-        if folder.exists():  # a manifest or an array is missing: not an entry that a rename made
+        if locked and folder.exists():  # a manifest or an array is missing: not an entry that a rename made
             discard(folder, "files are missing")
         return None
     except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
