@@ -320,6 +320,16 @@ def test_parallel_builders_of_one_entry_build_it_once(tmp_path):
         np.testing.assert_array_equal(value, np.arange(10))
 
 
+def test_a_reader_without_the_lock_leaves_a_folder_whose_rename_may_be_landing(tmp_path, caplog):
+    decode = codec().decode
+    assert arrays_cache.store(tmp_path / "k", Entry({"x": np.arange(3)}))
+    (tmp_path / "k" / "manifest.json").unlink()  # as a reader sees it when the rename lands mid-read
+    assert arrays_cache.load(tmp_path / "k", decode, locked=False) is None
+    assert (tmp_path / "k").is_dir() and "corrupt" not in caplog.text
+    assert arrays_cache.load(tmp_path / "k", decode, locked=True) is None  # under the lock: corrupt
+    assert not (tmp_path / "k").exists() and "files are missing" in caplog.text
+
+
 def test_a_second_writer_leaves_the_first_entry_and_no_temporaries(tmp_path):
     assert arrays_cache.store(tmp_path / "k", Entry({"x": np.arange(3)}, {"by": "first"}))
     assert not arrays_cache.store(tmp_path / "k", Entry({"x": np.arange(4)}, {"by": "second"}))
