@@ -31,6 +31,13 @@ ADAM = {
 }  # fmt: skip
 
 
+def hyper(optimizer: dict, dropout: float):
+    """A member's scalar settings, as the app takes them from a config's optimizer and model."""
+    from glove_exp.core.train import Hyper
+
+    return Hyper(optimizer["lr"], optimizer["weight_decay"], dropout)
+
+
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 # Each class has its own topic words; documents mix them with shared filler words.
 TOPICS = [

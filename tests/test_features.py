@@ -17,7 +17,7 @@ from glove_exp.core.features import (
 from glove_exp.core.fit import fit
 from glove_exp.core.models import Model, ModelSpec, make_constants, model_from_spec
 from glove_exp.core.train import make_optimizer
-from tests.conftest import ADAM, FROZEN_MODEL
+from tests.conftest import ADAM, FROZEN_MODEL, hyper
 
 V, D, T, N = 50, 8, 10, 203  # N is no multiple of any batch size used here
 MODEL = {**FROZEN_MODEL, "hidden_sizes": [16], "activation": "relu"}
@@ -97,7 +97,7 @@ def test_16_bit_features_train_and_predict_like_32_bit_ones(data, dtype):
     np.testing.assert_allclose(inputs.train.astype(np.float32).mean(0), 0.0, atol=2e-3)  # standardised
     result = fit(
         model.head, make_optimizer(**FAST_ADAM, steps_per_epoch=5, epochs=3), (inputs.train, labels[:150]),
-        (inputs.val, labels[150:]), inputs.consts, jax.random.PRNGKey(0), epochs=3, batch_size=32,
+        (inputs.val, labels[150:]), inputs.consts, jax.random.PRNGKey(0), hyper(FAST_ADAM, 0.0), epochs=3, batch_size=32,
         eval_batch_size=64, shuffle=True, early_stopping_patience=2, progress=False,
     )  # fmt: skip
     assert len(result.history) == 3 and all(np.isfinite(m.train_loss) for m in result.history)

@@ -1,5 +1,7 @@
 """Members of a vmapped group train exactly as each would alone (no files, no MLflow)."""
 
+from dataclasses import replace
+
 import jax
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from glove_exp.core.fit import Failed, Member, fit, fit_group, programs
 from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
 from glove_exp.core.train import make_optimizer, make_predict
-from tests.conftest import ADAM, FROZEN_MODEL
+from tests.conftest import ADAM, FROZEN_MODEL, hyper
 
 V, D, T, C, N = 60, 6, 12, 3, 300
 SETTINGS = {"batch_size": 32, "eval_batch_size": 64, "shuffle": True, "progress": False}
@@ -32,22 +34,28 @@ def model():
     return model_from_spec(MODEL)
 
 
-def optimizer(epochs):
-    return make_optimizer(**ADAM, steps_per_epoch=8, epochs=epochs)
+def optimizer(epochs, settings=ADAM):
+    return make_optimizer(**settings, steps_per_epoch=8, epochs=epochs)
 
 
-def alone(model, data, seed, epochs=2, patience=None):
+def alone(model, data, seed, epochs=2, patience=None, settings=ADAM):
     train, val, consts = data
     return fit(
-        model.forward, optimizer(epochs), train, val, consts, jax.random.PRNGKey(seed), epochs=epochs,
-        early_stopping_patience=patience, **SETTINGS,
+        model.forward, optimizer(epochs, settings), train, val, consts, jax.random.PRNGKey(seed),
+        hyper(settings, model.spec.dropout), epochs=epochs, early_stopping_patience=patience, **SETTINGS,
     )  # fmt: skip
 
 
-def together(model, datas, seeds, epochs=2, patience=None):
-    members = [Member(d[0], d[1], d[2], jax.random.PRNGKey(s)) for d, s in zip(datas, seeds)]
+def together(model, datas, seeds, epochs=2, patience=None, hypers=None, settings=ADAM):
+    hypers = hypers or [hyper(ADAM, model.spec.dropout)] * len(seeds)
+    members = [Member(d[0], d[1], d[2], jax.random.PRNGKey(s), h) for d, s, h in zip(datas, seeds, hypers)]
     return fit_group(
-        model.forward, optimizer(epochs), members, epochs=epochs, early_stopping_patience=patience, **SETTINGS
+        model.forward,
+        optimizer(epochs, settings),
+        members,
+        epochs=epochs,
+        early_stopping_patience=patience,
+        **SETTINGS,
     )
 
 
@@ -78,6 +86,28 @@ def test_members_with_their_own_data_and_vocabularies(model):
         assert_same(result, alone(model, data, seed), model, data[1], data[2])
 
 
+@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine"])
+def test_members_with_their_own_learning_rate_weight_decay_and_dropout(schedule):
+    """One program of members that differ in the scalar settings: each its own dropout rate, and each
+    optimizer state its own learning rate and weight decay."""
+    data = dataset(0)
+    settings = [
+        {**ADAM, "schedule": schedule, "lr": lr, "weight_decay": wd} for lr, wd in [(1e-3, 0.0), (3e-3, 1e-3), (1e-2, 0.0)]
+    ]  # fmt: skip
+    dropouts = [0.1, 0.2, 0.5]  # a rate of 0 is another program: see identity.program_key
+    grouped = together(
+        model_from_spec(MODEL),
+        [data] * 3,
+        [0, 0, 1],
+        hypers=[hyper(s, d) for s, d in zip(settings, dropouts)],
+        settings=settings[0],
+    )
+    for seed, setting, dropout, result in zip([0, 0, 1], settings, dropouts, grouped):
+        own = model_from_spec(replace(MODEL, dropout=dropout))
+        assert_same(result, alone(own, data, seed, settings=setting), own, data[1], data[2])
+    assert len({r.history[-1].train_loss for r in grouped}) == 3
+
+
 def test_early_stopping_is_per_member(model):
     data = dataset(0)
     epochs, patience = 12, 1
@@ -95,7 +125,8 @@ def test_a_diverging_member_fails_alone(model):
     bad = consts._replace(table=consts.table.at[5].set(np.inf))  # ids 5 occur: the loss is NaN at once
     results = fit_group(
         model.forward, optimizer(2),
-        [Member(train, val, consts, jax.random.PRNGKey(0)), Member(train, val, bad, jax.random.PRNGKey(1))],
+        [Member(train, val, consts, jax.random.PRNGKey(0), hyper(ADAM, 0.2)),
+         Member(train, val, bad, jax.random.PRNGKey(1), hyper(ADAM, 0.2))],
         epochs=2, early_stopping_patience=None, **SETTINGS,
     )  # fmt: skip
     assert isinstance(results[1], Failed) and "diverged" in str(results[1].error) and results[1].history == ()
@@ -105,6 +136,6 @@ def test_a_diverging_member_fails_alone(model):
 def test_programs_split_by_shape_and_size():
     small, other = dataset(0), dataset(1)
     wide = ((np.zeros((250, T + 1), np.int32), small[0][1]), small[1], small[2])
-    members = [Member(*d, jax.random.PRNGKey(0)) for d in (small, wide, other, small, other)]
+    members = [Member(*d, jax.random.PRNGKey(0), hyper(ADAM, 0.0)) for d in (small, wide, other, small, other)]
     assert programs(members) == [[0, 2, 3, 4], [1]]
     assert programs(members, max_size=3) == [[0, 2, 3], [4], [1]]

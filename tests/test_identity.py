@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from glove_exp.app.identity import config_id, group_id, identity_tags
+from glove_exp.app.identity import config_id, group_id, identity_tags, program_key
 from tests.conftest import compose_config
 
 BASE = (
@@ -55,6 +55,16 @@ def test_tracking_and_paths_of_caches_leave_the_identity_alone(override):
 def test_a_relative_data_dir_is_the_same_as_its_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert ids("dataset.data_dir=data") == ids(f"dataset.data_dir={tmp_path / 'data'}")
+
+
+def test_a_program_joins_seeds_and_scalar_settings_but_not_dropout_with_none():
+    def key(*overrides: str) -> str:
+        return program_key(compose_config(*BASE, "model.dropout=0.1", *overrides))
+
+    base = key()
+    assert key("trainer.seed=3", "optimizer.lr=0.01", "optimizer.weight_decay=0.001", "model.dropout=0.5") == base
+    assert key("model.dropout=0") != base  # no dropout initialises differently
+    assert key("model.pooling=max") != base and key("optimizer.name=sgd") != base and key("trainer.epochs=2") != base
 
 
 def test_tags():

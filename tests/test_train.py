@@ -9,7 +9,7 @@ from glove_exp.core.errors import TrainingError
 from glove_exp.core.fit import fit
 from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
 from glove_exp.core.train import OptimizerName, Schedule, make_optimizer, make_predict
-from tests.conftest import ADAM, FROZEN_MODEL
+from tests.conftest import ADAM, FROZEN_MODEL, hyper
 
 V, D, T, C = 60, 6, 12, 3
 MODEL = {"pooling": "mean", **FROZEN_MODEL}
@@ -38,7 +38,7 @@ def train(data, model_kw, precomputed, epochs=4, patience=None, optimizer=ADAM):
     result = fit(
         model.head if precomputed else model.forward, make_optimizer(**optimizer, steps_per_epoch=8, epochs=epochs),
         (inputs[:250], labels[:250]), (inputs[250:], labels[250:]), consts, jax.random.PRNGKey(0),
-        epochs=epochs, batch_size=32, eval_batch_size=64, shuffle=True, early_stopping_patience=patience, progress=False,
+        hyper(optimizer, model.spec.dropout), epochs=epochs, batch_size=32, eval_batch_size=64, shuffle=True, early_stopping_patience=patience, progress=False,
     )  # fmt: skip
     return result, model, consts
 

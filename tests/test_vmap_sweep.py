@@ -64,6 +64,29 @@ def test_members_are_tagged_with_their_program(sweeps):
 
 
 @pytest.mark.slow
+def test_learning_rates_and_dropout_rates_train_in_one_program_as_they_would_alone(tmp_path, tiny_overrides):
+    scalars = ["trainer.seed=0", "optimizer.lr=0.002,0.01", "optimizer.weight_decay=0,0.001", "model.dropout=0.1,0.3"]
+    runs = {}
+    for experiment, launcher in [("vmap", []), ("basic", ["hydra/launcher=basic"])]:
+        proc = run_cli(tmp_path, "-m", *tiny_overrides, "embeddings.dim=8", *FAST, *scalars, *launcher,
+                       f"tracking.experiment={experiment}")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[experiment] = {
+            tuple(run.data.params[k] for k in ("optimizer.lr", "optimizer.weight_decay", "model.dropout")): run
+            for run in experiment_runs(tmp_path, experiment)
+        }
+    assert len(runs["vmap"]) == len(runs["basic"]) == 8
+    assert {run.data.tags[VMAP_SIZE_TAG] for run in runs["vmap"].values()} == {"8"}
+    for settings, run in runs["vmap"].items():
+        other = runs["basic"][settings]
+        steps, values = zip(*metric_steps(tmp_path, run.info.run_id, "train/loss"))
+        other_steps, other_values = zip(*metric_steps(tmp_path, other.info.run_id, "train/loss"))
+        assert steps == other_steps and values == pytest.approx(other_values, abs=1e-4), settings
+        assert run.data.metrics["test/accuracy"] == pytest.approx(other.data.metrics["test/accuracy"], abs=1e-9)
+    assert len({run.data.metrics["train/loss"] for run in runs["vmap"].values()}) == 8  # each its own settings
+
+
+@pytest.mark.slow
 def test_finished_members_are_skipped_and_programs_split_at_max_group_size(sweeps, tiny_overrides):
     proc = run_cli(sweeps, "-m", *tiny_overrides, "embeddings.dim=8", *FAST, "trainer.seed=0,1,2,3,4,5",
                    "tracking.experiment=vmap", "hydra.launcher.max_group_size=2")  # fmt: skip

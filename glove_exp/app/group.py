@@ -1,5 +1,5 @@
-"""The configs of a sweep that differ only in ``trainer.seed`` train as vmapped programs, split
-where their shapes differ or memory would not hold them all."""
+"""The configs of a sweep that differ only in their seed and scalar settings (``identity.program_key``)
+train as vmapped programs, split where their shapes differ or memory would not hold them all."""
 
 from __future__ import annotations
 

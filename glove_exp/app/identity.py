@@ -24,6 +24,8 @@ RESULT_GROUPS = ("dataset", "embeddings", "model", "optimizer", "trainer")
 # Where files are, not what they hold: the same data or vectors from another folder are the same config.
 NOT_RESULTS = frozenset({"embeddings.cache_dir"})
 SEED_KEY = "trainer.seed"
+# what the members of one vmapped program may differ in (glove_exp.core.train.Hyper, and the seed)
+PER_MEMBER = frozenset({SEED_KEY, "optimizer.lr", "optimizer.weight_decay", "model.dropout"})
 ID_LENGTH = 12
 
 
@@ -67,6 +69,15 @@ def config_id(config: Config) -> str:
 
 def group_id(config: Config) -> str:
     return digest({k: v for k, v in result_settings(config).items() if k != SEED_KEY})
+
+
+def program_key(config: Config) -> str:
+    """What configs must share to train as one vmapped program: every result setting but :data:`PER_MEMBER`,
+    and whether the model has dropout at all (its dropout draws a key before the layers draw theirs:
+    a rate of 0 and one above initialise differently)."""
+    settings = result_settings(config)
+    shared = {k: v for k, v in settings.items() if k not in PER_MEMBER}
+    return digest({**shared, "model.dropout > 0": bool(settings["model.dropout"])})
 
 
 def identity_tags(config: Config) -> dict[str, str]:

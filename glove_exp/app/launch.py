@@ -1,6 +1,7 @@
 """glove-exp's launcher (``hydra/launcher=glove_exp``, the default): Hydra's basic launcher, jobs one at a
-time in this process, except that the jobs of a batch that differ only in ``trainer.seed`` train
-first, as one vmapped program, and then each evaluates, explains and logs as its own job."""
+time in this process, except that the jobs of a batch that differ only in ``trainer.seed``,
+``optimizer.lr``, ``optimizer.weight_decay`` or ``model.dropout`` train first, as one vmapped program,
+and then each evaluates, explains and logs as its own job."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from glove_exp.app.identity import group_id
+from glove_exp.app.identity import program_key
 from glove_exp.app.schema import Config, to_config
 from glove_exp.app.session import Session
 from glove_exp.core.errors import GloveExpError
@@ -33,7 +34,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     session: Session | None = getattr(launcher.task_function, "session", None)
     grouping = session is not None and launcher.options.get("vmap", True)
     returns = {}
-    for group in seed_groups(jobs) if grouping else [[(idx, None)] for idx in jobs]:
+    for group in program_groups(jobs) if grouping else [[(idx, None)] for idx in jobs]:
         if len(group) > 1:
             console_logging(jobs[group[0][0]])  # as quiet, or as verbose, as the jobs will be
             session.train_group([config for _, config in group], launcher.options.get("max_group_size"))
@@ -70,9 +71,10 @@ def console_logging(job: DictConfig) -> None:
     configure_log(OmegaConf.create(settings), job.hydra.verbose)
 
 
-def seed_groups(jobs: dict[int, DictConfig]) -> list[list[tuple[int, Config | None]]]:
-    """The jobs with their validated configs, grouped by ``glove_exp.group_id`` in order of each group's
-    first job; a job whose config is invalid is a group of its own (its job reports the error)."""
+def program_groups(jobs: dict[int, DictConfig]) -> list[list[tuple[int, Config | None]]]:
+    """The jobs with their validated configs, grouped by :func:`~glove_exp.app.identity.program_key` in
+    order of each group's first job; a job whose config is invalid is a group of its own (its job
+    reports the error)."""
     groups: dict[str, list[tuple[int, Config | None]]] = {}
     for idx, job in jobs.items():
         task = copy.deepcopy(job)
@@ -83,5 +85,5 @@ def seed_groups(jobs: dict[int, DictConfig]) -> list[list[tuple[int, Config | No
         except GloveExpError:
             groups[f"invalid {idx}"] = [(idx, None)]
             continue
-        groups.setdefault(group_id(config), []).append((idx, config))
+        groups.setdefault(program_key(config), []).append((idx, config))
     return list(groups.values())

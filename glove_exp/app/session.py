@@ -1,6 +1,6 @@
 """What the jobs of one ``glove-exp`` process share: the signal handling, the tokens and features of
-earlier jobs, and the models that trained with their group (the jobs of a batch that differ only in
-``trainer.seed``) before their jobs run."""
+earlier jobs, and the models that trained with their group (the jobs of a batch that share an
+``identity.program_key``) before their jobs run."""
 
 from __future__ import annotations
 

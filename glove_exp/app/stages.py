@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_ne
 from glove_exp.core.fit import Failed, Member, fit_group
 from glove_exp.core.models import Constants, Model, ModelSpec, Weighting, make_constants, model_from_spec
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
-from glove_exp.core.train import EpochMetrics, FitResult, make_optimizer
+from glove_exp.core.train import EpochMetrics, FitResult, Hyper, make_optimizer
 from glove_exp.core.vectors import WordVectors
 from glove_exp.io.datasets import Splits, load_splits
 from glove_exp.io.files import available_memory
@@ -216,23 +216,27 @@ def frozen_constants(model: Model, encoded: Encoded, config: Config) -> Constant
 
 
 def member(prepared: Prepared, config: Config, on_epoch: Callable[[EpochMetrics], None] = lambda m: None) -> Member:
-    """What one config trains on, with its seed's key."""
+    """What one config trains on, with its seed's key and its scalar settings."""
     splits, inputs = prepared.splits, prepared.inputs
     val = None if splits.val is None else (inputs.val, splits.val.labels)
     train = (inputs.train, splits.train.labels)
-    return Member(train, val, inputs.consts, jax.random.PRNGKey(config.trainer.seed), on_epoch)
+    hyper = Hyper(config.optimizer.lr, config.optimizer.weight_decay, config.model.dropout)
+    return Member(train, val, inputs.consts, jax.random.PRNGKey(config.trainer.seed), hyper, on_epoch)
 
 
 def fit_models(
     prepared: Sequence[Prepared], configs: Sequence[Config], members: Sequence[Member], progress: bool = False
 ) -> list[FitResult | Failed]:
-    """Train ``members`` (of ``configs`` that differ in ``trainer.seed`` alone, and of the same shapes)
-    as one vmapped program: a single run is a group of one."""
+    """Train ``members`` (of ``configs`` that differ in no more than :data:`~glove_exp.app.identity.PER_MEMBER`,
+    and of the same shapes) as one vmapped program: a single run is a group of one. The program has
+    dropout where any member has."""
     first, t = prepared[0], configs[0].trainer
     batch_size = min(t.batch_size, len(first.splits.train))  # a larger batch is the whole split, padded
     steps_per_epoch = -(-len(first.splits.train) // batch_size)
     optimizer = make_optimizer(**asdict(configs[0].optimizer), steps_per_epoch=steps_per_epoch, epochs=t.epochs)
-    transformed = first.model.head if first.inputs.precomputed else first.model.forward
+    spec = replace(first.model.spec, dropout=max(m.hyper.dropout for m in members))
+    model = first.model if spec == first.model.spec else model_from_spec(spec)
+    transformed = model.head if first.inputs.precomputed else model.forward
     return fit_group(
         transformed, optimizer, members, epochs=t.epochs, batch_size=batch_size, eval_batch_size=t.eval_batch_size,
         shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience, progress=progress,

@@ -1,5 +1,6 @@
 """Training as one ``jax.vmap``-ped program of M members (models of one config that differ in their
-seed, or in their own data of the same shapes); a single run is a group of one. The jit boundary is
+seed, their :class:`Hyper` settings, or their own data of the same shapes); a single run is a group
+of one. The jit boundary is
 :func:`glove_exp.core.train.make_train_epoch`: a whole epoch of every member."""
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from tqdm.auto import tqdm
 
 from glove_exp.core.errors import TrainingError
 from glove_exp.core.models import Constants
-from glove_exp.core.train import EpochMetrics, FitResult, cross_entropy, diverged, make_predict, make_train_epoch
+from glove_exp.core.train import (
+    EpochMetrics,
+    FitResult,
+    Hyper,
+    cross_entropy,
+    diverged,
+    make_predict,
+    make_train_epoch,
+    with_hyperparams,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +45,14 @@ class Failed:
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a group that trains as one program: its data, its key and its epoch callback."""
+    """One model of a group that trains as one program: its data, its key, its scalar settings and its
+    epoch callback."""
 
     train: tuple[np.ndarray, np.ndarray]  # inputs [N, ...], labels [N]
     val: tuple[np.ndarray, np.ndarray] | None  # the same layout; None without a validation split
     consts: Constants
     rng: jax.Array
+    hyper: Hyper
     on_epoch: Callable[[EpochMetrics], None] = lambda m: None
 
     def shape(self) -> tuple:
@@ -137,12 +149,13 @@ def fit_group(
     init_keys, rng = member_keys(jnp.stack([m.rng for m in members]))
     init = jax.vmap(lambda key, x, c: transformed.init(key, x, c, True), in_axes=(0, axis, axis))
     params, state = init(init_keys, inputs[:1] if axis is None else inputs[:, :1], consts)
-    opt_state = jax.vmap(optimizer.init)(params)
+    hyper = Hyper(*(np.array(values, np.float32) for values in zip(*(m.hyper for m in members))))
+    opt_state = with_hyperparams(jax.vmap(optimizer.init)(params), hyper)
     epoch_fn = make_train_epoch(transformed.apply, optimizer, first.train[1].shape[0], batch_size, shuffle, axis)
     predict = make_predict(transformed.apply, eval_batch_size)
 
     tic = time.perf_counter()  # compile outside the epoch timings: the epoch and the validation shapes
-    epoch_fn = epoch_fn.lower(params, state, opt_state, rng, inputs, labels, consts).compile()
+    epoch_fn = epoch_fn.lower(params, state, opt_state, rng, hyper.dropout, inputs, labels, consts).compile()
     if vals[0] is not None:
         predict(member_tree(params, 0), member_tree(state, 0), vals[0], first.consts)
     compile_time_s = time.perf_counter() - tic
@@ -151,7 +164,7 @@ def fit_group(
     for epoch in bar:
         tic = time.perf_counter()
         params, state, opt_state, rng, losses, accuracies = epoch_fn(
-            params, state, opt_state, rng, inputs, labels, consts
+            params, state, opt_state, rng, hyper.dropout, inputs, labels, consts
         )
         losses, accuracies = np.asarray(losses), np.asarray(accuracies)
         share = (time.perf_counter() - tic) / count
@@ -217,15 +230,15 @@ def fitted(run: Progress, params: hk.Params, state: hk.State, stopping: bool, co
 
 def fit(
     transformed: hk.Transformed, optimizer: optax.GradientTransformation, train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray] | None, consts: Constants, rng: jax.Array, *, epochs: int, batch_size: int,
-    eval_batch_size: int, shuffle: bool, early_stopping_patience: int | None,
+    val: tuple[np.ndarray, np.ndarray] | None, consts: Constants, rng: jax.Array, hyper: Hyper, *, epochs: int,
+    batch_size: int, eval_batch_size: int, shuffle: bool, early_stopping_patience: int | None,
     on_epoch: Callable[[EpochMetrics], None] = lambda m: None, progress: bool = True,
 ) -> FitResult:  # fmt: skip
     """Train one model, a group of one: on ``train = (inputs [N, ...], labels [N])``, validating on ``val``
     (same layout) if any. With ``early_stopping_patience``, returns the best epoch's parameters and
     state, else the last's; raises :class:`TrainingError` if training diverged."""
     (result,) = fit_group(
-        transformed, optimizer, [Member(train, val, consts, rng, on_epoch)], epochs=epochs, batch_size=batch_size,
+        transformed, optimizer, [Member(train, val, consts, rng, hyper, on_epoch)], epochs=epochs, batch_size=batch_size,
         eval_batch_size=eval_batch_size, shuffle=shuffle, early_stopping_patience=early_stopping_patience,
         progress=progress,
     )  # fmt: skip

@@ -101,7 +101,8 @@ class ModelSpec:
 
 class Model(NamedTuple):
     """Pure functions over explicit state. ``forward``: ``init(rng, tokens, consts, is_training) ->
-    (params, state)`` / ``apply(params, state, rng, tokens, consts, is_training) -> ([B, C], state)``;
+    (params, state)`` / ``apply(params, state, rng, tokens, consts, is_training[, dropout]) -> ([B, C],
+    state)``, ``dropout`` a rate for the head's dropout in place of the spec's (which, if 0, has none);
     ``head``: the same with pooled features ``[B, F]`` for tokens; ``features``: ``apply({}, None, tokens,
     consts) -> [B, F]`` (only when parameter-free)."""
 
@@ -121,16 +122,18 @@ def model_from_spec(spec: ModelSpec) -> Model:
         return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x) if norm == Norm.layer else x
 
     def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, dropout: float,
-            norm: Norm = Norm.none) -> jax.Array:  # fmt: skip
+            norm: Norm = Norm.none, rate: jax.Array | None = None) -> jax.Array:  # fmt: skip
         """Dense layers on the last axis (hk.nets.MLP's, its parameter names and dropout keys), each
-        followed by ``norm``, dropout (training only) and the activation unless it is the last."""
+        followed by ``norm``, dropout (training only, if ``dropout`` > 0, at ``rate`` if given, which
+        may be traced) and the activation unless it is the last."""
         layers = hk.nets.MLP(sizes, w_init=INITIALISERS[spec.init], name=name).layers
         keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and dropout > 0 else None
+        rate = dropout if rate is None else rate
         for i, layer in enumerate(layers):
             x = layer(x)
             if i < len(layers) - 1 or activate_final:
                 x = normalize(norm, x, is_training)
-                x = ACTIVATIONS[spec.activation](x if keys is None else hk.dropout(next(keys), dropout, x))
+                x = ACTIVATIONS[spec.activation](x if keys is None else hk.dropout(next(keys), rate, x))
         return x
 
     def featurize(tokens: jax.Array, consts: Constants, is_training: bool) -> jax.Array:
@@ -148,18 +151,17 @@ def model_from_spec(spec: ModelSpec) -> Model:
         features = pool(x, mask, spec.pooling, spec.hier_window)
         return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
 
-    def head_logits(features: jax.Array, is_training: bool) -> jax.Array:
+    def head_logits(features: jax.Array, is_training: bool, dropout: jax.Array | None) -> jax.Array:
         features = normalize(spec.norm, features, is_training)
-        return mlp(
-            [*spec.hidden_sizes, spec.num_classes], False, "head", features, is_training, spec.dropout, spec.norm
-        )
+        sizes = [*spec.hidden_sizes, spec.num_classes]
+        return mlp(sizes, False, "head", features, is_training, spec.dropout, spec.norm, dropout)
 
-    def forward(tokens, consts, is_training):
-        return head_logits(featurize(tokens, consts, is_training), is_training)
+    def forward(tokens, consts, is_training, dropout=None):
+        return head_logits(featurize(tokens, consts, is_training), is_training, dropout)
 
-    def head(features, consts, is_training):
+    def head(features, consts, is_training, dropout=None):
         del consts  # same signature as forward
-        return head_logits(features.astype(jnp.float32), is_training)  # features may be stored as 16-bit floats
+        return head_logits(features.astype(jnp.float32), is_training, dropout)  # features may be 16-bit floats
 
     def features(tokens, consts):
         return featurize(tokens, consts, is_training=False)

@@ -22,8 +22,19 @@ from glove_exp.core.models import Constants
 
 log = logging.getLogger(__name__)
 
-# (params, state, rng, inputs [B, ...], consts, is_training) -> ([B, C], state): hk.transform_with_state's apply
+# (params, state, rng, inputs [B, ...], consts, is_training[, dropout]) -> ([B, C], state):
+# hk.transform_with_state's apply; ``dropout`` (a traced rate) replaces the model's own
 ApplyFn = Callable[..., tuple[jax.Array, hk.State]]
+
+
+class Hyper(NamedTuple):
+    """The scalar settings a program's members may differ in, besides their seed: ``[M]`` arrays in a
+    program. The optimizer reads ``learning_rate`` and ``weight_decay`` from its state
+    (:func:`with_hyperparams`), the model its ``dropout`` rate as an input."""
+
+    learning_rate: float
+    weight_decay: float
+    dropout: float
 
 
 def make_optimizer(
@@ -31,27 +42,42 @@ def make_optimizer(
     schedule: Schedule, warmup_fraction: float, decay_rate: float, steps_per_epoch: int, epochs: int,
 ) -> optax.GradientTransformation:  # fmt: skip
     """An optax chain: optional global-norm clipping, then the optimizer. ``weight_decay`` is decoupled
-    for adamw and an L2 term added to the gradient otherwise."""
+    for adamw and an L2 term added to the gradient otherwise. ``lr`` and ``weight_decay`` are state
+    (``optax.inject_hyperparams``), so members of one program may differ in them; the chain's shape
+    does not depend on their values."""
     name, schedule, total = OptimizerName(name), Schedule(schedule), max(steps_per_epoch * epochs, 1)
-    rate: optax.Schedule | float = lr
-    if schedule == Schedule.cosine:
-        rate = optax.cosine_decay_schedule(lr, total)
-    elif schedule == Schedule.warmup_cosine:
-        rate = optax.warmup_cosine_decay_schedule(0.0, lr, max(int(warmup_fraction * total), 1), total)
-    elif schedule == Schedule.exponential:  # decay_rate per epoch
-        rate = optax.exponential_decay(lr, steps_per_epoch, decay_rate)
     momentum = momentum or None
-    optimizers = {
-        OptimizerName.adam: lambda: optax.adam(rate),
-        OptimizerName.adamw: lambda: optax.adamw(rate, weight_decay=weight_decay),
-        OptimizerName.sgd: lambda: optax.sgd(rate, momentum=momentum),
-        OptimizerName.rmsprop: lambda: optax.rmsprop(rate, momentum=momentum),
-        OptimizerName.adagrad: lambda: optax.adagrad(rate),
-    }
-    chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
-    if weight_decay and name != OptimizerName.adamw:
-        chain.append(optax.add_decayed_weights(weight_decay))
-    return optax.chain(*chain, optimizers[name]())
+    shape = None  # the schedule for a learning rate of 1 (optax's schedules test their values: not traceable)
+    if schedule == Schedule.cosine:
+        shape = optax.cosine_decay_schedule(1.0, total)
+    elif schedule == Schedule.warmup_cosine:
+        shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(int(warmup_fraction * total), 1), total)
+    elif schedule == Schedule.exponential:  # decay_rate per epoch
+        shape = optax.exponential_decay(1.0, steps_per_epoch, decay_rate)
+
+    def chain(learning_rate: jax.Array, weight_decay: jax.Array) -> optax.GradientTransformation:
+        rate = learning_rate if shape is None else lambda count: learning_rate * shape(count)
+        optimizers = {
+            OptimizerName.adam: lambda: optax.adam(rate),
+            OptimizerName.adamw: lambda: optax.adamw(rate, weight_decay=weight_decay),
+            OptimizerName.sgd: lambda: optax.sgd(rate, momentum=momentum),
+            OptimizerName.rmsprop: lambda: optax.rmsprop(rate, momentum=momentum),
+            OptimizerName.adagrad: lambda: optax.adagrad(rate),
+        }
+        parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+        if name != OptimizerName.adamw:  # adds 0 * params without weight decay: the same for every member
+            parts.append(optax.add_decayed_weights(weight_decay))
+        return optax.chain(*parts, optimizers[name]())
+
+    return optax.inject_hyperparams(chain)(learning_rate=lr, weight_decay=weight_decay)
+
+
+def with_hyperparams(opt_state: optax.InjectHyperparamsState, hyper: Hyper) -> optax.InjectHyperparamsState:
+    """``[M]`` optimizer states (of :func:`make_optimizer`) given each member's learning rate and weight
+    decay (``[M]`` arrays in ``hyper``)."""
+    values = {"learning_rate": hyper.learning_rate, "weight_decay": hyper.weight_decay}
+    own = {k: jnp.asarray(v, opt_state.hyperparams[k].dtype) for k, v in values.items()}
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, **own})
 
 
 class EpochResult(NamedTuple):
@@ -68,40 +94,41 @@ def make_train_epoch(
     data_axis: int | None = None,
 ) -> Callable[..., EpochResult]:  # fmt: skip
     """A jitted epoch of M members at once, ``jax.vmap``-ped over their parameters, state, optimizer state
-    and PRNG key: ``epoch(params [M, ...], state, opt_state, rng [M, 2], inputs, labels, consts) ->
-    EpochResult`` with ``[M]`` loss and accuracy. The data are shared (``data_axis`` None: ``[N, ...]``)
+    (which holds each one's learning rate), PRNG key and dropout rate: ``epoch(params [M, ...], state,
+    opt_state, rng [M, 2], dropout [M], inputs, labels, consts) -> EpochResult`` with ``[M]`` loss and
+    accuracy. The data are shared (``data_axis`` None: ``[N, ...]``)
     or each member's own (0: ``[M, N, ...]``). Each member shuffles with its own key; the last batch is
     padded with zero-weight rows, so all steps share one compiled shape."""
     num_batches = math.ceil(num_examples / batch_size)
     padded = num_batches * batch_size
 
-    def loss_fn(params, state, rng, x, y, w, consts):
-        logits, state = apply(params, state, rng, x, consts, True)
+    def loss_fn(params, state, rng, x, y, w, consts, dropout):
+        logits, state = apply(params, state, rng, x, consts, True, dropout)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = ((logits.argmax(-1) == y) * w).sum()
         return (losses * w).sum() / jnp.maximum(w.sum(), 1.0), ((losses * w).sum(), correct, state)
 
-    def step(carry, batch, inputs, labels, consts):
+    def step(carry, batch, inputs, labels, consts, dropout):
         params, state, opt_state, rng = carry
         idx, w = batch
         rng, key = jax.random.split(rng)
         grad = jax.grad(loss_fn, has_aux=True)
-        grads, (loss_sum, correct, state) = grad(params, state, key, inputs[idx], labels[idx], w, consts)
+        grads, (loss_sum, correct, state) = grad(params, state, key, inputs[idx], labels[idx], w, consts, dropout)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), state, opt_state, rng), (loss_sum, correct)
 
-    def epoch(params, state, opt_state, rng, inputs, labels, consts):
+    def epoch(params, state, opt_state, rng, dropout, inputs, labels, consts):
         rng, perm_key = jax.random.split(rng)
         order = jax.random.permutation(perm_key, num_examples) if shuffle else jnp.arange(num_examples)
         order = jnp.pad(order, (0, padded - num_examples)).reshape(num_batches, batch_size)
         weights = (jnp.arange(padded) < num_examples).astype(jnp.float32).reshape(num_batches, batch_size)
         carry = (params, state, opt_state, rng)
         carry, (loss_sums, corrects) = jax.lax.scan(
-            lambda carry, batch: step(carry, batch, inputs, labels, consts), carry, (order, weights)
+            lambda carry, batch: step(carry, batch, inputs, labels, consts, dropout), carry, (order, weights)
         )
         return EpochResult(*carry, loss_sums.sum() / num_examples, corrects.sum() / num_examples)
 
-    members = jax.vmap(epoch, in_axes=(0, 0, 0, 0, data_axis, data_axis, data_axis))
+    members = jax.vmap(epoch, in_axes=(0, 0, 0, 0, 0, data_axis, data_axis, data_axis))
     # params, state and opt_state are replaced every epoch: their buffers are reused in place (donated)
     return jax.jit(members, donate_argnums=(0, 1, 2))
 

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 @dataclass
 class GloveExpLauncherConf:
     """``hydra.launcher``: jobs one at a time in this process, as Hydra's basic launcher runs them, but
-    the jobs of a batch that differ only in ``trainer.seed`` train as one vmapped program first."""
+    the jobs of a batch that differ only in ``trainer.seed``, ``optimizer.lr``, ``optimizer.weight_decay``
+    or ``model.dropout`` train as one vmapped program first."""
 
     _target_: str = "hydra_plugins.glove_exp_launcher.launcher.GloveExpLauncher"
     vmap: bool = True  # false: train every job on its own
