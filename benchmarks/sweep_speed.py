@@ -1,10 +1,10 @@
 """A sweep's wall time against its training floor, measured in one run.
 
     python -m benchmarks.sweep_speed [--data-dir DIR] [--poolings flatten,mean,sum] [--seeds 0,1,2,3,4]
-                                     [--out benchmarks/results/sweep_speed.md]
+                                     [--lrs 0.001,0.003] [--out benchmarks/results/sweep_speed.md]
 
-The sweep is ``glove-exp -m experiment=seed_tutorial model.pooling=... trainer.seed=...`` typed as a
-user would (a new process, a fresh store in a temporary folder; the vector cache and JAX's compilation
+The sweep is ``glove-exp -m experiment=seed_tutorial model.pooling=... trainer.seed=...`` (and
+``optimizer.lr=...`` with ``--lrs``) typed as a user would (a new process, a fresh store in a temporary folder; the vector cache and JAX's compilation
 cache as they are). Its floor is the same trainings as bare jitted loops in this process, after one
 data load: glove-exp's own ``prepare`` and ``fit_model`` per job, only ``fit_model`` timed. Prints the
 ratio and each stage's seconds summed over the sweep's jobs (their ``time/<stage>_s`` metrics).
@@ -13,6 +13,7 @@ ratio and each stage's seconds summed over the sweep's jobs (their ``time/<stage
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -28,27 +29,26 @@ from benchmarks.common import ROOT, compose, publish
 PRESET = "experiment=seed_tutorial"
 
 
-def floor_seconds(data_dir: Path, poolings: list[str], seeds: list[int]) -> float:
+def floor_seconds(data_dir: Path, axes: dict[str, list[str]]) -> float:
     """Seconds of the jobs' training proper, each job's model and features prepared untimed."""
     from glove_exp.app.stages import StageTimer, fit_model, prepare
 
     total = 0.0
-    for pooling in poolings:
-        for seed in seeds:
-            overrides = [PRESET, f"model.pooling={pooling}", f"trainer.seed={seed}", f"dataset.data_dir={data_dir}"]
-            config = compose([*overrides, "tracking.uri=unused"])
-            prepared = prepare(config, StageTimer())
-            tic = time.perf_counter()
-            fit_model(prepared, config)
-            total += time.perf_counter() - tic
+    for values in itertools.product(*axes.values()):
+        overrides = [PRESET, *(f"{k}={v}" for k, v in zip(axes, values)), f"dataset.data_dir={data_dir}"]
+        config = compose([*overrides, "tracking.uri=unused"])
+        prepared = prepare(config, StageTimer())
+        tic = time.perf_counter()
+        fit_model(prepared, config)
+        total += time.perf_counter() - tic
     return total
 
 
-def sweep(data_dir: Path, poolings: list[str], seeds: list[int], folder: Path) -> tuple[float, pd.DataFrame]:
+def sweep(data_dir: Path, axes: dict[str, list[str]], folder: Path) -> tuple[float, pd.DataFrame]:
     """The sweep's wall seconds and its runs' ``time/*`` metrics."""
     command = [
-        sys.executable, "-m", "glove_exp.app.cli", "-m", PRESET, f"model.pooling={','.join(poolings)}",
-        f"trainer.seed={','.join(map(str, seeds))}", f"dataset.data_dir={data_dir}",
+        sys.executable, "-m", "glove_exp.app.cli", "-m", PRESET, *(f"{k}={','.join(v)}" for k, v in axes.items()),
+        f"dataset.data_dir={data_dir}",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     tic = time.perf_counter()
@@ -86,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "ag_news")
     parser.add_argument("--poolings", default="flatten,mean,sum")
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--lrs", default="", help="optimizer.lr values to sweep too (default: the preset's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_speed.md")
     args = parser.parse_args(argv)
-    poolings, seeds = args.poolings.split(","), [int(s) for s in args.seeds.split(",")]
+    axes = {"model.pooling": args.poolings.split(","), "trainer.seed": args.seeds.split(",")}
+    if args.lrs:
+        axes["optimizer.lr"] = args.lrs.split(",")
     data_dir = args.data_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
-        wall, times = sweep(data_dir, poolings, seeds, Path(tmp))
-    floor = floor_seconds(data_dir, poolings, seeds)
-    publish(report(wall, floor, times, len(poolings) * len(seeds)), args.out)
+        wall, times = sweep(data_dir, axes, Path(tmp))
+    floor = floor_seconds(data_dir, axes)
+    publish(report(wall, floor, times, len(list(itertools.product(*axes.values())))), args.out)
     return 0
 
 
