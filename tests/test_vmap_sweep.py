@@ -112,6 +112,27 @@ def test_a_group_that_memory_cannot_hold_is_split(tmp_path, tiny_data, monkeypat
         )
 
 
+def test_a_job_config_that_the_sweeper_checked_is_not_composed_again():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.glove_exp_launcher.launcher import ComposedOnce
+
+    class Composer:
+        calls: list[tuple[str, ...]] = []
+
+        def load_sweep_config(self, master_config, sweep_overrides):
+            self.calls.append(tuple(sweep_overrides))
+            return OmegaConf.create({"job": len(self.calls)})
+
+    inner, master, other = Composer(), OmegaConf.create(), OmegaConf.create()
+    loader = ComposedOnce(inner)
+    checked = loader.load_sweep_config(master, ["a=1"])  # the sweeper's batch check
+    assert loader.take(master, ("a=1",)) is checked and inner.calls == [("a=1",)]
+    assert loader.take(master, ["a=1"]).job == 2  # handed over once: then composed again
+    assert loader.take(other, ["a=1"]).job == 3  # another master config: its own
+    assert loader.kept == {}
+
+
 def test_the_plugin_is_a_light_module():
     """Hydra imports every plugin on every start, ``--help`` included: the launcher's module imports no JAX."""
     code = (

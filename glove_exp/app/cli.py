@@ -165,7 +165,7 @@ def _run(config: Any, hydra_cfg: Any, session: Session, sweep_dir: str | None) -
     job = JobInfo(
         name=hydra_cfg.job.name, num=hydra_cfg.job.num if sweep_dir else None, sweep_id=sweep_dir,
         overrides=tuple(task_overrides(hydra_cfg)), preset=hydra_cfg.runtime.choices.get("experiment"),
-        varying=sweep_keys(sweep_dir) if sweep_dir and not search else (), trial=trial,
+        varying=varying_keys(session, sweep_dir) if sweep_dir and not search else (), trial=trial,
         output_dir=hydra_cfg.runtime.output_dir if sweep_dir else None,
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
@@ -183,6 +183,13 @@ def task_overrides(hydra_cfg: Any) -> list[str]:
     from omegaconf import OmegaConf
 
     return list(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
+
+
+def varying_keys(session: Session, sweep_dir: str) -> tuple[str, ...]:
+    """:func:`sweep_keys`, read once per sweep by the process that runs its jobs."""
+    if sweep_dir not in session.swept:
+        session.swept[sweep_dir] = sweep_keys(sweep_dir)
+    return session.swept[sweep_dir]
 
 
 def sweep_keys(sweep_dir: str) -> tuple[str, ...]:

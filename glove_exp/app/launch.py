@@ -50,7 +50,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
 
 
 def job_config(launcher: Any, idx: int, overrides: Sequence[str]) -> DictConfig:
-    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    config = launcher.hydra_context.config_loader.take(launcher.config, overrides)  # composed once per job
     with open_dict(config):
         config.hydra.job.id = idx
         config.hydra.job.num = idx

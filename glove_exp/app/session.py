@@ -26,6 +26,7 @@ class Session:
     progress: bool = False
     shared: SharedWork = field(default_factory=SharedWork)
     trained: dict[str, Trained] = field(default_factory=dict)  # config_id -> its training
+    swept: dict[str, tuple[str, ...]] = field(default_factory=dict)  # sweep dir -> the keys its sweep varies
 
     def train_group(self, configs: Sequence[Config], max_size: int | None = None) -> None:
         """Train the configs that have no FINISHED run as vmapped programs, for their jobs to log. A

@@ -41,7 +41,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from glove_exp.app.identity import PRUNED_TAG, RunPruned, identity_tags
+from glove_exp.app.identity import PRUNED_TAG, RunPruned, identity_tags, plain
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
 from glove_exp.app.store import Store, heartbeat
@@ -153,11 +153,11 @@ class TrackedRun:
     def log_config(self, config: Config, spec: ModelSpec) -> None:
         """The resolved config (params and ``config.yaml``) with the model as its spec says (``model.*``):
         two seeds of one config differ in ``trainer.seed`` alone (``hparams_search.*`` is the sweeper's)."""
-        structured = OmegaConf.structured(config)
-        settings = {k: v for k, v in flatten(structured).items() if not k.startswith(("model.", "hparams_search."))}
+        values = plain(config)  # as OmegaConf.structured(config) holds them, without building its nodes
+        settings = {k: v for k, v in flatten(values).items() if not k.startswith(("model.", "hparams_search."))}
         model = {f"model.{key}": value for key, value in spec.to_dict().items()}
         self.log_params(settings | model)
-        self.call(self.store.client.log_text, OmegaConf.to_yaml(structured, resolve=True), "config.yaml")
+        self.call(self.store.client.log_text, OmegaConf.to_yaml(values, resolve=True), "config.yaml")
 
     def log_data_stats(self, stats: dict[str, Any]) -> None:
         """What the data gave this run (sizes, vocabulary, OOV rate, class counts): they vary with the seed's
@@ -278,16 +278,17 @@ def epoch_values(m: EpochMetrics) -> dict[str, float]:
 
 def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
     """Row-normalised confusion matrix with class names, as a matplotlib figure: each cell's value written
-    in it up to :data:`ANNOTATED_CLASSES` classes; beyond, a heatmap of a bounded size with at most
-    :data:`TICK_LABELS` class names per axis (``confusion_matrix.csv`` holds every count)."""
+    in it up to :data:`ANNOTATED_CLASSES` classes; beyond, a heatmap of a bounded size with a colour bar
+    and at most :data:`TICK_LABELS` class names per axis (``confusion_matrix.csv`` holds every count).
+    Written values need no colour bar (which would take a third of the figure's drawing time)."""
     literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
     annotated = len(class_names) <= ANNOTATED_CLASSES
     size = max(4.0, 0.9 * len(class_names) + 2.5) if annotated else HEATMAP_INCHES
-    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    figure = Figure(figsize=(size * (0.85 if annotated else 1.0), size * 0.85), layout="constrained")  # a bar: wider
     display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
     display.plot(
         ax=figure.add_subplot(), cmap="Blues", include_values=annotated, values_format=".2f",
-        xticks_rotation=35 if annotated else 90, colorbar=True,
+        xticks_rotation=35 if annotated else 90, colorbar=not annotated,
     )  # fmt: skip
     display.im_.set_clim(0.0, 1.0)
     if not annotated:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -28,6 +29,44 @@ class GloveExpLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="glove_exp", node=GloveExpLauncherConf, provider="glove_exp")
 
 
+class ComposedOnce(ConfigLoader):
+    """Hydra's config loader, keeping each job config that the sweeper composes to check a batch
+    (``Sweeper.validate_batch_is_legal``, which "repeats work the launcher will do") for this launcher,
+    which runs the jobs in this process: :meth:`take` hands it over, so a job is composed once."""
+
+    def __init__(self, loader: ConfigLoader) -> None:
+        self.loader = loader
+        self.kept: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        self.kept[(id(master_config), tuple(sweep_overrides))] = config
+        return config
+
+    def take(self, master_config: DictConfig, sweep_overrides: Sequence[str]) -> DictConfig:
+        """The job's config: the one the sweeper composed, else composed now."""
+        kept = self.kept.pop((id(master_config), tuple(sweep_overrides)), None)
+        return kept if kept is not None else self.loader.load_sweep_config(master_config, list(sweep_overrides))
+
+    def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
+        return self.loader.load_configuration(*args, **kwargs)
+
+    def get_search_path(self) -> Any:
+        return self.loader.get_search_path()
+
+    def get_sources(self) -> Any:
+        return self.loader.get_sources()
+
+    def list_groups(self, parent_name: str) -> Any:
+        return self.loader.list_groups(parent_name)
+
+    def get_group_options(self, *args: Any, **kwargs: Any) -> Any:
+        return self.loader.get_group_options(*args, **kwargs)
+
+    def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
+        return self.loader.compute_defaults_list(*args, **kwargs)
+
+
 class GloveExpLauncher(Launcher):
     """Hydra's entry point; ``glove_exp.app.launch.launch`` runs the jobs."""
 
@@ -38,6 +77,9 @@ class GloveExpLauncher(Launcher):
         self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """The sweeper shares ``hydra_context``: its batch checks now keep their configs for :meth:`launch`."""
+        if not isinstance(hydra_context.config_loader, ComposedOnce):
+            hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
