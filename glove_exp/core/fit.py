@@ -1,7 +1,7 @@
 """Training as one ``jax.vmap``-ped program of M members (models of one config that differ in their
 seed, their :class:`Hyper` settings, or their own data of the same shapes); a single run is a group
-of one. The jit boundary is
-:func:`glove_exp.core.train.make_train_epoch`: a whole epoch of every member."""
+of one. The jit boundary is :func:`glove_exp.core.train.make_train_epoch`: a whole epoch of every
+member."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from glove_exp.core.train import (
     make_predict,
     make_train_epoch,
     with_hyperparams,
-)  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
