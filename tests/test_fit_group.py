@@ -86,13 +86,16 @@ def test_members_with_their_own_data_and_vocabularies(model):
         assert_same(result, alone(model, data, seed), model, data[1], data[2])
 
 
-@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine"])
-def test_members_with_their_own_learning_rate_weight_decay_and_dropout(schedule):
+@pytest.mark.parametrize(
+    ("name", "schedule"), [("adam", "constant"), ("adamw", "warmup_cosine"), ("sgd", "exponential")]
+)
+def test_members_with_their_own_learning_rate_weight_decay_and_dropout(name, schedule):
     """One program of members that differ in the scalar settings: each its own dropout rate, and each
     optimizer state its own learning rate and weight decay."""
     data = dataset(0)
     settings = [
-        {**ADAM, "schedule": schedule, "lr": lr, "weight_decay": wd} for lr, wd in [(1e-3, 0.0), (3e-3, 1e-3), (1e-2, 0.0)]
+        {**ADAM, "name": name, "schedule": schedule, "lr": lr, "weight_decay": wd}
+        for lr, wd in [(1e-3, 0.0), (3e-3, 1e-3), (1e-2, 0.0)]
     ]  # fmt: skip
     dropouts = [0.1, 0.2, 0.5]  # a rate of 0 is another program: see identity.program_key
     grouped = together(
