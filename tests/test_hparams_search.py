@@ -153,17 +153,24 @@ def test_the_same_command_continues_the_study_up_to_n_trials(store, ag_dir, glov
 
 
 @slow
-def test_a_pruned_trial_ends_its_run_killed_and_the_sweep_succeeds(store, ag_dir, glove_file):
+def test_pruned_trials_end_their_runs_killed_and_the_sweep_succeeds(store, ag_dir, glove_file):
+    """Two trials of one batch that differ only in learning and dropout rates train as one vmapped
+    program; each is pruned at its first epoch, and its run holds that epoch alone, as a run alone would."""
     always = "++hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.1}"  # prunes at epoch 1
-    out = search(store, ag_dir, glove_file, "hydra.sweeper.n_trials=1", always)
+    fixed = ["model.pooling=mean", "trainer.max_tokens=50", "model.hidden_sizes=[128]", "model.activation=none"]
+    out = search(store, ag_dir, glove_file, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", *fixed, always)
     assert out.returncode == 0, out.stderr
-    [trial] = study(store).trials
-    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
-    [run] = runs()
-    assert run.info.status == "KILLED" and run.data.tags["glove_exp.pruned"] == "true"
-    assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/accuracy")] == [1]
-    assert [job["status"] for job in jobs(store)] == ["PRUNED"]
-    assert "sweep: 0 of 1 jobs finished (1 pruned)" in out.stdout
+    trials = study(store).trials
+    assert [(t.state, list(t.intermediate_values)) for t in trials] == [(TrialState.PRUNED, [1])] * 2
+    killed = runs()
+    assert {r.info.status for r in killed} == {"KILLED"} and {r.data.tags["glove_exp.pruned"] for r in killed} == {
+        "true"
+    }
+    assert [r.data.tags["glove_exp.vmap_size"] for r in killed] == ["2", "2"]
+    for run in killed:
+        assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/accuracy")] == [1]
+    assert [job["status"] for job in jobs(store)] == ["PRUNED", "PRUNED"]
+    assert "sweep: 0 of 2 jobs finished (2 pruned)" in out.stdout
 
 
 @slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -129,8 +129,7 @@ def train_and_log(
             if trained is None:
                 result = fit_model(prepared, config, then(tracked.log_epoch, on_epoch), progress)
             else:
-                tracked.log_epochs(trained.result.history)
-                result = replay(trained, on_epoch or (lambda m: None))
+                result = replay(trained, tracked.log_epochs, on_epoch or (lambda m: None))
         if trained is not None:
             timer.add("train", trained.seconds)
         with timer("evaluate"):  # as the logged model will score it: from token ids, with float32 features
@@ -159,11 +158,20 @@ def train_and_log(
     return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary()), model_id
 
 
-def replay(trained: Trained, on_epoch: Callable[[EpochMetrics], None]) -> FitResult:
-    """A training done with its group, its epochs logged: ``on_epoch`` (a search's reporter, which may
-    prune it) on each epoch as if it ran now; raise the error that ended it, as its training would have."""
-    for metrics in trained.result.history:
-        on_epoch(metrics)
+def replay(
+    trained: Trained, log_epochs: Callable[[Sequence[EpochMetrics]], None], on_epoch: Callable[[EpochMetrics], None]
+) -> FitResult:
+    """A training done with its group: ``on_epoch`` (a search's reporter, which may prune it) on each epoch
+    as if it ran now, then the epochs it reached logged in one batch, so that a pruned run holds the
+    epochs up to its pruning, as when it trains alone; raise the error that ended it, as its training
+    would have."""
+    reached: list[EpochMetrics] = []
+    try:
+        for metrics in trained.result.history:
+            reached.append(metrics)
+            on_epoch(metrics)
+    finally:
+        log_epochs(reached)
     if isinstance(trained.result, Failed):
         raise trained.result.error
     return trained.result
