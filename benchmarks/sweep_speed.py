@@ -4,16 +4,18 @@
                                      [--lrs 0.001,0.003] [--out benchmarks/results/sweep_speed.md]
 
 The sweep is ``glove-exp -m experiment=seed_tutorial model.pooling=... trainer.seed=...`` (and
-``optimizer.lr=...`` with ``--lrs``) typed as a user would (a new process, a fresh store in a temporary folder; the vector cache and JAX's compilation
-cache as they are). Its floor is the same trainings as bare jitted loops in this process, after one
-data load: glove-exp's own ``prepare`` and ``fit_model`` per job, only ``fit_model`` timed. Prints the
-ratio and each stage's seconds summed over the sweep's jobs (their ``time/<stage>_s`` metrics).
+``optimizer.lr=...`` with ``--lrs``) typed as a user would (a new process, a fresh store in a temporary
+folder; the vector cache and JAX's compilation cache as they are). Its floor is the same trainings as
+bare jitted loops in this process, after one data load: glove-exp's own ``prepare`` and ``fit_model``
+per job, only ``fit_model`` timed. Prints the ratio and each stage's seconds summed over the sweep's
+jobs (their ``time/<stage>_s`` metrics).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
         wall, times = sweep(data_dir, axes, Path(tmp))
     floor = floor_seconds(data_dir, axes)
-    publish(report(wall, floor, times, len(list(itertools.product(*axes.values())))), args.out)
+    publish(report(wall, floor, times, math.prod(len(values) for values in axes.values())), args.out)
     return 0
 
 
