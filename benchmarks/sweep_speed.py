@@ -7,8 +7,9 @@ The sweep is ``glove-exp -m experiment=seed_tutorial model.pooling=... trainer.s
 ``optimizer.lr=...`` with ``--lrs``) typed as a user would (a new process, a fresh store in a temporary
 folder; the vector cache and JAX's compilation cache as they are). Its floor is the same trainings as
 bare jitted loops in this process, after one data load: glove-exp's own ``prepare`` and ``fit_model``
-per job, only ``fit_model`` timed. Prints the ratio and each stage's seconds summed over the sweep's
-jobs (their ``time/<stage>_s`` metrics).
+per job, only ``fit_model`` timed. Prints the ratio, each stage's seconds summed over the sweep's
+jobs (their ``time/<stage>_s`` metrics), and the CPU seconds of each side: how many of the machine's
+cores the sweep and its floor kept busy on average.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import argparse
 import itertools
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -31,39 +34,51 @@ from benchmarks.common import ROOT, compose, publish
 PRESET = "experiment=seed_tutorial"
 
 
-def floor_seconds(data_dir: Path, axes: dict[str, list[str]]) -> float:
-    """Seconds of the jobs' training proper, each job's model and features prepared untimed."""
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float  # user + system seconds, all threads
+
+    @property
+    def cores(self) -> float:
+        return self.cpu / self.wall if self.wall else 0.0
+
+
+def floor_seconds(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
+    """The jobs' training proper, each job's model and features prepared untimed."""
     from glove_exp.app.stages import StageTimer, fit_model, prepare
 
-    total = 0.0
+    wall = cpu = 0.0
     for values in itertools.product(*axes.values()):
         overrides = [PRESET, *(f"{k}={v}" for k, v in zip(axes, values)), f"dataset.data_dir={data_dir}"]
         config = compose([*overrides, "tracking.uri=unused"])
         prepared = prepare(config, StageTimer())
-        tic = time.perf_counter()
+        tic, cpu_tic = time.perf_counter(), time.process_time()
         fit_model(prepared, config)
-        total += time.perf_counter() - tic
-    return total
+        wall, cpu = wall + time.perf_counter() - tic, cpu + time.process_time() - cpu_tic
+    return Timing(wall, cpu)
 
 
-def sweep(data_dir: Path, axes: dict[str, list[str]], folder: Path) -> tuple[float, pd.DataFrame]:
-    """The sweep's wall seconds and its runs' ``time/*`` metrics."""
+def sweep(data_dir: Path, axes: dict[str, list[str]], folder: Path) -> tuple[Timing, pd.DataFrame]:
+    """The sweep's wall and CPU seconds and its runs' ``time/*`` metrics."""
     command = [
         sys.executable, "-m", "glove_exp.app.cli", "-m", PRESET, *(f"{k}={','.join(v)}" for k, v in axes.items()),
         f"dataset.data_dir={data_dir}",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    tic = time.perf_counter()
+    before, tic = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
-    wall = time.perf_counter() - tic
+    wall, after = time.perf_counter() - tic, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     client = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment = client.get_experiment_by_name("glove-exp")
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "glove_exp.role" not in r.data.tags]
     times = pd.DataFrame([{k: v for k, v in r.data.metrics.items() if k.startswith("time/")} for r in runs])
-    return wall, times
+    return Timing(wall, cpu), times
 
 
-def report(wall: float, floor: float, times: pd.DataFrame, jobs: int) -> str:
+def report(swept: Timing, floor: Timing, times: pd.DataFrame, jobs: int) -> str:
+    wall = swept.wall
     stages = times.drop(columns=["time/epoch_s", "time/total_s"], errors="ignore").sum().sort_values(ascending=False)
     inside = float(times["time/total_s"].sum())  # the stages' own timer: compile_s lies within train_s
     names = {"time/compile_s": "compile (part of train)"}
@@ -77,8 +92,10 @@ def report(wall: float, floor: float, times: pd.DataFrame, jobs: int) -> str:
     table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
     rest = (wall - float(times["time/train_s"].sum())) / jobs  # a member's train_s is its share of its program's
     return (
-        f"# Sweep speed\n\n{jobs} jobs: sweep {wall:.1f} s wall, training floor {floor:.1f} s, "
-        f"ratio {wall / floor:.1f}x; everything but training {rest:.2f} s per job\n\n"
+        f"# Sweep speed\n\n{jobs} jobs: sweep {wall:.1f} s wall, training floor {floor.wall:.1f} s, "
+        f"ratio {wall / floor.wall:.1f}x; everything but training {rest:.2f} s per job\n\n"
+        f"CPU: the sweep {swept.cpu:.1f} s ({swept.cores:.2f} cores busy on average), "
+        f"its floor {floor.cpu:.1f} s ({floor.cores:.2f} cores)\n\n"
         f"Each stage summed over the jobs:\n\n{table}\n"
     )
 
@@ -96,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         axes["optimizer.lr"] = args.lrs.split(",")
     data_dir = args.data_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
-        wall, times = sweep(data_dir, axes, Path(tmp))
+        swept, times = sweep(data_dir, axes, Path(tmp))
     floor = floor_seconds(data_dir, axes)
-    publish(report(wall, floor, times, math.prod(len(values) for values in axes.values())), args.out)
+    publish(report(swept, floor, times, math.prod(len(values) for values in axes.values())), args.out)
     return 0
 
 

@@ -191,13 +191,14 @@ def test_many_classes_table_has_a_row_per_class_count_relative_to_the_first(tmp_
 def test_sweep_speed_reports_the_ratio_and_every_stage_once():
     import pandas as pd
 
-    from benchmarks.sweep_speed import report
+    from benchmarks.sweep_speed import Timing, report
 
     times = pd.DataFrame(
         [{"time/train_s": 2.0, "time/compile_s": 0.5, "time/log_s": 0.5, "time/epoch_s": 0.1, "time/total_s": 3.0}] * 2
     )
-    text = report(wall=10.0, floor=2.5, times=times, jobs=2)
+    text = report(Timing(wall=10.0, cpu=12.5), Timing(wall=2.5, cpu=4.5), times=times, jobs=2)
     assert "2 jobs: sweep 10.0 s wall, training floor 2.5 s, ratio 4.0x; everything but training 3.00 s per job" in text
+    assert "CPU: the sweep 12.5 s (1.25 cores busy on average), its floor 4.5 s (1.80 cores)" in text
     table = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("|")][2:]  # past header, rule
     rows = {stage.strip(): float(seconds) for stage, seconds in table}
     assert rows == {

@@ -147,9 +147,6 @@ class TrackedRun:
         run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
         self.call(self.store.client.log_batch, metrics=values, tags=run_tags)
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        self.call(self.store.client.log_batch, tags=[RunTag(key, str(value)) for key, value in tags.items()])
-
     def log_config(self, config: Config, spec: ModelSpec) -> None:
         """The resolved config (params and ``config.yaml``) with the model as its spec says (``model.*``):
         two seeds of one config differ in ``trainer.seed`` alone (``hparams_search.*`` is the sweeper's)."""
@@ -200,9 +197,9 @@ class TrackedRun:
                 },
                 **selection,
                 "time/compile_s": result.compile_time_s,
-            }
+            },
+            tags=package_versions(),
         )
-        self.set_tags(package_versions())
         client = self.store.client
         self.call(client.log_text, evaluation.report_text, "classification_report.txt")
         self.call(client.log_dict, evaluation.report, "classification_report.json")
@@ -210,19 +207,15 @@ class TrackedRun:
         self.call(client.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
 
     def log_datasets(self, inputs: list[DatasetInput]) -> None:
-        """The splits as MLflow dataset inputs (:func:`dataset_inputs`)."""
-        for entity in inputs:
-            self.log_input(entity)
-
-    def log_input(self, entity: DatasetInput) -> None:
-        """The dataset input, twice if a parallel job inserted the same one at the same moment (on
-        PostgreSQL or MySQL the later insert fails on the unique key; the second try links the first's)."""
+        """The splits as MLflow dataset inputs (:func:`dataset_inputs`), in one write; twice if a parallel
+        job inserted the same dataset at the same moment (on PostgreSQL or MySQL the later insert fails on
+        the unique key; the second try links the first's)."""
         try:
-            self.call(self.store.client.log_inputs, datasets=[entity])
+            self.call(self.store.client.log_inputs, datasets=inputs)
         except mlflow.exceptions.MlflowException as err:
             if err.error_code != "BAD_REQUEST" or not re.search("duplicate|unique", str(err), re.IGNORECASE):
                 raise
-            self.call(self.store.client.log_inputs, datasets=[entity])
+            self.call(self.store.client.log_inputs, datasets=inputs)
 
     def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> str:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example;
