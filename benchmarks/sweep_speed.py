@@ -36,6 +36,8 @@ PRESET = "experiment=seed_tutorial"
 
 @dataclass(frozen=True)
 class Timing:
+    """Seconds of wall and of CPU over the same work."""
+
     wall: float
     cpu: float  # user + system seconds, all threads
 
@@ -44,7 +46,7 @@ class Timing:
         return self.cpu / self.wall if self.wall else 0.0
 
 
-def floor_seconds(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
+def floor_timing(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
     """The jobs' training proper, each job's model and features prepared untimed."""
     from glove_exp.app.stages import StageTimer, fit_model, prepare
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
         swept, times = sweep(data_dir, axes, Path(tmp))
-    floor = floor_seconds(data_dir, axes)
+    floor = floor_timing(data_dir, axes)
     publish(report(swept, floor, times, math.prod(len(values) for values in axes.values())), args.out)
     return 0
 
