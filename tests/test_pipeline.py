@@ -191,6 +191,51 @@ def test_the_confusion_figure_writes_cell_values_for_few_classes_only(classes, a
     assert shown == names[::step] and len(shown) <= max(classes if annotated else 0, TICK_LABELS)
 
 
+@pytest.mark.parametrize(
+    "names", [["World", "Sports", "Business", "Sci/Tech"], ["EducationalInstitution", "Ég_|([{", "c"]]
+)
+def test_a_confusion_figure_is_laid_out_once_per_class_names_as_constrained_layout_would(names):
+    """The second figure of the same class names reuses the first's layout; the axes sit within a few pixels
+    of where constrained layout puts them, and every text (title, names, values) that constrained layout
+    keeps inside the figure is inside it."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from glove_exp.app.tracking import annotated_layout, confusion_figure, plot_confusion
+    from glove_exp.core.evaluate import evaluate
+
+    labels = np.arange(4 * len(names)) % len(names)
+    evaluation = evaluate(labels, np.roll(labels, 1), names)
+    annotated_layout.cache_clear()
+    title = "seed_tutorial-flatten-seed=0: test accuracy 85.6%"
+    figure = confusion_figure(evaluation, names, title)
+    confusion_figure(evaluation, names, "Égypte (p_q): test accuracy 80.0%")
+    assert (annotated_layout.cache_info().misses, annotated_layout.cache_info().hits) == (1, 1)
+
+    reference = Figure(figsize=figure.get_size_inches(), layout="constrained")
+    axes = reference.add_subplot()
+    plot_confusion(axes, evaluation.confusion_normalised, names)
+    axes.set_title(title)
+    reference.draw_without_rendering()
+    figure.draw_without_rendering()
+    pixels = np.tile(figure.get_size_inches() * figure.dpi, 2)
+    offset = (np.array(figure.axes[0].get_position().bounds) - np.array(axes.get_position().bounds)) * pixels
+    assert np.abs(offset).max() <= 5
+    width, height = pixels[:2]
+
+    def inside(box) -> bool:
+        return 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+
+    def texts(fig):
+        return [text for text in fig.findobj(Text) if text.get_visible() and text.get_text()]
+
+    assert len(texts(figure)) >= len(names) ** 2 + 2 * len(names) + 1  # the values, both axes' names, the title
+    for text, same in zip(texts(figure), texts(reference), strict=True):
+        assert text.get_text() == same.get_text()
+        # constrained layout centres the title on the axes: past long class names it runs off the right side
+        assert inside(text.get_window_extent()) or not inside(same.get_window_extent()), text.get_text()
+
+
 def lime_pages(run) -> dict[int, str]:
     pages = sorted((artifact_dir(run) / "lime").glob("*.html"))
     return {int(re.fullmatch(r"example_(\d+)\.html", p.name)[1]): p.read_text(encoding="utf-8") for p in pages}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import importlib.metadata
 import io
 import logging
@@ -50,6 +51,7 @@ from glove_exp.io.files import sha256_file, spreadsheet_safe
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
 
     from glove_exp.app.schema import DatasetConfig
     from glove_exp.app.serving import Predictor
@@ -72,6 +74,7 @@ MAX_BATCH_METRICS = 1000  # MLflow's limit of one log_batch
 ANNOTATED_CLASSES = 20
 HEATMAP_INCHES = 14.0
 TICK_LABELS = 40  # class names per axis of the heatmap, at most
+TALLEST_TITLE = "ÉÅg_|([{"  # the height a one-line title may take: accents above, descenders below
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
@@ -274,22 +277,49 @@ def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: 
     in it up to :data:`ANNOTATED_CLASSES` classes; beyond, a heatmap of a bounded size with a colour bar
     and at most :data:`TICK_LABELS` class names per axis (``confusion_matrix.csv`` holds every count).
     Written values need no colour bar (which would take a third of the figure's drawing time)."""
-    literal = lambda text: text.replace("$", r"\$")  # noqa: E731 (a "$" would start matplotlib's mathtext)
-    annotated = len(class_names) <= ANNOTATED_CLASSES
-    size = max(4.0, 0.9 * len(class_names) + 2.5) if annotated else HEATMAP_INCHES
-    figure = Figure(figsize=(size * (0.85 if annotated else 1.0), size * 0.85), layout="constrained")  # a bar: wider
-    display = ConfusionMatrixDisplay(evaluation.confusion_normalised, display_labels=[literal(n) for n in class_names])
+    labels = [literal(name) for name in class_names]
+    annotated = len(labels) <= ANNOTATED_CLASSES
+    if annotated:
+        size = 0.85 * max(4.0, 0.9 * len(labels) + 2.5)
+        figure = Figure(figsize=(size, size))
+        axes = figure.add_axes(annotated_layout(tuple(labels), size))
+    else:
+        figure = Figure(figsize=(HEATMAP_INCHES, HEATMAP_INCHES * 0.85), layout="constrained")  # a bar: wider
+        axes = figure.add_subplot()
+    plot_confusion(axes, evaluation.confusion_normalised, labels)
+    if not annotated:
+        shown = range(0, len(labels), math.ceil(len(labels) / TICK_LABELS))
+        axes.set_xticks(shown, [labels[i] for i in shown], rotation=90)
+        axes.set_yticks(shown, [labels[i] for i in shown])
+    axes.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
+    return figure
+
+
+def literal(text: str) -> str:
+    return text.replace("$", r"\$")  # a "$" would start matplotlib's mathtext
+
+
+def plot_confusion(axes: Axes, matrix: np.ndarray, labels: list[str]) -> None:
+    annotated = len(labels) <= ANNOTATED_CLASSES
+    display = ConfusionMatrixDisplay(matrix, display_labels=labels)
     display.plot(
-        ax=figure.add_subplot(), cmap="Blues", include_values=annotated, values_format=".2f",
+        ax=axes, cmap="Blues", include_values=annotated, values_format=".2f",
         xticks_rotation=35 if annotated else 90, colorbar=not annotated,
     )  # fmt: skip
     display.im_.set_clim(0.0, 1.0)
-    if not annotated:
-        shown = range(0, len(class_names), math.ceil(len(class_names) / TICK_LABELS))
-        display.ax_.set_xticks(shown, [literal(class_names[i]) for i in shown], rotation=90)
-        display.ax_.set_yticks(shown, [literal(class_names[i]) for i in shown])
-    display.ax_.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
-    return figure
+
+
+@functools.lru_cache(maxsize=16)
+def annotated_layout(labels: tuple[str, ...], size: float) -> tuple[float, float, float, float]:
+    """Where constrained layout puts the axes of an annotated confusion figure with these class names,
+    worked out once per names (laying a figure out took 40 % of drawing it). The values in the cells do
+    not move it; a one-line title only by its height, reserved here for the tallest and deepest glyphs."""
+    figure = Figure(figsize=(size, size), layout="constrained")
+    axes = figure.add_subplot()
+    plot_confusion(axes, np.eye(len(labels)), list(labels))
+    axes.set_title(TALLEST_TITLE)
+    figure.draw_without_rendering()
+    return axes.get_position().bounds
 
 
 def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:
