@@ -174,7 +174,7 @@ def test_confusion_matrix_counts_the_test_split(single):
 @pytest.mark.parametrize(("classes", "annotated"), [(4, True), (20, True), (21, False), (200, False)])
 def test_the_confusion_figure_writes_cell_values_for_few_classes_only(classes, annotated):
     """Many classes' values would be unreadable and slow to draw: a heatmap, a class name every few rows."""
-    from glove_exp.app.tracking import TICK_LABELS, confusion_figure
+    from glove_exp.app.figures import TICK_LABELS, confusion_figure
     from glove_exp.core.evaluate import evaluate
 
     labels = np.arange(3 * classes) % classes
@@ -201,7 +201,7 @@ def test_a_confusion_figure_is_laid_out_once_per_class_names_as_constrained_layo
     from matplotlib.figure import Figure
     from matplotlib.text import Text
 
-    from glove_exp.app.tracking import annotated_layout, confusion_figure, plot_confusion
+    from glove_exp.app.figures import annotated_layout, confusion_figure, plot_confusion
     from glove_exp.core.evaluate import evaluate
 
     labels = np.arange(4 * len(names)) % len(names)

@@ -1,0 +1,73 @@
+"""The confusion matrix as a figure: row-normalised, each cell's value written in it for few classes, a
+heatmap for many."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from glove_exp.core.evaluate import Evaluation
+
+ANNOTATED_CLASSES = 20
+HEATMAP_INCHES = 14.0
+TICK_LABELS = 40  # class names per axis of the heatmap, at most
+TALLEST_TITLE = "ÉÅg_|([{"  # the height a one-line title may take: accents above, descenders below
+
+
+def confusion_figure(evaluation: Evaluation, class_names: Sequence[str], title: str = "") -> Figure:
+    """Row-normalised confusion matrix with class names, as a matplotlib figure: each cell's value written
+    in it up to :data:`ANNOTATED_CLASSES` classes; beyond, a heatmap of a bounded size with a colour bar
+    and at most :data:`TICK_LABELS` class names per axis (``confusion_matrix.csv`` holds every count).
+    Written values need no colour bar (which would take a third of the figure's drawing time)."""
+    labels = [literal(name) for name in class_names]
+    annotated = len(labels) <= ANNOTATED_CLASSES
+    if annotated:
+        size = 0.85 * max(4.0, 0.9 * len(labels) + 2.5)
+        figure = Figure(figsize=(size, size))
+        axes = figure.add_axes(annotated_layout(tuple(labels), size))
+    else:
+        figure = Figure(figsize=(HEATMAP_INCHES, HEATMAP_INCHES * 0.85), layout="constrained")  # a bar: wider
+        axes = figure.add_subplot()
+    plot_confusion(axes, evaluation.confusion_normalised, labels)
+    if not annotated:
+        shown = range(0, len(labels), math.ceil(len(labels) / TICK_LABELS))
+        axes.set_xticks(shown, [labels[i] for i in shown], rotation=90)
+        axes.set_yticks(shown, [labels[i] for i in shown])
+    axes.set_title(literal(title or f"accuracy {evaluation.accuracy:.1%}"))
+    return figure
+
+
+def literal(text: str) -> str:
+    return text.replace("$", r"\$")  # a "$" would start matplotlib's mathtext
+
+
+def plot_confusion(axes: Axes, matrix: np.ndarray, labels: list[str]) -> None:
+    annotated = len(labels) <= ANNOTATED_CLASSES
+    display = ConfusionMatrixDisplay(matrix, display_labels=labels)
+    display.plot(
+        ax=axes, cmap="Blues", include_values=annotated, values_format=".2f",
+        xticks_rotation=35 if annotated else 90, colorbar=not annotated,
+    )  # fmt: skip
+    display.im_.set_clim(0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=16)
+def annotated_layout(labels: tuple[str, ...], size: float) -> tuple[float, float, float, float]:
+    """Where constrained layout puts the axes of an annotated confusion figure with these class names,
+    worked out once per names (laying a figure out took 40 % of drawing it). The values in the cells do
+    not move it; a one-line title only by its height, reserved here for the tallest and deepest glyphs."""
+    figure = Figure(figsize=(size, size), layout="constrained")
+    axes = figure.add_subplot()
+    plot_confusion(axes, np.eye(len(labels)), list(labels))
+    axes.set_title(TALLEST_TITLE)
+    figure.draw_without_rendering()
+    return axes.get_position().bounds
