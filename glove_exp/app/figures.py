@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from glove_exp.core.evaluate import Evaluation
 
+# Above this many classes the confusion matrix is a heatmap without per-cell values: 200 classes' 40,000
+# values made a 180-inch figure that took 100 s to save.
 ANNOTATED_CLASSES = 20
 HEATMAP_INCHES = 14.0
 TICK_LABELS = 40  # class names per axis of the heatmap, at most

@@ -65,8 +65,6 @@ PROJECT_ROOT = PACKAGE_DIR.parent
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
 MAX_BATCH_METRICS = 1000  # MLflow's limit of one log_batch
-# Above this many classes the confusion matrix is a heatmap without per-cell values: 200 classes' 40,000
-# values made a 180-inch figure that took 100 s to save.
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
