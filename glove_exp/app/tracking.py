@@ -200,15 +200,19 @@ class TrackedRun:
         self.call(client.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
 
     def log_datasets(self, inputs: list[DatasetInput]) -> None:
-        """The splits as MLflow dataset inputs (:func:`dataset_inputs`), in one write; twice if a parallel
-        job inserted the same dataset at the same moment (on PostgreSQL or MySQL the later insert fails on
-        the unique key; the second try links the first's)."""
-        try:
-            self.call(self.store.client.log_inputs, datasets=inputs)
-        except mlflow.exceptions.MlflowException as err:
-            if err.error_code != "BAD_REQUEST" or not re.search("duplicate|unique", str(err), re.IGNORECASE):
-                raise
-            self.call(self.store.client.log_inputs, datasets=inputs)
+        """The splits as MLflow dataset inputs (:func:`dataset_inputs`), in one write. On PostgreSQL or
+        MySQL a parallel job inserting the same dataset at the same moment makes the later insert fail on
+        the unique key; the write is then tried again. Each refusal means another job has just committed
+        one of ``inputs``, which the next try links instead of inserting, so at most one try per input
+        can be refused."""
+        for tries_left in range(len(inputs), -1, -1):
+            try:
+                self.call(self.store.client.log_inputs, datasets=inputs)
+                return
+            except mlflow.exceptions.MlflowException as err:
+                duplicate = err.error_code == "BAD_REQUEST" and re.search("duplicate|unique", str(err), re.I)
+                if not (duplicate and tries_left):
+                    raise
 
     def log_model(self, predictor: Predictor, example_texts: list[str], name: str, run_name: str) -> str:
         """The classifier as a pyfunc "model from code" (no pickle), with a signature and an example;
