@@ -508,3 +508,56 @@ def test_the_compilation_cache_is_on_unless_its_folder_cannot_be_made(tmp_path, 
         folder.write_text("a file where the folder should be", encoding="utf-8")
     proc = run_python(COMPILATION_CACHE_SCRIPT.format(folder=str(folder)), tmp_path)
     assert proc.stdout.strip() == (str(folder / "jax") if usable else "None"), proc.stderr
+
+
+@pytest.fixture
+def collector():
+    """The collector as pytest had it, whatever ``cli.main`` did to it."""
+    import gc
+
+    yield gc
+    gc.enable()
+    gc.unfreeze()
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_the_collector_waits_for_the_first_job_then_collects_what_jobs_make(
+    collector, sweep, tiny_overrides, tmp_path, store_in_tmp_path, monkeypatch
+):
+    """Start-up's long-lived objects are frozen out of the collector's passes once the first job of the
+    process has run (in a sweep, the later jobs' garbage is collected as usual)."""
+    seen = []
+    run_job = cli.run_job
+
+    def recording_run_job(cfg, session):
+        seen.append(collector.isenabled())
+        return run_job(cfg, session)
+
+    monkeypatch.setattr(cli, "run_job", recording_run_job)
+    for name in ("HYDRA_FULL_ERROR", "NO_COLOR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    jobs = ["-m", "trainer.seed=0,1,2", "hydra/launcher=basic"] if sweep else []
+    no_logging = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+    args = [*jobs, *tiny_overrides, "embeddings.dim=8", "trainer.epochs=1", "explain.num_examples=0", *no_logging]
+    monkeypatch.setattr(sys, "argv", ["glove-exp", *args, "tracking.log_model=never"])
+    collector.unfreeze()
+    cli.main()
+    assert seen == ([False, True, True] if sweep else [False])
+    assert collector.isenabled() and collector.get_freeze_count() > 0
+    assert len(experiment_runs(tmp_path)) == (3 if sweep else 1)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "here"),
+    [
+        ("hydra_plugins.glove_exp_launcher.launcher.GloveExpLauncher", True),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", True),
+        ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", False),
+        ("hydra_plugins.hydra_ray_launcher.ray_local_launcher.RayLocalLauncher", False),
+    ],
+)
+def test_a_sweep_whose_jobs_run_elsewhere_ends_start_up_when_it_starts(launcher, here):
+    from glove_exp.app.session import runs_jobs_here
+
+    assert runs_jobs_here(launcher) is here

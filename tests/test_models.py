@@ -129,3 +129,27 @@ def test_dropout_is_the_heads_and_token_dropout_the_token_layers(token_dropout, 
     assert (not np.allclose(*train)) == varies
     evals = [np.asarray(model.forward.apply(params, state, None, tokens, consts, False)[0]) for _ in range(2)]
     np.testing.assert_array_equal(*evals)
+
+
+def test_predictors_of_equal_specs_share_one_trace(monkeypatch):
+    """A sweep's jobs build their models apart: equal specs give the same functions, so the second
+    job's predictions reuse the first's trace (and compile)."""
+    from glove_exp.core import models
+
+    traced = []
+    pool = models.pool
+    monkeypatch.setattr(models, "pool", lambda *args: traced.append(args[0].shape) or pool(*args))
+    spec = {**MODEL, "hidden_sizes": [8], "hier_window": 5}  # a spec no other test traced
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(V - 2)]
+    scores, traces = [], []
+    for seed in (0, 1):
+        model = model_from_spec(ModelSpec(C, **spec))
+        consts = make_constants(rng.normal(size=(V, D)).astype(np.float32), None, D)
+        params, state = model.forward.init(jax.random.key(seed), np.zeros((1, T), np.int32), consts, False)
+        traced.clear()
+        predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, T), words, params, state, consts)
+        scores.append(predictor.predict_proba(["w1 w2 w3", "w4"]))
+        traces.append(len(traced))
+    assert traces == [1, 0]  # the second model's predictions: no trace
+    assert model_from_spec(ModelSpec(C, **spec)) is model and not np.allclose(scores[0], scores[1])

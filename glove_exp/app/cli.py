@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from glove_exp.app.interrupts import Interrupts, ignore_signals, interrupted_message, signal_number
-from glove_exp.app.session import Session
+from glove_exp.app.session import Session, end_start_up, pause_collector
 from glove_exp.core.errors import GloveExpError
 from glove_exp.io.console import say
 
@@ -232,13 +232,17 @@ def _hydra_app(session: Session) -> Callable[[], Any]:
     find_plugins()
 
     def glove_exp(cfg: Any) -> float | None:
-        return run_job(cfg, session)
+        try:
+            return run_job(cfg, session)
+        finally:
+            end_start_up()
 
     glove_exp.session = session  # type: ignore[attr-defined]  # Hydra hands this function to glove-exp's launcher
     return hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(glove_exp)
 
 
 def main() -> None:
+    pause_collector()
     interrupts = Interrupts(PROG).install()  # first: a Ctrl-C during the imports below is one line too
     quiet_environment(sys.stderr.isatty())
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -280,6 +284,7 @@ def main() -> None:
         sys.exit(128 + signum)
     finally:
         ignore_signals()
+        end_start_up()  # a run that failed before its job, and main() called in process (tests)
         # The process ends here: without this, the interpreter's last collections walk every object of
         # JAX, MLflow and pandas on the way out (1.5 s of a run's wall); atexit handlers still run.
         gc.freeze()

@@ -4,6 +4,7 @@ earlier jobs, and the models that trained with their group (the jobs of a batch 
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,30 @@ if TYPE_CHECKING:  # the CLI creates a session before it imports JAX
     from glove_exp.app.schema import Config
 
 log = logging.getLogger(__name__)
+
+# The launchers that run a sweep's jobs in this process (glove-exp's own and Hydra's basic one)
+IN_PROCESS_LAUNCHERS = ("hydra_plugins.glove_exp_launcher.", "hydra._internal.core_plugins.basic_launcher.")
+
+
+def pause_collector() -> None:
+    """Start-up (imports, composition, the tracking store, the first job's imports) makes about 600,000
+    objects that live as long as the process, and Python's collector walks all of them each time the
+    heap has grown by a quarter: 8 to 10 passes, 0.8 s of a single run and 1.5 s of a 15-job sweep. So
+    the collector waits until :func:`end_start_up`."""
+    gc.disable()
+
+
+def end_start_up() -> None:
+    """After the first job of this process, or when a sweep's jobs run elsewhere: what start-up made is
+    moved out of the collector's reach (``gc.freeze``; its few cycles of garbage, about 60,000 objects,
+    stay) and collection resumes over what the jobs make."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def runs_jobs_here(launcher_target: str) -> bool:
+    return launcher_target.startswith(IN_PROCESS_LAUNCHERS)
 
 
 @dataclass

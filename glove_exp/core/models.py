@@ -4,6 +4,7 @@ on precomputed features serves raw token ids unchanged."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -112,9 +113,12 @@ class Model(NamedTuple):
     spec: ModelSpec
 
 
+@functools.lru_cache(maxsize=32)
 def model_from_spec(spec: ModelSpec) -> Model:
     """Token ids -> (trainable) lookup -> SIF weights -> per-token MLP -> pooling -> standardisation
-    -> MLP head (with ``norm``: norm -> [dense -> norm -> dropout -> activation]... -> dense)."""
+    -> MLP head (with ``norm``: norm -> [dense -> norm -> dropout -> activation]... -> dense). Cached:
+    equal specs get the same functions, which jitted code that takes them as static arguments (as
+    :func:`~glove_exp.core.train.batch_outputs` does) traces once per process."""
 
     def normalize(norm: Norm, x: jax.Array, is_training: bool) -> jax.Array:
         if norm == Norm.batch:

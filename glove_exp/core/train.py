@@ -1,9 +1,10 @@
 """Training's parts; :mod:`glove_exp.core.fit` runs them. The jit boundaries are :func:`make_train_epoch`
 (a whole epoch of every member of a group: shuffle, then ``lax.scan`` over device-resident batches)
-and :func:`make_batches` (one fixed-size batch)."""
+and :func:`batch_outputs` (one fixed-size batch)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -133,18 +134,25 @@ def make_train_epoch(
     return jax.jit(members, donate_argnums=(0, 1, 2))
 
 
+@functools.partial(jax.jit, static_argnames=("apply", "dtype"))
+def batch_outputs(
+    params: hk.Params, state: hk.State, x: jax.Array, consts: Constants, *, apply: ApplyFn, dtype: np.dtype | None
+) -> jax.Array:
+    """``[B, ...]`` outputs of ``apply`` for inference (batch norm: the running averages), cast to ``dtype``.
+    ``apply`` is a static argument: the jobs of a process whose models share a spec share its trace
+    (:func:`~glove_exp.core.models.model_from_spec` is cached)."""
+    out, _ = apply(params, state, None, x, consts, False)
+    return out if dtype is None else out.astype(dtype)
+
+
 def make_batches(
     apply: ApplyFn, batch_size: int, dtype: np.dtype | None = None
 ) -> Callable[[hk.Params, hk.State, np.ndarray, Constants], Iterator[np.ndarray]]:
-    """``batches(params, state, inputs [N, ...], consts)`` yields fixed-size jitted batches' outputs as host
-    arrays (the last cut to its rows), cast to ``dtype`` on the device. Small inputs take the next power of
-    two (>= 16) as batch size, so serving a few texts compiles once; each batch is dispatched before the
-    previous one is copied back, so the copy overlaps the computation."""
-
-    @jax.jit
-    def batch_outputs(params, state, x, consts):
-        out, _ = apply(params, state, None, x, consts, False)  # batch norm: the running averages
-        return out if dtype is None else out.astype(dtype)
+    """``batches(params, state, inputs [N, ...], consts)`` yields fixed-size :func:`batch_outputs` as host
+    arrays (the last cut to its rows). Small inputs take the next power of two (>= 16) as batch size, so
+    serving a few texts compiles once; each batch is dispatched before the previous one is copied back,
+    so the copy overlaps the computation."""
+    dtype = None if dtype is None else np.dtype(dtype)
 
     def batches(
         params: hk.Params, state: hk.State, inputs: np.ndarray | jax.Array, consts: Constants
@@ -157,7 +165,7 @@ def make_batches(
             if len(chunk) < size:  # host inputs padded on the host: no eager device op to compile per shape
                 pad = np.pad if isinstance(chunk, np.ndarray) else jnp.pad
                 chunk = pad(chunk, [(0, size - len(chunk))] + [(0, 0)] * (chunk.ndim - 1))
-            dispatched = batch_outputs(params, state, chunk, consts), min(size, n - start)
+            dispatched = batch_outputs(params, state, chunk, consts, apply=apply, dtype=dtype), min(size, n - start)
             if pending is not None:
                 yield np.asarray(pending[0])[: pending[1]]
             pending = dispatched

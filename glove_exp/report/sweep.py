@@ -50,9 +50,12 @@ class SweepSummary(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         from glove_exp.app.parent import open_parent, parent_name, sweep_key, write_parent
+        from glove_exp.app.session import end_start_up, runs_jobs_here
         from glove_exp.app.store import Store
         from glove_exp.core.errors import GloveExpError
 
+        if not runs_jobs_here(str(config.hydra.launcher._target_)):  # no job here ends start-up
+            end_start_up()
         HydraConfig.instance().set_config(config)  # tracking.uri interpolates ${hydra:runtime.cwd}
         tracking = config.tracking
         try:
