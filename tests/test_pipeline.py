@@ -433,6 +433,8 @@ def test_each_split_is_an_mlflow_dataset_input_with_its_source(single, tiny_data
     assert json.loads(inputs["test"].source)["uri"] == (tiny_data["ag_dir"] / "test.csv").as_uri()
     assert json.loads(inputs["test"].profile)["num_rows"] == NUM_TEST
     assert len({d.digest for d in inputs.values()}) == 3
+    columns = [{"type": "string", "name": name, "required": True} for name in ("text", "label")]
+    assert all(json.loads(d.schema) == {"mlflow_colspec": columns} for d in inputs.values())
 
 
 @pytest.mark.parametrize("refusals", [1, 3, 4])
@@ -546,3 +548,19 @@ def test_class_names_that_break_metric_names_or_plots_are_made_safe(tiny_data, t
     f1 = sorted(k.removeprefix("test/f1/") for k in run.data.metrics if k.startswith("test/f1/"))
     assert len(f1) == 4 and all("/" not in name and "$" not in name for name in f1)
     assert (artifact_dir(run) / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_dataset_input_larger_than_its_schema_sample_keeps_every_row_in_its_digest_and_profile(monkeypatch):
+    from glove_exp.app import tracking
+    from glove_exp.app.schema import DatasetConfig
+    from glove_exp.io.datasets import Split, Splits
+
+    monkeypatch.setattr(tracking, "SCHEMA_ROWS", 3)
+    texts = [f"text {i}" for i in range(10)]
+    labels = np.arange(10, dtype=np.int32) % 4
+    splits = Splits(Split(texts, labels), None, Split(texts[:3], labels[:3]), {})
+    dataset = DatasetConfig(name="ag_news", hub_id="fancyzhx/ag_news", class_names=["a", "b", "c", "d"])
+    [train, test] = [entry.dataset for entry in tracking.dataset_inputs(splits, dataset)]
+    assert json.loads(train.profile) == {"num_rows": 10, "num_elements": 20}
+    assert train.digest != test.digest  # the 3 sampled rows are test's 3 rows
+    assert train.schema == test.schema
