@@ -116,7 +116,9 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
     words = write_cache(path, dim, folder, progress)
     if words is None:  # a concurrent writer's cache
         return read_cache(folder, path)
-    return WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path))
+    vectors = WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path))
+    warn_duplicates(path, len(words) - len(vectors.lookup()))  # the word index every run builds, built now
+    return vectors
 
 
 def vectors_identity(vectors: WordVectors) -> str:
@@ -169,17 +171,13 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> li
     try:
         tmp.mkdir()
         words: list[str] = []
-        distinct: set[str] = set()  # filled while the next piece is parsed, not after the last one
         with open(tmp / "vectors.npy", "wb") as out:
             out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
             for block_words, block in parse_glove_text(path, dim, progress):
                 words += block_words
-                distinct.update(block_words)
                 out.write(np.ascontiguousarray(block, dtype="<f4").data)
             out.seek(0)
             out.write(_npy_header(len(words), dim))
-        warn_duplicates(path, len(words) - len(distinct))
-        del distinct
         (tmp / "words.txt").write_text("\n".join(words), encoding="utf-8")
         manifest = {"format": CACHE_FORMAT, "count": len(words), "dim": dim, "source": str(path)}
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
