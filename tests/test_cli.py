@@ -46,10 +46,13 @@ def run_main(monkeypatch, tmp_path):
         # no logging set-up: its dictConfig closes handlers, and absl's closes the stream it was made with
         no_logging = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
         monkeypatch.setattr(sys, "argv", ["glove-exp", *args, *no_logging])
-        err = io.StringIO()
-        with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(err):
-            cli.main()
-        return exit_info.value.code, err.getvalue().strip().splitlines()
+        err, status = io.StringIO(), 0
+        with contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as exit_info:
+                status = exit_info.code
+        return status, err.getvalue().strip().splitlines()
 
     return main
 
@@ -522,7 +525,7 @@ def collector():
 
 @pytest.mark.parametrize("sweep", [False, True])
 def test_the_collector_waits_for_the_first_job_then_collects_what_jobs_make(
-    collector, sweep, tiny_overrides, tmp_path, store_in_tmp_path, monkeypatch
+    collector, sweep, run_main, tiny_overrides, tmp_path, store_in_tmp_path, monkeypatch
 ):
     """Start-up's long-lived objects are frozen out of the collector's passes once the first job of the
     process has run (in a sweep, the later jobs' garbage is collected as usual)."""
@@ -534,15 +537,11 @@ def test_the_collector_waits_for_the_first_job_then_collects_what_jobs_make(
         return run_job(cfg, session)
 
     monkeypatch.setattr(cli, "run_job", recording_run_job)
-    for name in ("HYDRA_FULL_ERROR", "NO_COLOR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
     jobs = ["-m", "trainer.seed=0,1,2", "hydra/launcher=basic"] if sweep else []
-    no_logging = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
-    args = [*jobs, *tiny_overrides, "embeddings.dim=8", "trainer.epochs=1", "explain.num_examples=0", *no_logging]
-    monkeypatch.setattr(sys, "argv", ["glove-exp", *args, "tracking.log_model=never"])
+    settings = ["embeddings.dim=8", "trainer.epochs=1", "explain.num_examples=0", "tracking.log_model=never"]
     collector.unfreeze()
-    cli.main()
+    status, lines = run_main(*jobs, *tiny_overrides, *settings)
+    assert status == 0, lines
     assert seen == ([False, True, True] if sweep else [False])
     assert collector.isenabled() and collector.get_freeze_count() > 0
     assert len(experiment_runs(tmp_path)) == (3 if sweep else 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -24,7 +25,9 @@ class Inputs:
     precomputed: bool
 
 
+@functools.lru_cache(maxsize=32)
 def _features_apply(model: Model) -> ApplyFn:
+    """The same function for the same model, so that its jitted batches trace once per process."""
     return lambda params, state, rng, x, c, is_training: (model.features.apply(params, rng, x, c), state)
 
 

@@ -70,8 +70,7 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
     for block_words, block in parse_glove_text(path, dim, progress):
         words += block_words
         blocks.append(block)
-    warn_duplicates(path, len(words) - len(set(words)))
-    return WordVectors(words, np.concatenate(blocks), source=str(path))
+    return warn_duplicates(path, WordVectors(words, np.concatenate(blocks), source=str(path)))
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -318,10 +317,12 @@ def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
     log.warning("%s; skipped them", message)
 
 
-def warn_duplicates(path: Path, duplicates: int) -> None:
-    """``duplicates``: the words that repeat an earlier one."""
-    if duplicates:
+def warn_duplicates(path: Path, vectors: WordVectors) -> WordVectors:
+    """``vectors``, having said how many of its words repeat an earlier one (counted from its word
+    index, which every run builds: built here, once)."""
+    if duplicates := len(vectors) - len(vectors.lookup()):
         log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
+    return vectors
 
 
 def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:

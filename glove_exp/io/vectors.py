@@ -116,9 +116,7 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
     words = write_cache(path, dim, folder, progress)
     if words is None:  # a concurrent writer's cache
         return read_cache(folder, path)
-    vectors = WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path))
-    warn_duplicates(path, len(words) - len(vectors.lookup()))  # the word index every run builds, built now
-    return vectors
+    return warn_duplicates(path, WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path)))
 
 
 def vectors_identity(vectors: WordVectors) -> str:
