@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.lrs:
         axes["optimizer.lr"] = args.lrs.split(",")
     data_dir = args.data_dir.resolve()
+    if not data_dir.is_dir():
+        parser.error(f"--data-dir {data_dir} is not a folder: point it at AG News' train and test files")
     with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
         swept, times = sweep(data_dir, axes, Path(tmp))
     floor = floor_timing(data_dir, axes)

@@ -207,3 +207,15 @@ def test_sweep_speed_reports_the_ratio_and_every_stage_once():
         "compile (part of train)": 1.0,
         "outside the jobs' timers (start-up, imports, Hydra, the parent run)": 4.0,
     }
+
+
+def test_sweep_speed_without_its_data_is_one_line(tmp_path, capsys):
+    from benchmarks.sweep_speed import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-dir", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.endswith(
+        f"--data-dir {tmp_path / 'missing'} is not a folder: point it at AG News' train and test files"
+    )
