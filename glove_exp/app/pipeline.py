@@ -72,7 +72,7 @@ def run(
     :func:`glove_exp.app.stages.prepare`), unless its config has a FINISHED run
     (``tracking.skip_finished``); register the model if it is the best."""
     timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
-    store = Store.open(config.tracking.uri, config.tracking.experiment)
+    store = Store.open(config.tracking.uri, config.tracking.experiment, config.embeddings.cache_dir)
     name = run_name(config, job)
     if config.tracking.skip_finished and (done := finished_run(store, config_id(config))):
         return RunResult.of_owner(done, name)

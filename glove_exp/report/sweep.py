@@ -63,7 +63,7 @@ class SweepSummary(Callback):
                 from glove_exp.app.search import check_search
 
                 check_search(config)
-            store = Store.open(str(tracking.uri), str(tracking.experiment))
+            store = Store.open(str(tracking.uri), str(tracking.experiment), str(config.embeddings.cache_dir))
         except (GloveExpError, HydraException) as err:
             fail(str(err))
         overrides = task_overrides(config.hydra)
