@@ -97,6 +97,23 @@ def test_data_stats_are_metrics_and_a_json_file(single):
     assert metrics["data/class_counts/test/Sci_Tech"] == stats["class_counts"]["test"]["Sci_Tech"]
 
 
+def test_the_commit_and_the_package_versions_are_asked_once_per_process(monkeypatch):
+    import subprocess
+
+    from glove_exp.app import tracking
+
+    tracking.git_commit.cache_clear()
+    tracking.installed_versions.cache_clear()
+    asked, real_run, real_version = [], subprocess.run, importlib.metadata.version
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: asked.append("git") or real_run(*a, **k))
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: asked.append(name) or real_version(name))
+    for _ in range(3):
+        commit, versions = tracking.git_commit(), tracking.package_versions()
+    assert asked.count("git") == int((tracking.PROJECT_ROOT / ".git").exists()) and commit
+    assert versions["version.jax"] == real_version("jax") and asked.count("jax") == 1
+    assert tracking.package_versions(prefix="") == {k.removeprefix("version."): v for k, v in versions.items()}
+
+
 def test_tags_name_the_sources(single, tiny_data):
     _, _, run = single
     tags = run.data.tags

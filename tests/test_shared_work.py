@@ -144,6 +144,7 @@ def test_a_changed_text_or_label_is_another_key(tiny_data, tmp_path):
     keys = {reuse.tokens_key(config, Splits(splits.train, None, other, {}), vectors) for other in others}
     assert key == reuse.tokens_key(config, load_splits(config.dataset, 1), vectors)
     assert len(keys) == 3 and key not in keys
+    assert splits.test.digest is splits.test.digest  # worked out once per split, then kept
 
 
 def test_memory_holds_the_latest_few_of_each_kind_within_its_bytes():

@@ -58,10 +58,7 @@ def tokens_key(config: Config, splits: Splits, vectors: WordVectors) -> str:
     for split, part in splits.parts().items():
         digest.update(f"|{split}:{'none' if part is None else len(part)}|".encode())
         if part is not None:
-            # the lengths make the concatenation unambiguous: 28 M characters (120k news) in 0.15 s
-            digest.update(np.fromiter(map(len, part.texts), np.int64, len(part.texts)).tobytes())
-            digest.update("".join(part.texts).encode("utf-8", "surrogatepass"))
-            digest.update(np.ascontiguousarray(part.labels, "<i8").tobytes())
+            digest.update(part.digest)
     return digest.hexdigest()
 
 

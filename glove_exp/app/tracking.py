@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import importlib.metadata
 import io
 import json
@@ -106,8 +107,10 @@ def run_name(config: Config, job: JobInfo = JobInfo()) -> str:
     return "-".join(parts)
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The checkout's commit (``-dirty`` with local changes to tracked files), or ``unknown`` for an installed wheel."""
+    """The checkout's commit (``-dirty`` with local changes to tracked files), or ``unknown`` for an installed
+    wheel: the code this process imported, asked once."""
     if not (PROJECT_ROOT / ".git").exists():
         return "unknown"
     command = ["git", "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"]  # no tag names: the hash
@@ -279,11 +282,17 @@ def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:
 
 
 def package_versions(prefix: str = "version.") -> dict[str, str]:
-    versions = {}
+    return {f"{prefix}{package}": version for package, version in installed_versions()}
+
+
+@functools.lru_cache(maxsize=1)
+def installed_versions() -> tuple[tuple[str, str], ...]:
+    """The versions of :data:`PACKAGES` that are installed, read once per process."""
+    versions = []
     for package in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[f"{prefix}{package}"] = importlib.metadata.version(package)
-    return versions
+            versions.append((package, importlib.metadata.version(package)))
+    return tuple(versions)
 
 
 def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source: str) -> dict[str, str]:

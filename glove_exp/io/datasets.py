@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import html
 import logging
 import math
@@ -60,6 +61,16 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """A hash of the texts and labels, worked out once per split (the jobs of a sweep share theirs)."""
+        digest = hashlib.blake2b(digest_size=16)
+        # the lengths make the concatenation unambiguous: 28 M characters (120k news) in 0.15 s
+        digest.update(np.fromiter(map(len, self.texts), np.int64, len(self.texts)).tobytes())
+        digest.update("".join(self.texts).encode("utf-8", "surrogatepass"))
+        digest.update(np.ascontiguousarray(self.labels, "<i8").tobytes())
+        return digest.digest()
 
 
 @dataclass(frozen=True)
