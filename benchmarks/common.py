@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,14 @@ def provenance() -> str:
     import jax
 
     return f"JAX {jax.__version__} on {jax.default_backend()}, {time.strftime('%Y-%m-%d %H:%M')}"
+
+
+def report_file(value: str) -> Path:
+    """The argparse type of a report's ``--out``: a file (an existing folder is refused in one line)."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder; name the report's file, e.g. {path / 'report.md'}")
+    return path
 
 
 def publish(report: str, out: Path) -> None:

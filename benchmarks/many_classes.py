@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import ROOT, compose, provenance, publish
+from benchmarks.common import ROOT, compose, provenance, publish, report_file
 
 DIM = 16
 TOPIC_WORDS = 5  # per class
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=2000, help="test documents")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="runs per class count (the median is reported)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/many_classes.md")
+    parser.add_argument("--out", type=report_file, default=ROOT / "benchmarks/results/many_classes.md")
     args = parser.parse_args(argv)
     classes = [int(count) for count in args.classes.split(",")]
     table = measure(classes, args.train, args.test, args.epochs, args.repeats)

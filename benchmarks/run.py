@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import ROOT, publish
+from benchmarks.common import ROOT, publish, report_file
 
 
 def table(rows: list[dict]) -> str:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--glove-words", type=int, default=None, help="lines of glove.6B.50d.txt to load (default all 400,000)"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/benchmark.md")
+    parser.add_argument("--out", type=report_file, default=ROOT / "benchmarks/results/benchmark.md")
     args = parser.parse_args(argv)
     from benchmarks.glove_loading import bench_glove_loading
 

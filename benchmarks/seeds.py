@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import ROOT, compose, provenance, publish
+from benchmarks.common import ROOT, compose, provenance, publish, report_file
 
 POOLINGS = ("flatten", "mean", "sum")
 SIDES = ("tutorial loop", "glove-exp")
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the tutorial's step op by op, as the tutorial does (slow), instead of jitted",
     )
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks/results/seeds.md", help="the report; its .csv: every run"
+        "--out", type=report_file, default=ROOT / "benchmarks/results/seeds.md", help="the report; its .csv: every run"
     )
     args = parser.parse_args(argv)
     from glove_exp.core.errors import GloveExpError

@@ -29,7 +29,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from benchmarks.common import ROOT, compose, publish
+from benchmarks.common import ROOT, compose, publish, report_file
 
 PRESET = "experiment=seed_tutorial"
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poolings", default="flatten,mean,sum")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--lrs", default="", help="optimizer.lr values to sweep too (default: the preset's)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_speed.md")
+    parser.add_argument("--out", type=report_file, default=ROOT / "benchmarks" / "results" / "sweep_speed.md")
     args = parser.parse_args(argv)
     axes = {"model.pooling": args.poolings.split(","), "trainer.seed": args.seeds.split(",")}
     if args.lrs:

@@ -219,3 +219,15 @@ def test_sweep_speed_without_its_data_is_one_line(tmp_path, capsys):
     assert line.endswith(
         f"--data-dir {tmp_path / 'missing'} is not a folder: point it at AG News' train and test files"
     )
+
+
+@pytest.mark.parametrize("module", ["sweep_speed", "run", "seeds", "many_classes"])
+def test_a_report_written_to_a_folder_is_one_line(module, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{module}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.endswith(f"{tmp_path} is a folder; name the report's file, e.g. {tmp_path / 'report.md'}")
