@@ -102,3 +102,15 @@ def test_an_interrupted_template_leaves_none_and_the_next_store_makes_it(tmp_pat
     monkeypatch.setattr(store, "without_experiments", real)
     assert Store.open(f"sqlite:///{tmp_path}/a/mlflow.db", "glove-exp", tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "mlflow").glob("*.db"))) == 1
+
+
+def test_a_damaged_template_is_made_again_and_the_store_from_scratch(tmp_path, caplog):
+    template = store.store_template(tmp_path / "cache")
+    template.write_bytes(b"not a database" * 100)
+    opened = Store.open(f"sqlite:///{tmp_path}/a/mlflow.db", "glove-exp", tmp_path / "cache")
+    assert opened.client.get_experiment_by_name("glove-exp").experiment_id == opened.experiment_id
+    assert f"the empty store {template} is unusable" in caplog.text and not list(tmp_path.glob("a/*.tmp"))
+    assert not template.exists()
+    Store.open(f"sqlite:///{tmp_path}/b/mlflow.db", "glove-exp", tmp_path / "cache")  # a new template, copied
+    with contextlib.closing(sqlite3.connect(template)) as db:
+        assert db.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)

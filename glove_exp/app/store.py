@@ -70,10 +70,23 @@ def store_template(cache_dir: Path) -> Path | None:
 
 def open_tables(path: Path, template: Path | None) -> None:
     """MLflow's tables in ``path``, from ``template`` when given; opening checks the schema and adds the
-    Default experiment."""
-    if template is not None:
-        shutil.copyfile(template, path)
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    Default experiment. A template that MLflow cannot open (damaged, or of another schema under the same
+    version number) is deleted, to be made again, and the tables are made from scratch."""
+    if template is None:
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+        return
+    shutil.copyfile(template, path)
+    try:
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    except Exception as err:  # SQLite's, SQLAlchemy's and MLflow's errors alike
+        log.warning("the empty store %s is unusable (%s); made this one from scratch", template, first_line(err))
+        template.unlink(missing_ok=True)
+        fresh = temp_path(path)  # MLflow keeps a store per URI: the one of ``path`` holds the damaged file
+        try:
+            open_tables(fresh, None)
+            os.replace(fresh, path)
+        finally:
+            fresh.unlink(missing_ok=True)
 
 
 def without_experiments(path: Path) -> None:
