@@ -90,7 +90,7 @@ def test_a_cache_dir_that_cannot_hold_the_template_makes_the_store_from_scratch(
 
 def test_an_interrupted_template_leaves_none_and_the_next_store_makes_it(tmp_path, monkeypatch):
     def interrupted(path):
-        store.open_tables(path, None)
+        store.open_tables(path)
         raise KeyboardInterrupt("signal 2")
 
     real = store.without_experiments

@@ -52,7 +52,7 @@ def artifact_root(uri: str) -> str | None:
 def create_sqlite_store(path: Path, template: Path | None = None) -> None:
     """Create MLflow's tables in a temporary file beside ``path`` (a copy of ``template``, an empty store
     from :func:`store_template`, if given), then rename it to ``path``."""
-    made_in_place(path, lambda tmp: open_tables(tmp, template))
+    made_in_place(path, open_tables if template is None else lambda tmp: copy_template(template, tmp))
 
 
 def store_template(cache_dir: Path) -> Path | None:
@@ -68,29 +68,30 @@ def store_template(cache_dir: Path) -> Path | None:
     return path
 
 
-def open_tables(path: Path, template: Path | None) -> None:
-    """MLflow's tables in ``path``, from ``template`` when given; opening checks the schema and adds the
-    Default experiment. A template that MLflow cannot open (damaged, or of another schema under the same
-    version number) is deleted, to be made again, and the tables are made from scratch."""
-    if template is None:
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
-        return
+def open_tables(path: Path) -> None:
+    """MLflow's own opening of a SQLite store: it makes or checks the schema and adds the Default experiment."""
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+
+
+def copy_template(template: Path, path: Path) -> None:
+    """``template`` copied to ``path`` and opened. A template that MLflow cannot open (damaged, or of another
+    schema under the same version number) is deleted, to be made again, and the tables are made from scratch."""
     shutil.copyfile(template, path)
     try:
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+        open_tables(path)
     except Exception as err:  # SQLite's, SQLAlchemy's and MLflow's errors alike
         log.warning("the empty store %s is unusable (%s); made this one from scratch", template, first_line(err))
         template.unlink(missing_ok=True)
         fresh = temp_path(path)  # MLflow keeps a store per URI: the one of ``path`` holds the damaged file
         try:
-            open_tables(fresh, None)
+            open_tables(fresh)
             os.replace(fresh, path)
         finally:
             fresh.unlink(missing_ok=True)
 
 
 def without_experiments(path: Path) -> None:
-    open_tables(path, None)
+    open_tables(path)
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("DELETE FROM experiments")  # only the Default one, with nothing linked to it yet
 
