@@ -82,12 +82,7 @@ def copy_template(template: Path, path: Path) -> None:
     except Exception as err:  # SQLite's, SQLAlchemy's and MLflow's errors alike
         log.warning("the empty store %s is unusable (%s); made this one from scratch", template, first_line(err))
         template.unlink(missing_ok=True)
-        fresh = temp_path(path)  # MLflow keeps a store per URI: the one of ``path`` holds the damaged file
-        try:
-            open_tables(fresh)
-            os.replace(fresh, path)
-        finally:
-            fresh.unlink(missing_ok=True)
+        replaced(path, open_tables)  # under another name: MLflow keeps a store per URI, that of ``path`` damaged
 
 
 def without_experiments(path: Path) -> None:
@@ -107,12 +102,17 @@ def made_in_place(path: Path, make: Callable[[Path], None]) -> None:
             return
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # under the lock, any is a killed creator's
             stale.unlink(missing_ok=True)
-        tmp = temp_path(path)
-        try:
-            make(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        replaced(path, make)
+
+
+def replaced(path: Path, make: Callable[[Path], None]) -> None:
+    """``make`` a file in a temporary path beside ``path``, then rename it over ``path``."""
+    tmp = temp_path(path)
+    try:
+        make(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def bound_http_retries(uri: str) -> None:
