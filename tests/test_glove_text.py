@@ -217,8 +217,12 @@ def tricky_glove_file(path: Path, dim: int = 3, count: int = 400) -> bytes:
     return content[content.index(b"\n") + 1 :]  # past the header
 
 
+@pytest.mark.parametrize("parsers", [1, 3])
 @pytest.mark.parametrize("chunk_bytes, fallback_bytes", [(None, None), (1000, 100), (64, 10)])
-def test_parser_matches_each_line_parsed_on_its_own(tmp_path, monkeypatch, caplog, chunk_bytes, fallback_bytes):
+def test_parser_matches_each_line_parsed_on_its_own(
+    tmp_path, monkeypatch, caplog, chunk_bytes, fallback_bytes, parsers
+):
+    monkeypatch.setattr(glove_text, "parser_count", lambda: parsers)
     if chunk_bytes:  # many pieces, each line refused by the reader alone in its sub-piece
         monkeypatch.setattr(glove_text, "CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(glove_text, "FALLBACK_BYTES", fallback_bytes)
@@ -267,6 +271,29 @@ def test_progress_bar_counts_the_whole_file(glove_file, capsys):
     assert f"parse {glove_file.name}" in err and "100%" in err
     read_glove_text(glove_file, 8, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("buffers", [2, 3, 5])
+def test_a_piece_stays_whole_until_as_many_more_as_there_are_other_buffers_are_read(tmp_path, monkeypatch, buffers):
+    monkeypatch.setattr(glove_text, "CHUNK_BYTES", 64)
+    path = tmp_path / "many.txt"
+    path.write_text(lines(*(f"w{i} {i} {i}.5" for i in range(200))), encoding="utf-8")
+    content = path.read_bytes()
+    held = []  # (offset, view): what a parser or the reader of parse_glove_text still holds
+    for offset, piece in glove_text._line_chunks(path, 0, buffers):
+        held = [*held[-(buffers - 1) :], (offset, piece)] if buffers > 1 else [(offset, piece)]
+        assert all(bytes(view) == content[at : at + len(view)] for at, view in held)
+    assert len(held) == buffers
+
+
+def test_duplicate_words_are_counted_once_across_pieces(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(glove_text, "CHUNK_BYTES", 64)
+    path = tmp_path / "dups.txt"
+    path.write_text(lines(*(f"w{i % 150} {i} {i}.5" for i in range(200))), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        vectors = read_glove_text(path, 2, progress=False)
+    assert len(vectors) == 200 and vectors.lookup()["w3"] == 3
+    assert "50 duplicate words; kept the first vector of each" in caplog.text
 
 
 @pytest.mark.parametrize("content", [b"20 3", b"20 3\n", b""])

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from glove_exp.app.schema import EmbeddingsConfig
 from glove_exp.core.errors import EmbeddingsError
 from glove_exp.core.vectors import WordVectors
-from glove_exp.io import files
+from glove_exp.io import files, glove_text
 from glove_exp.io import vectors as embeddings
 from glove_exp.io.glove_text import read_glove_text
 from glove_exp.io.vectors import (
@@ -75,6 +75,16 @@ def test_cache_is_used_memory_mapped_and_keyed_by_the_file(glove_file, tmp_path,
     assert cache_folder(glove_file, 8, cache) != folder
     assert load_glove_text_cached(glove_file, 8, cache, progress=False).words[-1] == "extra"
     assert parses == [glove_file, glove_file]
+
+
+def test_the_words_of_a_file_parsed_in_many_pieces_come_back_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(glove_text, "CHUNK_BYTES", 64)
+    path = tmp_path / "many.txt"
+    path.write_text(lines(*(f"w{i} {i} {i}.5" for i in range(300))), encoding="utf-8")
+    first = load_glove_text_cached(path, 2, tmp_path / "cache", progress=False)
+    again = embeddings.read_cache(cache_folder(path, 2, tmp_path / "cache"), path)
+    assert again.words == first.words == [f"w{i}" for i in range(300)]
+    np.testing.assert_array_equal(again.vectors[:, 0], np.arange(300))
 
 
 def test_first_load_returns_the_written_cache_without_reading_it_back(glove_file, tmp_path, monkeypatch):

@@ -8,11 +8,10 @@ import itertools
 import logging
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,14 @@ from glove_exp.core.vectors import WordVectors
 
 log = logging.getLogger(__name__)
 
-# Pieces of the file parsed at once; two are in memory at a time. Their two buffers are touched whole
-# (page faults): 64 MB ones cost a tenth of the CPU of a 171 MB file's first load.
+# Pieces of the file, each parsed by one thread (the CSV reader's own threads cost a fifth more CPU):
+# one piece per parser in flight and the one in use, each in a buffer read in turn (a fresh buffer per
+# piece costs more in page faults than the parse). 8 to 16 MB parsed fastest on 2 cores.
 CHUNK_BYTES = 16 << 20
-# The CSV reader's blocks, shared by its threads: 1,600 to 2,400 lines, whose text and columns stay in a
-# core's cache, 1 MB at 50-d and 4.2 MB at 300-d (8 MB blocks took a quarter more CPU at 50-d, 1 MB ones
-# 7% more at 300-d, where each block has more columns to convert).
+MAX_PARSERS = 8  # threads; each holds a piece and its table (about 40 MB at 300-d)
+# The CSV reader's blocks: 1,600 to 2,400 lines, whose text and columns stay in a core's cache, 1 MB at
+# 50-d and 4.2 MB at 300-d (8 MB blocks took a quarter more CPU at 50-d, 1 MB ones 7% more at 300-d,
+# where each block has more columns to convert).
 BLOCK_BYTES = 1 << 20
 BLOCK_BYTES_PER_DIM = 14 << 10
 FALLBACK_BYTES = 1 << 20  # pieces the CSV reader refuses are split down to this size
@@ -56,6 +57,7 @@ class ParseStats:
     lines: int = 0
     malformed: int = 0
     examples: list[str] = field(default_factory=list)  # first few malformed lines, shortened
+    words: set[str] = field(default_factory=set)  # distinct, to count the duplicates
 
     def bad(self, line: str) -> None:
         self.malformed += 1
@@ -70,18 +72,20 @@ def read_glove_text(path: Path, dim: int, progress: bool = True) -> WordVectors:
     for block_words, block in parse_glove_text(path, dim, progress):
         words += block_words
         blocks.append(block)
-    return warn_duplicates(path, WordVectors(words, np.concatenate(blocks), source=str(path)))
+    return WordVectors(words, np.concatenate(blocks), source=str(path))
 
 
 def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tuple[list[str], np.ndarray]]:
     """Blocks of (words, ``[n, dim]`` float32 vectors), in file order except that the lines parsed from
     the right follow the others of their piece. The file is sniffed (:func:`_sniff`), then read in 16 MB
-    pieces, each parsed in a background thread by the CSV reader (space-separated, no quoting, float32
-    columns) while the previous one is used. Lines that fail every parse are skipped and counted; the
-    file is refused if most of its lines were bad, or with the line of a NaN or infinite value."""
+    pieces, parsed by the CSV reader (space-separated, no quoting, float32 columns) on one thread per
+    core while earlier ones are used. Lines that fail every parse are skipped and counted; the file is
+    refused if most of its lines were bad, or with the line of a NaN or infinite value. Words that repeat
+    an earlier one are counted in a warning (row lookups keep the first)."""
     start = _sniff(path, dim)
     stats = ParseStats()
-    pieces = _line_chunks(path, start)
+    parsers = parser_count()
+    pieces = _line_chunks(path, start, buffers=parsers + 1)
     bar = (
         tqdm(
             total=path.stat().st_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
@@ -90,29 +94,32 @@ def parse_glove_text(path: Path, dim: int, progress: bool = True) -> Iterator[tu
         if progress
         else contextlib.nullcontext()  # a disabled tqdm still imports multiprocessing for its lock
     )  # fmt: skip
-    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="glove-parse") as reader:
-        parse_next = partial(_parse_next_piece, pieces, dim)
-        pending = reader.submit(parse_next)
-        while (parsed := pending.result()) is not None:
-            pending = reader.submit(parse_next)  # the next piece is read and parsed meanwhile
-            offset, size, text, parts = parsed
+    with bar, ThreadPoolExecutor(max_workers=parsers, thread_name_prefix="glove-parse") as pool:
+        pending = deque(pool.submit(_parse_piece, *piece, dim) for piece in itertools.islice(pieces, parsers))
+        while pending:
+            offset, size, text, parts = pending.popleft().result()
+            if (piece := next(pieces, None)) is not None:  # into the buffer of the piece used before this one
+                pending.append(pool.submit(_parse_piece, *piece, dim))
             for table, other_width in parts:
                 for words, vectors in _table_blocks(table, stats) + _other_width_block(other_width, dim, stats):
                     _check_finite(path, dim, text, offset, words, vectors)
+                    stats.words.update(words)  # here, while the parsers work on the next pieces
                     yield words, vectors
             if progress:
                 bar.update(size)
     _check_malformed(path, dim, stats)
+    if duplicates := stats.lines - stats.malformed - len(stats.words):
+        log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
     log.info("parsed %d lines of %d-d vectors from %s", stats.lines - stats.malformed, dim, path)
 
 
-def _parse_next_piece(
-    pieces: Iterator[tuple[int, memoryview]], dim: int
-) -> tuple[int, int, memoryview | bytes, list[CsvPart]] | None:
-    """(offset, size in the file, text made valid UTF-8, CSV parts) of the next piece; None at the end."""
-    offset, piece = next(pieces, (0, None))
-    if piece is None:
-        return None
+def parser_count() -> int:
+    """Threads that parse pieces: Arrow's CPU count (which honours ``OMP_NUM_THREADS``), at most ``MAX_PARSERS``."""
+    return min(pa.cpu_count(), MAX_PARSERS)
+
+
+def _parse_piece(offset: int, piece: memoryview, dim: int) -> tuple[int, int, memoryview | bytes, list[CsvPart]]:
+    """(offset, size in the file, text made valid UTF-8, CSV parts) of the piece at byte ``offset``."""
     text = _valid_utf8(piece)
     return offset, len(piece), text, _csv_parts(text, dim)
 
@@ -141,7 +148,8 @@ def _csv_options(dim: int, invalid_row_handler: Callable[[pacsv.InvalidRow], str
     names = ["word", *(f"v{i}" for i in range(dim))]
     return {
         "read_options": pacsv.ReadOptions(
-            column_names=names, encoding="utf8", block_size=max(BLOCK_BYTES, dim * BLOCK_BYTES_PER_DIM)
+            column_names=names, encoding="utf8", block_size=max(BLOCK_BYTES, dim * BLOCK_BYTES_PER_DIM),
+            use_threads=False,  # parse_glove_text parses a piece per thread
         ),
         "parse_options": pacsv.ParseOptions(delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=invalid_row_handler),
         "convert_options": pacsv.ConvertOptions(
@@ -188,20 +196,20 @@ def _other_width_block(lines: list[str], dim: int, stats: ParseStats) -> list[tu
     return [([word for word, _ in parsed], np.stack([vector for _, vector in parsed]))] if parsed else []
 
 
-def _line_chunks(path: Path, start: int = 0) -> Iterator[tuple[int, memoryview]]:
+def _line_chunks(path: Path, start: int = 0, buffers: int = 2) -> Iterator[tuple[int, memoryview]]:
     """(offset, piece) from byte ``start`` on, pieces of about ``CHUNK_BYTES`` ending at a line break (the
-    last may not): views of two buffers read in turn (a fresh buffer per piece costs more in page faults
-    than the parse), so a piece stays valid until the next-but-one is read."""
+    last may not): views of ``buffers`` buffers read in turn, so a piece stays valid until ``buffers - 1``
+    more are read."""
     with open(path, "rb") as handle:
         rest = os.fstat(handle.fileno()).st_size - start  # < 0 past a header line without a line break
         size = max(min(CHUNK_BYTES, rest + 1), 1)  # a small file: one small read
-        buffers = [bytearray(size), bytearray(size)]
+        ring = [bytearray(size) for _ in range(buffers)]
         for turn in itertools.count():
             handle.seek(start)
-            buffer = buffers[turn % 2]
+            buffer = ring[turn % buffers]
             read = handle.readinto(buffer)
             while read == len(buffer) and buffer.rfind(b"\n") < 0:  # a line longer than the buffer
-                buffers[turn % 2] = buffer = buffer + bytearray(len(buffer))
+                ring[turn % buffers] = buffer = buffer + bytearray(len(buffer))
                 read += handle.readinto(memoryview(buffer)[read:])
             if not read:
                 return
@@ -315,14 +323,6 @@ def _check_malformed(path: Path, dim: int, stats: ParseStats) -> None:
     if stats.malformed > MAX_BAD_FRACTION * stats.lines:
         raise EmbeddingsError(f"{message}: most lines are bad, this is not a {dim}-d GloVe text file")
     log.warning("%s; skipped them", message)
-
-
-def warn_duplicates(path: Path, vectors: WordVectors) -> WordVectors:
-    """``vectors``, having said how many of its words repeat an earlier one (counted from its word
-    index, which every run builds: built here, once)."""
-    if duplicates := len(vectors) - len(vectors.lookup()):
-        log.warning("%s: %d duplicate words; kept the first vector of each", path, duplicates)
-    return vectors
 
 
 def write_glove_text(vectors: WordVectors, path: Path, decimals: int = 5) -> Path:

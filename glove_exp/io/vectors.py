@@ -20,7 +20,7 @@ from glove_exp.core.errors import EmbeddingsError
 from glove_exp.core.vectors import WordVectors
 from glove_exp.io.download import download, extract_member
 from glove_exp.io.files import remove_stale_temps, temp_path
-from glove_exp.io.glove_text import parse_glove_text, warn_duplicates
+from glove_exp.io.glove_text import parse_glove_text
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def load_glove_text_cached(path: Path, dim: int, cache_dir: Path, progress: bool
     words = write_cache(path, dim, folder, progress)
     if words is None:  # a concurrent writer's cache
         return read_cache(folder, path)
-    return warn_duplicates(path, WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path)))
+    return WordVectors(words, np.load(folder / "vectors.npy", mmap_mode="r"), source=str(path))
 
 
 def vectors_identity(vectors: WordVectors) -> str:
@@ -169,14 +169,14 @@ def write_cache(path: Path, dim: int, folder: Path, progress: bool = True) -> li
     try:
         tmp.mkdir()
         words: list[str] = []
-        with open(tmp / "vectors.npy", "wb") as out:
+        with open(tmp / "vectors.npy", "wb") as out, open(tmp / "words.txt", "w", encoding="utf-8") as words_out:
             out.write(_npy_header(0, dim))  # rewritten below, once the row count is known
             for block_words, block in parse_glove_text(path, dim, progress):
+                words_out.write(("\n" if words else "") + "\n".join(block_words))  # one word a line, no last break
                 words += block_words
                 out.write(np.ascontiguousarray(block, dtype="<f4").data)
             out.seek(0)
             out.write(_npy_header(len(words), dim))
-        (tmp / "words.txt").write_text("\n".join(words), encoding="utf-8")
         manifest = {"format": CACHE_FORMAT, "count": len(words), "dim": dim, "source": str(path)}
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         os.replace(tmp, folder)
