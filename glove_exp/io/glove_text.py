@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # one piece per parser in flight and the one in use, each in a buffer read in turn (a fresh buffer per
 # piece costs more in page faults than the parse). 8 to 16 MB parsed fastest on 2 cores.
 CHUNK_BYTES = 16 << 20
-MAX_PARSERS = 8  # threads; each holds a piece and its table (about 40 MB at 300-d)
+MAX_PARSERS = 8  # threads; each holds a piece and its table (about 24 MB)
 # The CSV reader's blocks: 1,600 to 2,400 lines, whose text and columns stay in a core's cache, 1 MB at
 # 50-d and 4.2 MB at 300-d (8 MB blocks took a quarter more CPU at 50-d, 1 MB ones 7% more at 300-d,
 # where each block has more columns to convert).
