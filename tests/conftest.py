@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def make_ag_dir(folder: Path) -> Path:
     write_csv(folder / "train.csv", *make_corpus(400, seed=1))
     write_csv(folder / "test.csv", *make_corpus(120, seed=2))
     return folder
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with more slow tests first (each module's tests in their order): pytest-xdist hands
+    whole modules to its workers in this order (``--dist loadscope``), so quick modules fill the end of
+    a run rather than one long module running there alone."""
+    slow = Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture

@@ -69,11 +69,13 @@ def sbatch(args: list[str]) -> None:
     saved.write_text(script)  # submitit moves its file away as soon as sbatch returns
     print(f"Submitted batch job {job_id}", flush=True)
     # The tasks run detached, from the saved copy, with neither of sbatch's output pipes: submitit
-    # reads them to the end before it writes the job's pickle that the tasks wait for.
-    subprocess.Popen(
-        [sys.executable, __file__, "run-array", str(job_id), str(saved)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    # reads them to the end before it writes the job's pickle that the tasks wait for. What the
+    # stand-in itself says (a traceback) goes to <job id>.err beside the copy.
+    with open(saved.with_suffix(".err"), "w") as errors:
+        subprocess.Popen(
+            [sys.executable, __file__, "run-array", str(job_id), str(saved)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True,
+        )  # fmt: skip
 
 
 def run_array(args: list[str]) -> None:
@@ -82,8 +84,13 @@ def run_array(args: list[str]) -> None:
     first, last = map(int, options["array"].split("%")[0].split("-"))
     for task in range(first, last + 1):
         env = os.environ | task_env(job_id, task)
-        output = expand(options["output"], env)
-        with open(output, "a") as out, open(expand(options.get("error", output), env), "a") as err:
+        output = Path(expand(options["output"], env))
+        error = Path(expand(options.get("error", options["output"]), env))
+        for log in (output, error):
+            # SLURM starts a task long after submitit has made the task's folder (once sbatch answered);
+            # this stand-in starts at once, so it makes the folder rather than race submitit for it.
+            log.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "a") as out, open(error, "a") as err:
             subprocess.run(["bash", str(saved)], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
 
