@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from glove_exp.core.fit import Failed, Member, fit, fit_group, programs
+from glove_exp.core.fit import Failed, Member, fit, fit_group, make_init, member_tree, programs, stack_data
 from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
-from glove_exp.core.train import make_optimizer, make_predict
+from glove_exp.core.train import Hyper, make_optimizer, make_predict
 from tests.conftest import ADAM, FROZEN_MODEL, hyper
 
 V, D, T, C, N = 60, 6, 12, 3, 300
@@ -84,6 +84,30 @@ def test_members_with_their_own_data_and_vocabularies(model):
     grouped = together(model, datas, [3, 4])
     for data, seed, result in zip(datas, [3, 4], grouped):
         assert_same(result, alone(model, data, seed), model, data[1], data[2])
+
+
+def test_one_program_initialises_each_member_as_haiku_and_optax_would_alone(model):
+    """The members' parameters, optimizer states and training keys come from one jitted program: each
+    member's are those its own key gives one model, and each optimizer state holds its learning rate."""
+    datas = [dataset(5), dataset(6, vocab=V - 9)]
+    hypers = [hyper(ADAM, 0.2), hyper({**ADAM, "lr": 0.01, "weight_decay": 0.1}, 0.2)]
+    keys = [jax.random.PRNGKey(7), jax.random.PRNGKey(8)]
+    inputs, labels, consts = stack_data([d[0][0] for d in datas], [d[0][1] for d in datas], [d[2] for d in datas])
+    assert inputs.shape == (2, 250, T) and labels.shape == (2, 250) and consts.table.shape == (2, V, D)
+    assert not np.asarray(consts.table[1, V - 9 :]).any()  # the smaller vocabulary padded with zero rows
+    example = np.stack([d[0][0][:1] for d in datas])
+    stacked = Hyper(*(np.array(values, np.float32) for values in zip(*hypers)))
+    params, state, opt_state, rngs = make_init(model.forward, optimizer(2), 0)(keys, example, consts, stacked)
+    for m, (data, key, settings) in enumerate(zip(datas, keys, hypers)):
+        init_key, train_key = jax.random.split(key)
+        own_params, own_state = model.forward.init(init_key, data[0][0][:1], data[2], True)
+        own = member_tree((params, state), m)
+        assert jax.tree.structure(own) == jax.tree.structure((own_params, own_state))
+        for got, want in zip(jax.tree.leaves(own), jax.tree.leaves((own_params, own_state))):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(rngs[m], train_key)
+        assert float(opt_state.hyperparams["learning_rate"][m]) == pytest.approx(settings.learning_rate)
+        assert float(opt_state.hyperparams["weight_decay"][m]) == pytest.approx(settings.weight_decay)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Training as one ``jax.vmap``-ped program of M members (models of one config that differ in their
 seed, their :class:`Hyper` settings, or their own data of the same shapes); a single run is a group
-of one. The jit boundary is :func:`glove_exp.core.train.make_train_epoch`: a whole epoch of every
-member."""
+of one. The jit boundaries are :func:`make_init` (the members' parameters and optimizer states) and
+:func:`glove_exp.core.train.make_train_epoch` (a whole epoch of every member)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,15 @@ def shares_data(members: Sequence[Member]) -> bool:
     )
 
 
+@jax.jit
+def stack_data(
+    inputs: Sequence[np.ndarray], labels: Sequence[np.ndarray], consts: Sequence[Constants]
+) -> tuple[jax.Array, jax.Array, Constants]:
+    """The members' own data as ``[M, N, ...]`` inputs, ``[M, N]`` labels and :func:`stack_constants`,
+    made by one program (as separate operations, each would be compiled and dispatched on its own)."""
+    return jnp.stack(inputs), jnp.stack(labels), stack_constants(consts)
+
+
 def stack_constants(consts: Sequence[Constants]) -> Constants:
     """``[M, ...]`` constants; each member's vocabulary padded with zero rows to the largest (its token
     ids never reach them)."""
@@ -119,6 +128,25 @@ class Progress:
     error: TrainingError | None = None
 
 
+def make_init(
+    transformed: hk.Transformed, optimizer: optax.GradientTransformation, data_axis: int | None
+) -> Callable[..., tuple[hk.Params, hk.State, optax.OptState, jax.Array]]:
+    """``init(rngs [M] keys, example [1, ...] (or [M, 1, ...] with ``data_axis=0``), consts, hyper)``:
+    the members' stacked parameters, state and optimizer states, and their ``[M, 2]`` training keys, as
+    one jitted program (run eagerly, Haiku's initialisers and optax's are about 30 programs, each
+    compiled or looked up in the cache and dispatched on its own)."""
+
+    def init(
+        rngs: Sequence[jax.Array], example: np.ndarray, consts: Constants, hyper: Hyper
+    ) -> tuple[hk.Params, hk.State, optax.OptState, jax.Array]:
+        init_keys, rng = member_keys(jnp.stack(rngs))
+        member_init = lambda key, x, c: transformed.init(key, x, c, True)  # noqa: E731
+        params, state = jax.vmap(member_init, in_axes=(0, data_axis, data_axis))(init_keys, example, consts)
+        return params, state, with_hyperparams(jax.vmap(optimizer.init)(params), hyper), rng
+
+    return jax.jit(init)
+
+
 def member_keys(rngs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Each member's key ``[M, 2]`` split in two: ``[M, 2]`` init keys (its parameters) and ``[M, 2]``
     training keys (its shuffles and dropout)."""
@@ -142,15 +170,15 @@ def fit_group(
     axis = None if shares_data(members) else 0
     if axis is None:  # on the device once for all epochs (on a CPU, device_put shares the host array's memory)
         inputs, labels, consts = jax.device_put(first.train[0]), jax.device_put(first.train[1]), first.consts
+        example = first.train[0][:1]
     else:
-        inputs, labels = jnp.stack([m.train[0] for m in members]), jnp.stack([m.train[1] for m in members])
-        consts = stack_constants([m.consts for m in members])
+        inputs, labels, consts = stack_data([m.train[0] for m in members], [m.train[1] for m in members],
+                                            [m.consts for m in members])  # fmt: skip
+        example = np.stack([m.train[0][:1] for m in members])
     vals = [None if m.val is None else jax.device_put(m.val[0]) for m in members]
-    init_keys, rng = member_keys(jnp.stack([m.rng for m in members]))
-    init = jax.vmap(lambda key, x, c: transformed.init(key, x, c, True), in_axes=(0, axis, axis))
-    params, state = init(init_keys, inputs[:1] if axis is None else inputs[:, :1], consts)
     hyper = Hyper(*(np.array(values, np.float32) for values in zip(*(m.hyper for m in members))))
-    opt_state = with_hyperparams(jax.vmap(optimizer.init)(params), hyper)
+    init = make_init(transformed, optimizer, axis)
+    params, state, opt_state, rng = init([m.rng for m in members], example, consts, hyper)
     epoch_fn = make_train_epoch(transformed.apply, optimizer, first.train[1].shape[0], batch_size, shuffle, axis)
     predict = make_predict(transformed.apply, eval_batch_size)
 
