@@ -80,7 +80,7 @@ def test_seeds_on_shared_data_train_as_they_would_alone(model):
 
 def test_members_with_their_own_data_and_vocabularies(model):
     """A seed's own validation split gives it its own arrays: they are stacked, smaller tables padded."""
-    datas = [dataset(1), dataset(2, vocab=V - 9)]
+    datas = [dataset(1), dataset(2, vocab=V + 40)]  # tables of 64 and 128 rows
     grouped = together(model, datas, [3, 4])
     for data, seed, result in zip(datas, [3, 4], grouped):
         assert_same(result, alone(model, data, seed), model, data[1], data[2])
@@ -89,12 +89,13 @@ def test_members_with_their_own_data_and_vocabularies(model):
 def test_one_program_initialises_each_member_as_haiku_and_optax_would_alone(model):
     """The members' parameters, optimizer states and training keys come from one jitted program: each
     member's are those its own key gives one model, and each optimizer state holds its learning rate."""
-    datas = [dataset(5), dataset(6, vocab=V - 9)]
+    datas = [dataset(5), dataset(6, vocab=V + 40)]  # tables of 64 and 128 rows (table_rows)
     hypers = [hyper(ADAM, 0.2), hyper({**ADAM, "lr": 0.01, "weight_decay": 0.1}, 0.2)]
     keys = [jax.random.PRNGKey(7), jax.random.PRNGKey(8)]
     inputs, labels, consts = stack_data([d[0][0] for d in datas], [d[0][1] for d in datas], [d[2] for d in datas])
-    assert inputs.shape == (2, 250, T) and labels.shape == (2, 250) and consts.table.shape == (2, V, D)
-    assert not np.asarray(consts.table[1, V - 9 :]).any()  # the smaller vocabulary padded with zero rows
+    assert inputs.shape == (2, 250, T) and labels.shape == (2, 250) and consts.table.shape == (2, 128, D)
+    np.testing.assert_array_equal(consts.table[0, :V], datas[0][2].table[:V])
+    assert not np.asarray(consts.table[0, V:]).any()  # the smaller table padded with zero rows
     example = np.stack([d[0][0][:1] for d in datas])
     stacked = Hyper(*(np.array(values, np.float32) for values in zip(*hypers)))
     params, state, opt_state, rngs = make_init(model.forward, optimizer(2), 0)(keys, example, consts, stacked)

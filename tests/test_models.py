@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from glove_exp.app.serving import Predictor, TextSettings
-from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec
+from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec, table_rows
 
 V, D, T, C = 20, 4, 6, 3
 MODEL = {
@@ -153,3 +153,15 @@ def test_predictors_of_equal_specs_share_one_trace(monkeypatch):
         traces.append(len(traced))
     assert traces == [1, 0]  # the second model's predictions: no trace
     assert model_from_spec(ModelSpec(C, **spec)) is model and not np.allclose(scores[0], scores[1])
+
+
+def test_nearby_vocabularies_share_a_table_shape_padded_with_zero_rows():
+    """Vocabularies some hundred words apart (two seeds' splits) give tables of the same rows, so that
+    their programs share a compiled shape; the padding is zero and never more than an eighth."""
+    assert table_rows(27581) == table_rows(27671) == 28672
+    for size in [1, 63, 64, 65, 1000, 16384, 16385, 28673, 400_002]:
+        assert 0 <= table_rows(size) - size < max(64, size // 8 + 1)
+    consts = make_constants(np.ones((70, 3), np.float32), np.full(70, 2.0, np.float32), 3)
+    assert consts.table.shape == (128, 3) and consts.token_weights.shape == (128,)
+    assert np.asarray(consts.table[:70]).all() and not np.asarray(consts.table[70:]).any()
+    assert not np.asarray(consts.token_weights[70:]).any()

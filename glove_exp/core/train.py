@@ -19,7 +19,7 @@ import optax
 
 from glove_exp.core.choices import OptimizerName, Schedule
 from glove_exp.core.errors import TrainingError
-from glove_exp.core.models import Constants
+from glove_exp.core.models import Constants, aligned_empty
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +173,6 @@ def make_batches(
             yield np.asarray(pending[0])[: pending[1]]
 
     return batches
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``np.empty`` on a 64-byte boundary: on a CPU, ``jax.device_put`` then shares the array
-    instead of copying it (NumPy's large arrays start 16 bytes past one)."""
-    dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize
-    raw = np.empty(size + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + size].view(dtype).reshape(shape)
 
 
 def make_predict(
