@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from glove_exp.core.fit import Failed, Member, fit, fit_group, make_init, member_tree, programs, stack_data
+from glove_exp.core.fit import Failed, Member, fit, fit_group, init_members, member_tree, programs, stack_data
 from glove_exp.core.models import ModelSpec, make_constants, model_from_spec
 from glove_exp.core.train import Hyper, make_optimizer, make_predict
 from tests.conftest import ADAM, FROZEN_MODEL, hyper
@@ -98,7 +98,9 @@ def test_one_program_initialises_each_member_as_haiku_and_optax_would_alone(mode
     assert not np.asarray(consts.table[0, V:]).any()  # the smaller table padded with zero rows
     example = np.stack([d[0][0][:1] for d in datas])
     stacked = Hyper(*(np.array(values, np.float32) for values in zip(*hypers)))
-    params, state, opt_state, rngs = make_init(model.forward, optimizer(2), 0)(keys, example, consts, stacked)
+    params, state, opt_state, rngs = init_members(
+        keys, example, consts, stacked, transformed=model.forward, optimizer=optimizer(2), data_axis=0
+    )
     for m, (data, key, settings) in enumerate(zip(datas, keys, hypers)):
         init_key, train_key = jax.random.split(key)
         own_params, own_state = model.forward.init(init_key, data[0][0][:1], data[2], True)

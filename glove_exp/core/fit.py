@@ -1,10 +1,11 @@
 """Training as one ``jax.vmap``-ped program of M members (models of one config that differ in their
 seed, their :class:`Hyper` settings, or their own data of the same shapes); a single run is a group
-of one. The jit boundaries are :func:`make_init` (the members' parameters and optimizer states) and
+of one. The jit boundaries are :func:`init_members` (the members' parameters and optimizer states) and
 :func:`glove_exp.core.train.make_train_epoch` (a whole epoch of every member)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -128,23 +129,21 @@ class Progress:
     error: TrainingError | None = None
 
 
-def make_init(
-    transformed: hk.Transformed, optimizer: optax.GradientTransformation, data_axis: int | None
-) -> Callable[..., tuple[hk.Params, hk.State, optax.OptState, jax.Array]]:
-    """``init(rngs [M] keys, example [1, ...] (or [M, 1, ...] with ``data_axis=0``), consts, hyper)``:
-    the members' stacked parameters, state and optimizer states, and their ``[M, 2]`` training keys, as
-    one jitted program (run eagerly, Haiku's initialisers and optax's are about 30 programs, each
-    compiled or looked up in the cache and dispatched on its own)."""
-
-    def init(
-        rngs: Sequence[jax.Array], example: np.ndarray, consts: Constants, hyper: Hyper
-    ) -> tuple[hk.Params, hk.State, optax.OptState, jax.Array]:
-        init_keys, rng = member_keys(jnp.stack(rngs))
-        member_init = lambda key, x, c: transformed.init(key, x, c, True)  # noqa: E731
-        params, state = jax.vmap(member_init, in_axes=(0, data_axis, data_axis))(init_keys, example, consts)
-        return params, state, with_hyperparams(jax.vmap(optimizer.init)(params), hyper), rng
-
-    return jax.jit(init)
+@functools.partial(jax.jit, static_argnames=("transformed", "optimizer", "data_axis"))
+def init_members(
+    rngs: Sequence[jax.Array], example: np.ndarray, consts: Constants, hyper: Hyper, *, transformed: hk.Transformed,
+    optimizer: optax.GradientTransformation, data_axis: int | None,
+) -> tuple[hk.Params, hk.State, optax.OptState, jax.Array]:  # fmt: skip
+    """The members' stacked parameters, state and optimizer states, and their ``[M, 2]`` training keys,
+    from their ``[M]`` keys and an ``example`` (``[1, ...]``, or ``[M, 1, ...]`` with ``data_axis=0``), as
+    one program: run eagerly, Haiku's initialisers and optax's are about 30 programs, each compiled or
+    looked up in the cache and dispatched on its own. A process traces it once per model and optimizer
+    (both cached: :func:`~glove_exp.core.models.model_from_spec`,
+    :func:`~glove_exp.core.train.make_optimizer`)."""
+    init_keys, rng = member_keys(jnp.stack(rngs))
+    member_init = lambda key, x, c: transformed.init(key, x, c, True)  # noqa: E731
+    params, state = jax.vmap(member_init, in_axes=(0, data_axis, data_axis))(init_keys, example, consts)
+    return params, state, with_hyperparams(jax.vmap(optimizer.init)(params), hyper), rng
 
 
 def member_keys(rngs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -177,8 +176,9 @@ def fit_group(
         example = np.stack([m.train[0][:1] for m in members])
     vals = [None if m.val is None else jax.device_put(m.val[0]) for m in members]
     hyper = Hyper(*(np.array(values, np.float32) for values in zip(*(m.hyper for m in members))))
-    init = make_init(transformed, optimizer, axis)
-    params, state, opt_state, rng = init([m.rng for m in members], example, consts, hyper)
+    params, state, opt_state, rng = init_members(
+        [m.rng for m in members], example, consts, hyper, transformed=transformed, optimizer=optimizer, data_axis=axis
+    )
     epoch_fn = make_train_epoch(transformed.apply, optimizer, first.train[1].shape[0], batch_size, shuffle, axis)
     predict = make_predict(transformed.apply, eval_batch_size)
 

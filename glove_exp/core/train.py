@@ -38,6 +38,7 @@ class Hyper(NamedTuple):
     dropout: float
 
 
+@functools.lru_cache(maxsize=32)  # one object per settings: the programs that take it are traced once
 def make_optimizer(
     *, name: OptimizerName, lr: float, weight_decay: float, momentum: float, clip_norm: float | None,
     schedule: Schedule, warmup_fraction: float, decay_rate: float, steps_per_epoch: int, epochs: int,
