@@ -181,3 +181,31 @@ def test_every_optimizer_and_schedule_learns(data, name, schedule):
     }
     result, _, _ = train(data, {}, precomputed=True, epochs=5, optimizer=optimizer)
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_fits_of_one_model_and_optimizer_settings_trace_their_programs_once(data):
+    """The fits of a process (a sweep's jobs one after another, an Optuna search) that share a model and
+    optimizer settings reuse the traced epoch and initialisation: the model runs in no new trace."""
+    table, tokens, labels = data
+    model = model_from_spec(ModelSpec(C, **{**MODEL, "pooling": "flatten", "hidden_sizes": [8]}))
+    traces = []
+
+    def apply(*args):
+        traces.append(1)
+        return model.forward.apply(*args)
+
+    def init(*args):
+        traces.append(1)
+        return model.forward.init(*args)
+
+    counted = hk.TransformedWithState(init, apply)
+    consts = make_constants(table, None, model.spec.feature_dim(T, D))
+    counts = []
+    for seed in (0, 1):
+        fit(
+            counted, make_optimizer(**ADAM, steps_per_epoch=8, epochs=2), (tokens[:250], labels[:250]),
+            (tokens[250:], labels[250:]), consts, jax.random.PRNGKey(seed), hyper(ADAM, 0.0), epochs=2, batch_size=32,
+            eval_batch_size=64, shuffle=True, early_stopping_patience=None, progress=False,
+        )  # fmt: skip
+        counts.append(len(traces))
+    assert counts[0] > 0 and counts[1] == counts[0]

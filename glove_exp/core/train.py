@@ -91,6 +91,7 @@ class EpochResult(NamedTuple):
     accuracy: jax.Array
 
 
+@functools.lru_cache(maxsize=32)  # the fits of a process with one model and optimizer share its trace
 def make_train_epoch(
     apply: ApplyFn, optimizer: optax.GradientTransformation, num_examples: int, batch_size: int, shuffle: bool,
     data_axis: int | None = None,
