@@ -21,6 +21,7 @@ import pytest
 from glove_exp.app import pipeline
 from glove_exp.app.tracking import JobInfo, run_name
 from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
+from glove_exp.core.models import table_rows
 from tests.conftest import CLASSES, experiment_runs, metric_steps, store_uri, tiny_config
 
 NUM_TEST = 120
@@ -326,9 +327,11 @@ def test_logged_model_stores_its_table_as_float16(single):
     store, _, run = single
     mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")) / "artifacts" / "predictor"
+    vocab_size = int(run.data.metrics["data/vocab_size"])
     with np.load(folder / "constants.npz") as saved:
         assert saved["table"].dtype == np.float16
-        assert saved["table"].shape == (int(run.data.metrics["data/vocab_size"]), 8)
+        assert saved["table"].shape == (table_rows(vocab_size), 8)  # as it trained: rows beyond the vocabulary
+        assert saved["table"][2:vocab_size].any(axis=1).all() and not saved["table"][vocab_size:].any()
     words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert len(words) + 2 == int(run.data.metrics["data/vocab_size"])
 
