@@ -199,6 +199,16 @@ def tiny_overrides(tiny_data) -> list[str]:
     ]
 
 
+def recorded_batches(monkeypatch) -> list[int]:
+    """Rows of every inference batch (:func:`~glove_exp.core.train.batch_outputs`) run from now on."""
+    from glove_exp.core import train
+
+    rows: list[int] = []
+    batch_outputs = train.batch_outputs
+    monkeypatch.setattr(train, "batch_outputs", lambda *a, **kw: rows.append(len(a[2])) or batch_outputs(*a, **kw))
+    return rows
+
+
 # --- in-process runs of the pipeline (tests/test_pipeline.py) ---
 
 

@@ -9,8 +9,8 @@ import pytest
 from glove_exp.core.features import (
     FeatureDtype,
     compute_features,
-    feature_batch_size,
     feature_moments,
+    lookup_batch_size,
     make_inputs,
     memory_needs,
 )
@@ -106,13 +106,13 @@ def test_16_bit_features_train_and_predict_like_32_bit_ones(data, dtype):
     assert np.isfinite(np.asarray(inputs.consts.table)).all()
 
 
-def test_the_feature_batch_keeps_the_looked_up_vectors_small_on_a_cpu():
+def test_a_lookup_batch_keeps_the_looked_up_vectors_small_on_a_cpu():
     if jax.default_backend() != "cpu":
         pytest.skip("an accelerator takes eval_batch_size rows")
-    assert feature_batch_size(50, 300, 4096) == 128  # 128 x 50 x 300 float32 = 7.3 MiB
-    assert feature_batch_size(50, 50, 4096) == 512
-    assert feature_batch_size(50, 50, 100) == 100
-    assert feature_batch_size(100_000, 300, 4096) == 16
+    assert lookup_batch_size(50, 300, 4096) == 128  # 128 x 50 x 300 float32 = 7.3 MiB
+    assert lookup_batch_size(50, 50, 4096) == 512
+    assert lookup_batch_size(50, 50, 100) == 100
+    assert lookup_batch_size(100_000, 300, 4096) == 16
 
 
 def test_the_memory_estimate_counts_features_at_their_stored_width():

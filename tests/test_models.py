@@ -9,6 +9,7 @@ import pytest
 
 from glove_exp.app.serving import Predictor, TextSettings
 from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec, table_rows
+from tests.conftest import recorded_batches
 
 V, D, T, C = 20, 4, 6, 3
 MODEL = {
@@ -165,3 +166,23 @@ def test_nearby_vocabularies_share_a_table_shape_padded_with_zero_rows():
     assert consts.table.shape == (128, 3) and consts.token_weights.shape == (128,)
     assert np.asarray(consts.table[:70]).all() and not np.asarray(consts.table[70:]).any()
     assert not np.asarray(consts.token_weights[70:]).any()
+
+
+def test_a_predictor_on_a_cpu_scores_batches_whose_looked_up_vectors_stay_in_cache(monkeypatch):
+    """Long documents of wide vectors: 512 tokens of 64-d vectors are 128 KiB a row, so a batch takes 64
+    rows (8 MiB), not ``eval_batch_size``; the scores are those of one batch of every row."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("an accelerator takes eval_batch_size rows")
+    tokens, dim = 512, 64
+    model = model_from_spec(ModelSpec(C, **{**MODEL, "pooling": "flatten", "hidden_sizes": [4]}))
+    rng = np.random.default_rng(0)
+    consts = make_constants(rng.normal(size=(V, dim)).astype(np.float32), None, tokens * dim)
+    params, state = model.forward.init(RNG, np.zeros((1, tokens), np.int32), consts, False)
+    words = [f"w{i}" for i in range(V - 2)]
+    predictor = Predictor(model, ["a", "b", "c"], TextSettings(True, False, tokens), words, params, state, consts)
+    ids = rng.integers(0, V, size=(150, tokens)).astype(np.int32)
+    rows = recorded_batches(monkeypatch)
+    scores = predictor.predict_ids(ids)
+    assert rows == [64, 64, 64]
+    logits = np.asarray(model.forward.apply(params, state, None, ids, consts, False)[0])
+    np.testing.assert_allclose(scores, jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)

@@ -22,7 +22,7 @@ from glove_exp.app import pipeline
 from glove_exp.app.tracking import JobInfo, run_name
 from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
 from glove_exp.core.models import table_rows
-from tests.conftest import CLASSES, experiment_runs, metric_steps, store_uri, tiny_config
+from tests.conftest import CLASSES, experiment_runs, metric_steps, recorded_batches, store_uri, tiny_config
 
 NUM_TEST = 120
 NUM_TRAIN = 360  # 400 rows less the 10% validation split
@@ -321,6 +321,21 @@ def test_the_logged_model_of_each_norm_scores_the_test_split_as_the_run_did(norm
     assert counts == read_confusion(artifact_dir(run) / "confusion_matrix.csv")
     accuracy = np.mean([guess == label for (_, label), guess in zip(rows, predicted)])
     assert accuracy == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-12)
+
+
+def test_on_a_cpu_validation_test_and_explanation_batches_keep_the_looked_up_vectors_in_cache(
+    tiny_data, tmp_path, monkeypatch
+):
+    """A model reading 16,384 tokens of 8-d vectors (512 KiB a document) scores 16 documents a batch
+    (8 MiB), not ``eval_batch_size``: the validation split's 40, the test split's 120, LIME's 50."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("an accelerator takes eval_batch_size rows")
+    rows = recorded_batches(monkeypatch)
+    overrides = ("trainer.precompute_features=false", "trainer.max_tokens=16384", "trainer.epochs=1")
+    pipeline.run(tiny_config(tiny_data, tmp_path, *overrides))
+    assert len(rows) > 10 and set(rows) == {16}
 
 
 def test_logged_model_stores_its_table_as_float16(single):

@@ -28,7 +28,7 @@ from glove_exp.app.schema import Config
 from glove_exp.app.shared import Codec
 from glove_exp.core import features, models, pooling, text, train
 from glove_exp.core.choices import FeatureDtype
-from glove_exp.core.features import Inputs, feature_batch_size
+from glove_exp.core.features import Inputs, lookup_batch_size
 from glove_exp.core.models import Constants, ModelSpec
 from glove_exp.core.text import NUM_SPECIAL, Encoded, Vocabulary, embedding_matrix
 from glove_exp.core.vectors import WordVectors
@@ -68,7 +68,7 @@ def features_key(tokens_key: str, config: Config, spec: ModelSpec, dim: int) -> 
         "tokens": tokens_key,
         "model": {name: value for name, value in spec.to_dict().items() if name not in HEAD_ONLY},
         "precompute": spec.precomputes(t.precompute_features), "feature_dtype": FeatureDtype(t.feature_dtype).value,
-        "batch_size": feature_batch_size(t.max_tokens, dim, t.eval_batch_size),
+        "batch_size": lookup_batch_size(t.max_tokens, dim, t.eval_batch_size),
         "code": code_digest(text, features, models, pooling, train, sys.modules[__name__]),
         "versions": [np.__version__, jax.__version__, getattr(jax.lib, "__version__", "")],
         "device": [jax.default_backend(), jax.devices()[0].device_kind],

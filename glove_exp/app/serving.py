@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from glove_exp.core.features import lookup_batch_size
 from glove_exp.core.models import Constants, Model, ModelSpec, model_from_spec
 from glove_exp.core.text import NUM_SPECIAL, OOV, encode, tokenize, tokenize_all
 from glove_exp.core.train import make_predict
@@ -46,7 +47,8 @@ class Predictor:
         self.model, self.class_names, self.text, self.words = model, list(class_names), text, words
         self.params, self.state, self.consts = params, state, consts
         self._index = index or {word: i + NUM_SPECIAL for i, word in enumerate(words)}  # word -> token id
-        self._predict = make_predict(model.forward.apply, batch_size)
+        rows = lookup_batch_size(text.max_tokens, consts.table.shape[1], batch_size)  # on a CPU, fewer
+        self._predict = make_predict(model.forward.apply, rows)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Raw strings -> ``[N, max_tokens]`` int32 token ids."""

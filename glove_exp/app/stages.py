@@ -21,7 +21,7 @@ from glove_exp.app.serving import Predictor, TextSettings
 from glove_exp.app.shared import SharedWork
 from glove_exp.core.errors import ConfigError
 from glove_exp.core.evaluate import metric_names
-from glove_exp.core.features import FeatureDtype, Inputs, make_inputs, memory_needs
+from glove_exp.core.features import FeatureDtype, Inputs, lookup_batch_size, make_inputs, memory_needs
 from glove_exp.core.fit import Failed, Member, fit_group
 from glove_exp.core.models import Constants, Model, ModelSpec, Weighting, make_constants, model_from_spec
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
@@ -236,9 +236,13 @@ def fit_models(
     optimizer = make_optimizer(**asdict(configs[0].optimizer), steps_per_epoch=steps_per_epoch, epochs=t.epochs)
     spec = replace(first.model.spec, dropout=max(m.hyper.dropout for m in members))
     model = first.model if spec == first.model.spec else model_from_spec(spec)
-    transformed = model.head if first.inputs.precomputed else model.forward
+    if first.inputs.precomputed:
+        transformed, eval_batch_size = model.head, t.eval_batch_size
+    else:  # validation looks the vectors up
+        eval_batch_size = lookup_batch_size(t.max_tokens, first.inputs.consts.table.shape[1], t.eval_batch_size)
+        transformed = model.forward
     return fit_group(
-        transformed, optimizer, members, epochs=t.epochs, batch_size=batch_size, eval_batch_size=t.eval_batch_size,
+        transformed, optimizer, members, epochs=t.epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
         shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience, progress=progress,
     )  # fmt: skip
 
