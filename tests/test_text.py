@@ -223,6 +223,18 @@ def test_the_table_holds_float16_values_and_refuses_what_float16_cannot_hold():
         embedding_matrix(build_vocabulary(tokenize_all(["a"]), huge), huge)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])  # F: as the packaged 6B vectors are stored
+def test_the_table_is_the_same_from_vectors_in_either_memory_order(order):
+    words = [f"w{i}" for i in range(40)]
+    values = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    wv = WordVectors(words=words, vectors=np.asarray(values, order=order), source="test")
+    vocab = build_vocabulary(tokenize_all(["w31 w4 w4 w17 w0 w39 w4 w17"]), wv)
+    matrix = embedding_matrix(vocab, wv)
+    assert matrix.flags.c_contiguous and vocab.words == ["w4", "w17", "w31", "w0", "w39"]
+    rows = [int(word[1:]) for word in vocab.words]
+    np.testing.assert_array_equal(matrix[NUM_SPECIAL:], values[rows].astype(np.float16).astype(np.float32))
+
+
 def test_vocabulary_without_coverage_fails_with_oov_rate():
     with pytest.raises(EmbeddingsError, match="OOV rate 100%"):
         build_vocabulary(tokenize_all(["Hund Katze"]), vectors(["dog"]))

