@@ -209,3 +209,26 @@ def test_fits_of_one_model_and_optimizer_settings_trace_their_programs_once(data
         )  # fmt: skip
         counts.append(len(traces))
     assert counts[0] > 0 and counts[1] == counts[0]
+
+
+def test_models_of_one_head_share_the_trace_of_its_training(data, monkeypatch):
+    """A mean and a sum pooling train the same head on their precomputed features (as a sweep over
+    poolings does): the second fit traces no head, while another head is traced anew."""
+    from glove_exp.core import models
+
+    table, tokens, labels = data
+    traces = []
+    head_logits = models.head_logits
+    monkeypatch.setattr(models, "head_logits", lambda *args: traces.append(1) or head_logits(*args))
+    counts = []
+    for pooling, hidden in (("mean", 11), ("sum", 11), ("sum", 13)):  # head sizes no other test trains
+        model = model_from_spec(ModelSpec(C, **{**MODEL, "pooling": pooling, "hidden_sizes": [hidden]}))
+        consts = make_constants(table, None, model.spec.feature_dim(T, D))
+        features = np.asarray(model.features.apply({}, None, tokens, consts))
+        fit(
+            model.head, make_optimizer(**ADAM, steps_per_epoch=8, epochs=2), (features[:250], labels[:250]),
+            (features[250:], labels[250:]), consts, jax.random.PRNGKey(0), hyper(ADAM, 0.0), epochs=2, batch_size=32,
+            eval_batch_size=64, shuffle=True, early_stopping_patience=None, progress=False,
+        )  # fmt: skip
+        counts.append(len(traces))
+    assert counts[0] > 0 and counts[1] == counts[0] and counts[2] > counts[1]

@@ -143,32 +143,73 @@ class Model(NamedTuple):
     spec: ModelSpec
 
 
+@dataclass(frozen=True)
+class HeadSpec:
+    """The part of a :class:`ModelSpec` that the head reads: models that differ only in how they make
+    features (pooling, weighting, per-token layers) have equal ones."""
+
+    num_classes: int
+    hidden_sizes: tuple[int, ...]
+    activation: Activation
+    norm: Norm
+    dropout: float
+    init: Init
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> HeadSpec:
+        return cls(spec.num_classes, spec.hidden_sizes, spec.activation, spec.norm, spec.dropout, spec.init)
+
+
+def normalize(norm: Norm, x: jax.Array, is_training: bool) -> jax.Array:
+    if norm == Norm.batch:
+        return hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=0.9)(x, is_training)
+    return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x) if norm == Norm.layer else x
+
+
+def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, dropout: float,
+        init: Init, activation: Activation, norm: Norm = Norm.none, rate: jax.Array | None = None) -> jax.Array:  # fmt: skip
+    """Dense layers on the last axis (hk.nets.MLP's, its parameter names and dropout keys), each
+    followed by ``norm``, dropout (training only, if ``dropout`` > 0, at ``rate`` if given, which
+    may be traced) and ``activation`` unless it is the last."""
+    layers = hk.nets.MLP(sizes, w_init=INITIALISERS[init], name=name).layers
+    keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and dropout > 0 else None
+    rate = dropout if rate is None else rate
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i < len(layers) - 1 or activate_final:
+            x = normalize(norm, x, is_training)
+            x = ACTIVATIONS[activation](x if keys is None else hk.dropout(next(keys), rate, x))
+    return x
+
+
+def head_logits(head: HeadSpec, features: jax.Array, is_training: bool, dropout: jax.Array | None) -> jax.Array:
+    """``[B, F]`` features -> ``[B, C]`` logits: norm -> [dense -> norm -> dropout -> activation]... -> dense."""
+    features = normalize(head.norm, features, is_training)
+    sizes = [*head.hidden_sizes, head.num_classes]
+    return mlp(
+        sizes, False, "head", features, is_training, head.dropout, head.init, head.activation, head.norm, dropout
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def head_from_spec(head: HeadSpec) -> hk.TransformedWithState:
+    """The head on pooled features. Cached: the models of equal heads (a mean and a sum pooling) share
+    it, so their training on precomputed features traces and compiles once per process."""
+
+    def apply(features, consts, is_training, dropout=None):
+        del consts  # the same signature as the forward pass
+        return head_logits(head, features.astype(jnp.float32), is_training, dropout)  # features may be 16-bit floats
+
+    return hk.transform_with_state(apply)
+
+
 @functools.lru_cache(maxsize=32)
 def model_from_spec(spec: ModelSpec) -> Model:
     """Token ids -> (trainable) lookup -> SIF weights -> per-token MLP -> pooling -> standardisation
-    -> MLP head (with ``norm``: norm -> [dense -> norm -> dropout -> activation]... -> dense). Cached:
-    equal specs get the same functions, which jitted code that takes them as static arguments (as
-    :func:`~glove_exp.core.train.batch_outputs` does) traces once per process."""
-
-    def normalize(norm: Norm, x: jax.Array, is_training: bool) -> jax.Array:
-        if norm == Norm.batch:
-            return hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=0.9)(x, is_training)
-        return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x) if norm == Norm.layer else x
-
-    def mlp(sizes: Sequence[int], activate_final: bool, name: str, x: jax.Array, is_training: bool, dropout: float,
-            norm: Norm = Norm.none, rate: jax.Array | None = None) -> jax.Array:  # fmt: skip
-        """Dense layers on the last axis (hk.nets.MLP's, its parameter names and dropout keys), each
-        followed by ``norm``, dropout (training only, if ``dropout`` > 0, at ``rate`` if given, which
-        may be traced) and the activation unless it is the last."""
-        layers = hk.nets.MLP(sizes, w_init=INITIALISERS[spec.init], name=name).layers
-        keys = hk.PRNGSequence(hk.next_rng_key()) if is_training and dropout > 0 else None
-        rate = dropout if rate is None else rate
-        for i, layer in enumerate(layers):
-            x = layer(x)
-            if i < len(layers) - 1 or activate_final:
-                x = normalize(norm, x, is_training)
-                x = ACTIVATIONS[spec.activation](x if keys is None else hk.dropout(next(keys), rate, x))
-        return x
+    -> MLP head (:func:`head_logits`). Cached: equal specs get the same functions, which jitted code
+    that takes them as static arguments (as :func:`~glove_exp.core.train.batch_outputs` does) traces
+    once per process."""
+    head = HeadSpec.of(spec)
 
     def featurize(tokens: jax.Array, consts: Constants, is_training: bool) -> jax.Array:
         """``[B, T]`` token ids -> ``[B, F]`` pooled (and standardised) features."""
@@ -180,24 +221,24 @@ def model_from_spec(spec: ModelSpec) -> Model:
         if spec.weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
             x = x * consts.token_weights[tokens][..., None]
         if spec.token_hidden_sizes:
-            x = mlp(spec.token_hidden_sizes, True, "token_mlp", x, is_training, spec.token_dropout)
+            x = mlp(
+                spec.token_hidden_sizes,
+                True,
+                "token_mlp",
+                x,
+                is_training,
+                spec.token_dropout,
+                spec.init,
+                spec.activation,
+            )
         mask = (tokens != PAD).astype(x.dtype) if spec.mask_padding else jnp.ones(tokens.shape, x.dtype)
         features = pool(x, mask, spec.pooling, spec.hier_window)
         return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
 
-    def head_logits(features: jax.Array, is_training: bool, dropout: jax.Array | None) -> jax.Array:
-        features = normalize(spec.norm, features, is_training)
-        sizes = [*spec.hidden_sizes, spec.num_classes]
-        return mlp(sizes, False, "head", features, is_training, spec.dropout, spec.norm, dropout)
-
     def forward(tokens, consts, is_training, dropout=None):
-        return head_logits(featurize(tokens, consts, is_training), is_training, dropout)
-
-    def head(features, consts, is_training, dropout=None):
-        del consts  # same signature as forward
-        return head_logits(features.astype(jnp.float32), is_training, dropout)  # features may be 16-bit floats
+        return head_logits(head, featurize(tokens, consts, is_training), is_training, dropout)
 
     def features(tokens, consts):
         return featurize(tokens, consts, is_training=False)
 
-    return Model(hk.transform_with_state(forward), hk.transform_with_state(head), hk.transform(features), spec)
+    return Model(hk.transform_with_state(forward), head_from_spec(head), hk.transform(features), spec)
