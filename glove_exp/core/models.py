@@ -221,16 +221,8 @@ def model_from_spec(spec: ModelSpec) -> Model:
         if spec.weighting != Weighting.none:  # the constants hold ones otherwise: skip the pass
             x = x * consts.token_weights[tokens][..., None]
         if spec.token_hidden_sizes:
-            x = mlp(
-                spec.token_hidden_sizes,
-                True,
-                "token_mlp",
-                x,
-                is_training,
-                spec.token_dropout,
-                spec.init,
-                spec.activation,
-            )
+            x = mlp(spec.token_hidden_sizes, True, "token_mlp", x, is_training, spec.token_dropout,
+                    spec.init, spec.activation)  # fmt: skip
         mask = (tokens != PAD).astype(x.dtype) if spec.mask_padding else jnp.ones(tokens.shape, x.dtype)
         features = pool(x, mask, spec.pooling, spec.hier_window)
         return (features - consts.feature_mean) / consts.feature_scale if spec.standardize else features
