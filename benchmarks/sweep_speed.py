@@ -1,7 +1,7 @@
 """A sweep's wall time against its training floor, measured in one run.
 
     python -m benchmarks.sweep_speed [--data-dir DIR] [--poolings flatten,mean,sum] [--seeds 0,1,2,3,4]
-                                     [--lrs 0.001,0.003] [--out benchmarks/results/sweep_speed.md]
+                                     [--lrs 0.001,0.003] [--repeats 1] [--out benchmarks/results/sweep_speed.md]
 
 The sweep is ``glove-exp -m experiment=seed_tutorial model.pooling=... trainer.seed=...`` (and
 ``optimizer.lr=...`` with ``--lrs``) typed as a user would (a new process, a fresh store in a temporary
@@ -9,7 +9,9 @@ folder; the vector cache and JAX's compilation cache as they are). Its floor is 
 bare jitted loops in this process, after one data load: glove-exp's own ``prepare`` and ``fit_model``
 per job, only ``fit_model`` timed. Prints the ratio, each stage's seconds summed over the sweep's
 jobs (their ``time/<stage>_s`` metrics), and the CPU seconds of each side: how many of the machine's
-cores the sweep and its floor kept busy on average.
+cores the sweep and its floor kept busy on average. With ``--repeats N`` the sweep and its floor
+alternate N times, each floor in a new process as the first one is, and the report leads with the
+run of the median ratio and lists every run (a shared machine's figures move from run to run).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,23 @@ class Timing:
     @property
     def cores(self) -> float:
         return self.cpu / self.wall if self.wall else 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One sweep, its runs' ``time/*`` metrics, and its floor."""
+
+    sweep: Timing
+    times: pd.DataFrame
+    floor: Timing
+
+    @property
+    def ratio(self) -> float:
+        return self.sweep.wall / self.floor.wall
+
+    def rest_per_job(self, jobs: int) -> float:
+        """Seconds a job spent outside training (a member's train_s is its share of its program's)."""
+        return (self.sweep.wall - float(self.times["time/train_s"].sum())) / jobs
 
 
 def floor_timing(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
@@ -79,8 +100,11 @@ def sweep(data_dir: Path, axes: dict[str, list[str]], folder: Path) -> tuple[Tim
     return Timing(wall, cpu), times
 
 
-def report(swept: Timing, floor: Timing, times: pd.DataFrame, jobs: int) -> str:
-    wall = swept.wall
+def report(measurements: list[Measurement], jobs: int) -> str:
+    """The run of the median ratio (the lower one of an even count) with its stages, then every run."""
+    runs = len(measurements)
+    median = sorted(measurements, key=lambda m: m.ratio)[(runs - 1) // 2]
+    swept, floor, times = median.sweep, median.floor, median.times
     stages = times.drop(columns=["time/epoch_s", "time/total_s"], errors="ignore").sum().sort_values(ascending=False)
     inside = float(times["time/total_s"].sum())  # the stages' own timer: compile_s lies within train_s
     names = {"time/compile_s": "compile (part of train)"}
@@ -89,17 +113,27 @@ def report(swept: Timing, floor: Timing, times: pd.DataFrame, jobs: int) -> str:
         for key, value in stages.items()
     ]
     rows.append(
-        {"stage": "outside the jobs' timers (start-up, imports, Hydra, the parent run)", "seconds": wall - inside}
+        {"stage": "outside the jobs' timers (start-up, imports, Hydra, the parent run)", "seconds": swept.wall - inside}
     )
     table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
-    rest = (wall - float(times["time/train_s"].sum())) / jobs  # a member's train_s is its share of its program's
-    return (
-        f"# Sweep speed\n\n{jobs} jobs: sweep {wall:.1f} s wall, training floor {floor.wall:.1f} s, "
-        f"ratio {wall / floor.wall:.1f}x; everything but training {rest:.2f} s per job\n\n"
+    text = (
+        f"# Sweep speed\n\n{'' if runs == 1 else f'The median of {runs} runs: '}{jobs} jobs: sweep "
+        f"{swept.wall:.1f} s wall, training floor {floor.wall:.1f} s, ratio {median.ratio:.1f}x; "
+        f"everything but training {median.rest_per_job(jobs):.2f} s per job\n\n"
         f"CPU: the sweep {swept.cpu:.1f} s ({swept.cores:.2f} cores busy on average), "
         f"its floor {floor.cpu:.1f} s ({floor.cores:.2f} cores)\n\n"
         f"Each stage summed over the jobs:\n\n{table}\n"
     )
+    if runs == 1:
+        return text
+    every = pd.DataFrame(
+        {
+            "run": i + 1, "sweep s": m.sweep.wall, "floor s": m.floor.wall, "ratio": m.ratio,
+            "everything but training, s per job": m.rest_per_job(jobs), "sweep CPU s": m.sweep.cpu,
+        }
+        for i, m in enumerate(measurements)
+    )  # fmt: skip
+    return f"{text}\nEvery run, in order:\n\n{every.to_markdown(index=False, floatfmt=('.0f', '.1f', '.1f', '.2f', '.2f', '.1f'))}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poolings", default="flatten,mean,sum")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--lrs", default="", help="optimizer.lr values to sweep too (default: the preset's)")
+    parser.add_argument("--repeats", type=int, default=1, help="sweeps and floors, alternating (default: 1)")
     parser.add_argument("--out", type=report_file, default=ROOT / "benchmarks" / "results" / "sweep_speed.md")
     args = parser.parse_args(argv)
     axes = {"model.pooling": args.poolings.split(","), "trainer.seed": args.seeds.split(",")}
@@ -116,11 +151,21 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir.resolve()
     if not data_dir.is_dir():
         parser.error(f"--data-dir {data_dir} is not a folder: point it at AG News' train and test files")
-    with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
-        swept, times = sweep(data_dir, axes, Path(tmp))
-    floor = floor_timing(data_dir, axes)
-    publish(report(swept, floor, times, math.prod(len(values) for values in axes.values())), args.out)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give 1 or more")
+    measurements = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
+            swept, times = sweep(data_dir, axes, Path(tmp))
+        measurements.append(Measurement(swept, times, new_process_floor(data_dir, axes)))
+    publish(report(measurements, math.prod(len(values) for values in axes.values())), args.out)
     return 0
+
+
+def new_process_floor(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
+    """:func:`floor_timing` in a new process: every floor traces its programs, as a bare loop would once."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(floor_timing, data_dir, axes).result()
 
 
 if __name__ == "__main__":

@@ -191,12 +191,13 @@ def test_many_classes_table_has_a_row_per_class_count_relative_to_the_first(tmp_
 def test_sweep_speed_reports_the_ratio_and_every_stage_once():
     import pandas as pd
 
-    from benchmarks.sweep_speed import Timing, report
+    from benchmarks.sweep_speed import Measurement, Timing, report
 
     times = pd.DataFrame(
         [{"time/train_s": 2.0, "time/compile_s": 0.5, "time/log_s": 0.5, "time/epoch_s": 0.1, "time/total_s": 3.0}] * 2
     )
-    text = report(Timing(wall=10.0, cpu=12.5), Timing(wall=2.5, cpu=4.5), times=times, jobs=2)
+    text = report([Measurement(Timing(wall=10.0, cpu=12.5), times, Timing(wall=2.5, cpu=4.5))], jobs=2)
+    assert "median" not in text and "Every run" not in text
     assert "2 jobs: sweep 10.0 s wall, training floor 2.5 s, ratio 4.0x; everything but training 3.00 s per job" in text
     assert "CPU: the sweep 12.5 s (1.25 cores busy on average), its floor 4.5 s (1.80 cores)" in text
     table = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("|")][2:]  # past header, rule
@@ -207,6 +208,40 @@ def test_sweep_speed_reports_the_ratio_and_every_stage_once():
         "compile (part of train)": 1.0,
         "outside the jobs' timers (start-up, imports, Hydra, the parent run)": 4.0,
     }
+
+
+def test_sweep_speed_leads_with_the_run_of_the_median_ratio_and_lists_every_run():
+    import pandas as pd
+
+    from benchmarks.sweep_speed import Measurement, Timing, report
+
+    def run(wall: float, floor: float, train: float) -> Measurement:
+        times = pd.DataFrame([{"time/train_s": train, "time/log_s": 1.0, "time/total_s": train + 1.0}])
+        return Measurement(Timing(wall=wall, cpu=wall), times, Timing(wall=floor, cpu=floor))
+
+    text = report([run(30.0, 10.0, 6.0), run(20.0, 10.0, 4.0), run(25.0, 10.0, 5.0), run(40.0, 10.0, 8.0)], jobs=1)
+    # ratios 3.0, 2.0, 2.5, 4.0: the lower median is the third run's 2.5
+    assert (
+        "The median of 4 runs: 1 jobs: sweep 25.0 s wall, training floor 10.0 s, ratio 2.5x; everything but training 20.00 s per job"
+        in text
+    )
+    stages = {
+        row.split("|")[1].strip(): row.split("|")[2].strip()
+        for row in text.split("Every run")[0].splitlines()
+        if row.startswith("| ")
+    }
+    assert (
+        stages["train"] == "5.0"
+        and stages["outside the jobs' timers (start-up, imports, Hydra, the parent run)"] == "19.0"
+    )
+    every = [
+        line.split("|")[1:-1]
+        for line in text.split("Every run, in order:")[1].splitlines()
+        if re.match(r"\| +\d", line)
+    ]
+    assert [[float(value) for value in row[:4]] for row in every] == [
+        [1, 30.0, 10.0, 3.0], [2, 20.0, 10.0, 2.0], [3, 25.0, 10.0, 2.5], [4, 40.0, 10.0, 4.0],
+    ]  # fmt: skip
 
 
 def test_sweep_speed_without_its_data_is_one_line(tmp_path, capsys):
@@ -231,3 +266,12 @@ def test_a_report_written_to_a_folder_is_one_line(module, tmp_path, capsys):
     assert exit_info.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.endswith(f"{tmp_path} is a folder; name the report's file, e.g. {tmp_path / 'report.md'}")
+
+
+def test_sweep_speed_needs_a_run(tmp_path, capsys):
+    from benchmarks.sweep_speed import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-dir", str(tmp_path), "--repeats", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--repeats 0: give 1 or more")
