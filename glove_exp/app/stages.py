@@ -239,8 +239,8 @@ def fit_models(
     if first.inputs.precomputed:
         transformed, eval_batch_size = model.head, t.eval_batch_size
     else:  # validation looks the vectors up
-        eval_batch_size = lookup_batch_size(t.max_tokens, first.inputs.consts.table.shape[1], t.eval_batch_size)
         transformed = model.forward
+        eval_batch_size = lookup_batch_size(t.max_tokens, first.inputs.consts.table.shape[1], t.eval_batch_size)
     return fit_group(
         transformed, optimizer, members, epochs=t.epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
         shuffle=t.shuffle, early_stopping_patience=t.early_stopping_patience, progress=progress,
