@@ -115,6 +115,41 @@ def test_the_commit_and_the_package_versions_are_asked_once_per_process(monkeypa
     assert tracking.package_versions(prefix="") == {k.removeprefix("version."): v for k, v in versions.items()}
 
 
+def test_a_run_writes_its_params_and_data_stats_at_once_each_epoch_once_and_its_outcome_at_once(
+    tiny_data, tmp_path, monkeypatch
+):
+    """Each ``log_batch`` is a transaction of the store: a 3-epoch run makes 5 (MLflow's limit allowing)."""
+    writes = []
+    real = mlflow.MlflowClient.log_batch
+    monkeypatch.setattr(
+        mlflow.MlflowClient, "log_batch", lambda self, run_id, **kw: writes.append(kw) or real(self, run_id, **kw)
+    )
+    pipeline.run(tiny_config(tiny_data, tmp_path))
+    keys = [({m.key for m in w.get("metrics", [])}, {p.key for p in w.get("params", [])}) for w in writes]
+    assert len(keys) == 5
+    metrics, params = keys[0]
+    assert "trainer.seed" in params and "data/num_test" in metrics
+    assert all(step_metrics == set(EPOCH_METRICS) and not p for step_metrics, p in keys[1:4])
+    assert {"test/accuracy", "train/selected_epoch", "time/total_s", "time/log_s"} <= keys[4][0]
+
+
+def test_a_write_beyond_mlflows_batch_limit_is_split_with_params_and_tags_in_the_first(tmp_path):
+    from mlflow.entities import Metric, Param, RunTag
+
+    from glove_exp.app.interrupts import Interrupts
+    from glove_exp.app.store import Store
+    from glove_exp.app.tracking import MAX_BATCH_VALUES, tracked_run
+
+    store = Store.open(store_uri(tmp_path), "limits")
+    metrics = [Metric(f"m{i}", float(i), 0, 0) for i in range(MAX_BATCH_VALUES + 5)]
+    params = [Param(f"p{i}", str(i)) for i in range(90)]
+    with tracked_run(store, "many", {}, Interrupts()) as run:
+        run.write(metrics, params, [RunTag("extra", "1")])
+    logged = store.client.get_run(run.run_id).data
+    assert len(logged.metrics) == len(metrics) and logged.metrics["m1004"] == 1004.0
+    assert len(logged.params) == 90 and logged.tags["extra"] == "1"
+
+
 def test_tags_name_the_sources(single, tiny_data):
     _, _, run = single
     tags = run.data.tags
@@ -261,6 +296,23 @@ def lime_pages(run) -> dict[int, str]:
 
 def lime_data(run, index: int) -> dict:
     return json.loads((artifact_dir(run) / "lime" / f"example_{index}.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("num_classes", "absent"), [(2, 0), (4, 0), (14, 0), (5, 1)])
+def test_the_accuracy_and_macro_f1_are_scikit_learns_to_the_bit(num_classes, absent):
+    """From the classification report; ``absent``: classes that neither the labels nor the predictions hold."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from glove_exp.core.evaluate import evaluate
+
+    rng = np.random.default_rng(num_classes)
+    present = num_classes - absent
+    labels = rng.integers(0, present, 997)
+    predictions = np.where(rng.random(997) < 0.7, labels, rng.integers(0, max(present - 1, 1), 997))
+    evaluation = evaluate(labels, predictions, [f"c{i}" for i in range(num_classes)])
+    assert evaluation.accuracy == accuracy_score(labels, predictions)
+    ids = list(range(num_classes))
+    assert evaluation.macro_f1 == f1_score(labels, predictions, labels=ids, average="macro", zero_division=0)
 
 
 def test_lime_pages_name_true_and_predicted_class(single, tiny_data):

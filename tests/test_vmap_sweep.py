@@ -112,6 +112,24 @@ def test_a_group_that_memory_cannot_hold_is_split(tmp_path, tiny_data, monkeypat
         )
 
 
+def test_a_member_finished_elsewhere_after_its_group_trained_keeps_the_finished_run(tmp_path, tiny_data, monkeypatch):
+    """The group looked for finished runs before training; its jobs do not look again before their runs,
+    whose owner check finds what finished meanwhile (another process's run of the same config)."""
+    from glove_exp.app import pipeline
+    from glove_exp.app.identity import config_id
+
+    configs = [tiny_config(tiny_data, tmp_path, *FAST, f"trainer.seed={seed}") for seed in (0, 1)]
+    trained = train_together(configs, progress=False, max_size=None)
+    elsewhere = pipeline.run(configs[0])
+    looked = []
+    monkeypatch.setattr(pipeline, "finished_run", lambda *args: looked.append(args))
+    member = pipeline.run(configs[0], trained=trained[config_id(configs[0])])
+    assert member.skipped == f"finished as run {elsewhere.run_id}" and member.test_accuracy == elsewhere.test_accuracy
+    assert pipeline.run(configs[1], trained=trained[config_id(configs[1])]).skipped is None
+    assert looked == []
+    assert sorted(run.data.params["trainer.seed"] for run in experiment_runs(tmp_path)) == ["0", "1"]
+
+
 def test_a_job_config_that_the_sweeper_checked_is_not_composed_again():
     from omegaconf import OmegaConf
 

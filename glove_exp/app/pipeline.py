@@ -23,7 +23,15 @@ from glove_exp.app.schema import Config
 from glove_exp.app.shared import SharedWork
 from glove_exp.app.stages import Prepared, StageTimer, data_stats, fit_model, predictor, prepare
 from glove_exp.app.store import Store
-from glove_exp.app.tracking import JobInfo, dataset_inputs, run_name, run_tags, tracked_run
+from glove_exp.app.tracking import (
+    JobInfo,
+    dataset_inputs,
+    outcome_metrics,
+    package_versions,
+    run_name,
+    run_tags,
+    tracked_run,
+)
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
 from glove_exp.core.fit import Failed
@@ -74,7 +82,9 @@ def run(
     timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
     store = Store.open(config.tracking.uri, config.tracking.experiment, config.embeddings.cache_dir)
     name = run_name(config, job)
-    if config.tracking.skip_finished and (done := finished_run(store, config_id(config))):
+    # A training done with its group was checked a moment ago; a run that finished since owns the config
+    # (train_and_log's owner check), as for two parallel jobs.
+    if config.tracking.skip_finished and trained is None and (done := finished_run(store, config_id(config))):
         return RunResult.of_owner(done, name)
     prepared = prepare(config, timer, progress, shared)
     datasets = split_inputs(prepared, config, shared)
@@ -122,8 +132,7 @@ def train_and_log(
     with tracked_run(store, name, tags, interrupts) as tracked:
         if config.tracking.skip_finished and (other := owner(store, tags[CONFIG_TAG], tracked.run_id)):
             raise Superseded(other, tracked.run_id)
-        tracked.log_config(config, model.spec)
-        tracked.log_data_stats(data_stats(prepared, names))
+        tracked.log_config(config, model.spec, data_stats(prepared, names))
         tracked.log_datasets(datasets)
         with timer("train"):
             if trained is None:
@@ -148,13 +157,12 @@ def train_and_log(
             tracked.log_explanations(explanations, pages, "lime")
         val = result.selected.val_accuracy if inputs.val is not None else None
         with timer("log"):
-            tracked.log_outcome(result, evaluation, names, f"{name}: test accuracy {evaluation.accuracy:.1%}")
+            tracked.log_outcome(evaluation, names, f"{name}: test accuracy {evaluation.accuracy:.1%}")
             model_id = deliver_model(
                 tracked, served, test.texts[:2], config.tracking, name, Score(val, evaluation.accuracy)
             )
-        tracked.log_metrics(
-            {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
-        )
+        times = {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
+        tracked.log_metrics(outcome_metrics(result, evaluation, names) | times, tags=package_versions())
     return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary()), model_id
 
 

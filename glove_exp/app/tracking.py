@@ -67,7 +67,7 @@ PROJECT_ROOT = PACKAGE_DIR.parent
 SCHEMA_ROWS = 1000  # a dataset input's schema is inferred from its first rows
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
-MAX_BATCH_METRICS = 1000  # MLflow's limit of one log_batch
+MAX_BATCH_VALUES = 1000  # MLflow's limit of one log_batch: metrics, params and tags together
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
@@ -133,45 +133,48 @@ class TrackedRun:
         with self._interrupts.store_call(), self.store.writing():
             return write(self.run_id, *args, **kwargs)
 
-    def log_params(self, params: dict[str, Any]) -> None:
-        self.call(self.store.client.log_batch, params=[Param(key, str(value)) for key, value in params.items()])
-
     def log_metrics(
-        self, metrics: dict[str, float], step: int | None = None, tags: dict[str, str] | None = None
-    ) -> None:
-        """One write: ``metrics`` at ``step`` and ``tags`` with them."""
+        self, metrics: dict[str, float], step: int | None = None, tags: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """``metrics`` at ``step``, and ``tags`` and ``params`` with them: one write (:meth:`write`)."""
         now = int(time.time() * 1000)
-        values = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
-        run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
-        self.call(self.store.client.log_batch, metrics=values, tags=run_tags)
+        self.write(
+            [Metric(key, float(value), now, step or 0) for key, value in metrics.items()],
+            [Param(key, str(value)) for key, value in (params or {}).items()],
+            [RunTag(key, value) for key, value in (tags or {}).items()],
+        )
 
-    def log_config(self, config: Config, spec: ModelSpec) -> None:
+    def write(self, metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> None:
+        """One ``log_batch`` per :data:`MAX_BATCH_VALUES` values (MLflow's limit), ``params`` and ``tags``
+        in the first."""
+        first = MAX_BATCH_VALUES - len(params) - len(tags)
+        rest = range(first, len(metrics), MAX_BATCH_VALUES)
+        self.call(self.store.client.log_batch, metrics=metrics[:first], params=params, tags=tags)
+        for start in rest:
+            self.call(self.store.client.log_batch, metrics=metrics[start : start + MAX_BATCH_VALUES])
+
+    def log_config(self, config: Config, spec: ModelSpec, stats: dict[str, Any]) -> None:
         """The resolved config (params and ``config.yaml``) with the model as its spec says (``model.*``):
-        two seeds of one config differ in ``trainer.seed`` alone (``hparams_search.*`` is the sweeper's)."""
+        two seeds of one config differ in ``trainer.seed`` alone (``hparams_search.*`` is the sweeper's).
+        What the data gave this run (sizes, vocabulary, OOV rate, class counts) varies with the seed's
+        split, so it is ``data_stats.json`` and ``data/*`` metrics, never params; both in one write."""
         values = plain(config)  # as OmegaConf.structured(config) holds them, without building its nodes
         settings = {k: v for k, v in flatten(values).items() if not k.startswith(("model.", "hparams_search."))}
         model = {f"model.{key}": value for key, value in spec.to_dict().items()}
-        self.log_params(settings | model)
+        data = {f"data/{key.replace('.', '/')}": value for key, value in flatten(stats).items()}
+        self.log_metrics(data, params=settings | model)
         self.call(self.store.client.log_text, OmegaConf.to_yaml(values, resolve=True), "config.yaml")
-
-    def log_data_stats(self, stats: dict[str, Any]) -> None:
-        """What the data gave this run (sizes, vocabulary, OOV rate, class counts): they vary with the seed's
-        split, so they are ``data_stats.json`` and ``data/*`` metrics, never params."""
         self.call(self.store.client.log_dict, stats, "data_stats.json")
-        flat = flatten(stats)
-        self.log_metrics({f"data/{key.replace('.', '/')}": value for key, value in flat.items()})
 
     def log_epoch(self, m: EpochMetrics) -> None:
         self.log_metrics(epoch_values(m), step=m.epoch, tags=heartbeat())
 
     def log_epochs(self, history: Sequence[EpochMetrics]) -> None:
-        """Epochs trained before the run existed (with its group): a write per 1,000 values (MLflow's
-        limit of a batch), not one per epoch."""
+        """Epochs trained before the run existed (with its group): a write per 1,000 values, not one per epoch."""
         now = int(time.time() * 1000)
         values = [Metric(key, float(value), now, m.epoch) for m in history for key, value in epoch_values(m).items()]
-        beat = [RunTag(key, value) for key, value in heartbeat().items()]
-        for start in range(0, len(values), MAX_BATCH_METRICS):
-            self.call(self.store.client.log_batch, metrics=values[start : start + MAX_BATCH_METRICS], tags=beat)
+        self.write(values, [], [RunTag(key, value) for key, value in heartbeat().items()])
 
     def log_explanations(self, explanations: list[Explanation], pages: list[Path], artifact_path: str) -> None:
         """Each explanation's page and, beside it, its data as ``<page name>.json``."""
@@ -180,24 +183,9 @@ class TrackedRun:
             self.call(self.store.client.log_dict, explanation.data(), f"{artifact_path}/{page.stem}.json")
             log.info("LIME explanation %s/%s", artifact_path, page.name)
 
-    def log_outcome(self, result: FitResult, evaluation: Evaluation, class_names: list[str], title: str) -> None:
-        """Final metrics, the classification report and the confusion matrix (counts and plot)."""
-        selection = {"train/epochs_run": len(result.history), "train/selected_epoch": result.selected_epoch}
-        if result.best_epoch:
-            selection |= {"train/best_epoch": result.best_epoch, "val/selected_accuracy": result.selected.val_accuracy}
-        self.log_metrics(
-            {
-                "test/accuracy": evaluation.accuracy,
-                "test/macro_f1": evaluation.macro_f1,
-                **{
-                    f"test/f1/{name}": evaluation.per_class_f1[cls]
-                    for cls, name in zip(class_names, metric_names(class_names))
-                },
-                **selection,
-                "time/compile_s": result.compile_time_s,
-            },
-            tags=package_versions(),
-        )
+    def log_outcome(self, evaluation: Evaluation, class_names: list[str], title: str) -> None:
+        """The classification report and the confusion matrix (counts and plot); :func:`outcome_metrics`
+        go with the run's last write."""
         client = self.store.client
         self.call(client.log_text, evaluation.report_text, "classification_report.txt")
         self.call(client.log_dict, evaluation.report, "classification_report.json")
@@ -263,6 +251,18 @@ def log_model_files(
         client.log_model_artifacts(model.model_id, str(Path(tmp) / name))
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     return model.model_id
+
+
+def outcome_metrics(result: FitResult, evaluation: Evaluation, class_names: list[str]) -> dict[str, float]:
+    """The test scores, which epoch the model is from, and the compile time."""
+    selection = {"train/epochs_run": len(result.history), "train/selected_epoch": result.selected_epoch}
+    if result.best_epoch:
+        selection |= {"train/best_epoch": result.best_epoch, "val/selected_accuracy": result.selected.val_accuracy}
+    per_class = {
+        f"test/f1/{name}": evaluation.per_class_f1[cls] for cls, name in zip(class_names, metric_names(class_names))
+    }
+    return {"test/accuracy": evaluation.accuracy, "test/macro_f1": evaluation.macro_f1, **per_class, **selection,
+            "time/compile_s": result.compile_time_s}  # fmt: skip
 
 
 def epoch_values(m: EpochMetrics) -> dict[str, float]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.metrics import classification_report, confusion_matrix
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ def evaluate(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[
     kwargs = dict(labels=ids, target_names=list(class_names), digits=4, zero_division=0)
     report = classification_report(labels, predictions, output_dict=True, **kwargs)
     return Evaluation(
-        accuracy=float(accuracy_score(labels, predictions)),
-        macro_f1=float(f1_score(labels, predictions, labels=ids, average="macro", zero_division=0)),
+        accuracy=float(report["accuracy"]),  # the report's micro average over every class
+        macro_f1=float(report["macro avg"]["f1-score"]),
         per_class_f1={name: float(report[name]["f1-score"]) for name in class_names},
         report_text=classification_report(labels, predictions, **kwargs),
         report=report,
