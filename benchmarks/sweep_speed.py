@@ -9,15 +9,18 @@ folder; the vector cache and JAX's compilation cache as they are). Its floor is 
 bare jitted loops in this process, after one data load: glove-exp's own ``prepare`` and ``fit_model``
 per job, only ``fit_model`` timed. Prints the ratio, each stage's seconds summed over the sweep's
 jobs (their ``time/<stage>_s`` metrics), and the CPU seconds of each side: how many of the machine's
-cores the sweep and its floor kept busy on average. With ``--repeats N`` the sweep and its floor
-alternate N times, each floor in a new process as the first one is, and the report leads with the
-run of the median ratio and lists every run (a shared machine's figures move from run to run).
+cores the sweep and its floor kept busy on average. Beside each sweep, its start-up is measured apart
+in a new interpreter (:mod:`benchmarks.sweep_start`: the imports, Hydra composing the job configs),
+with what it leaves of a 2x budget. With ``--repeats N`` the sweep and its floor alternate N times,
+each floor in a new process as the first one is, and the report leads with the run of the median
+ratio and lists every run (a shared machine's figures move from run to run).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -51,12 +54,25 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class StartUp:
+    """Seconds a sweep's process spends before its jobs' own work, measured apart (benchmarks.sweep_start)."""
+
+    imports: float
+    composing: float  # Hydra, every job's config
+
+    @property
+    def total(self) -> float:
+        return self.imports + self.composing
+
+
+@dataclass(frozen=True)
 class Measurement:
-    """One sweep, its runs' ``time/*`` metrics, and its floor."""
+    """One sweep, its runs' ``time/*`` metrics, its floor and its start-up."""
 
     sweep: Timing
     times: pd.DataFrame
     floor: Timing
+    start: StartUp
 
     @property
     def ratio(self) -> float:
@@ -72,14 +88,28 @@ def floor_timing(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
     from glove_exp.app.stages import StageTimer, fit_model, prepare
 
     wall = cpu = 0.0
-    for values in itertools.product(*axes.values()):
-        overrides = [PRESET, *(f"{k}={v}" for k, v in zip(axes, values)), f"dataset.data_dir={data_dir}"]
+    for overrides in job_overrides(data_dir, axes):
         config = compose([*overrides, "tracking.uri=unused"])
         prepared = prepare(config, StageTimer())
         tic, cpu_tic = time.perf_counter(), time.process_time()
         fit_model(prepared, config)
         wall, cpu = wall + time.perf_counter() - tic, cpu + time.process_time() - cpu_tic
     return Timing(wall, cpu)
+
+
+def job_overrides(data_dir: Path, axes: dict[str, list[str]]) -> list[list[str]]:
+    """Each job's overrides, in the sweep's order."""
+    return [
+        [PRESET, *(f"{k}={v}" for k, v in zip(axes, values)), f"dataset.data_dir={data_dir}"]
+        for values in itertools.product(*axes.values())
+    ]
+
+
+def start_up(data_dir: Path, axes: dict[str, list[str]]) -> StartUp:
+    """The sweep's imports and composition in a new interpreter, as its own process starts."""
+    command = [sys.executable, "-m", "benchmarks.sweep_start", json.dumps(job_overrides(data_dir, axes))]
+    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return StartUp(**json.loads(out.strip().splitlines()[-1]))
 
 
 def sweep(data_dir: Path, axes: dict[str, list[str]], folder: Path) -> tuple[Timing, pd.DataFrame]:
@@ -122,7 +152,8 @@ def report(measurements: list[Measurement], jobs: int) -> str:
         f"everything but training {median.rest_per_job(jobs):.2f} s per job\n\n"
         f"CPU: the sweep {swept.cpu:.1f} s ({swept.cores:.2f} cores busy on average), "
         f"its floor {floor.cpu:.1f} s ({floor.cores:.2f} cores)\n\n"
-        f"Each stage summed over the jobs:\n\n{table}\n"
+        f"Each stage summed over the jobs:\n\n{table}\n\n"
+        f"{start_line(median, jobs)}\n"
     )
     if runs == 1:
         return text
@@ -130,10 +161,23 @@ def report(measurements: list[Measurement], jobs: int) -> str:
         {
             "run": i + 1, "sweep s": m.sweep.wall, "floor s": m.floor.wall, "ratio": m.ratio,
             "everything but training, s per job": m.rest_per_job(jobs), "sweep CPU s": m.sweep.cpu,
+            "start-up s": m.start.total,
         }
         for i, m in enumerate(measurements)
     )  # fmt: skip
-    return f"{text}\nEvery run, in order:\n\n{every.to_markdown(index=False, floatfmt=('.0f', '.1f', '.1f', '.2f', '.2f', '.1f'))}\n"
+    formats = (".0f", ".1f", ".1f", ".2f", ".2f", ".1f", ".1f")
+    return f"{text}\nEvery run, in order:\n\n{every.to_markdown(index=False, floatfmt=formats)}\n"
+
+
+def start_line(m: Measurement, jobs: int) -> str:
+    """The start-up against the sweep's 2x budget: of twice the floor, the training takes about one floor
+    (vmapped or not, on a CPU it does the same arithmetic); what the start-up leaves is the jobs' own."""
+    left = m.floor.wall - m.start.total
+    return (
+        f"Start-up, measured apart in a new interpreter: imports {m.start.imports:.1f} s, Hydra composing the "
+        f"{jobs} job configs {m.start.composing:.1f} s. Of a 2x budget ({2 * m.floor.wall:.1f} s), the floor and "
+        f"these leave {left:.1f} s ({left / jobs:.2f} s per job) for everything else."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="glove-sweep-speed-") as tmp:
             swept, times = sweep(data_dir, axes, Path(tmp))
-        measurements.append(Measurement(swept, times, new_process_floor(data_dir, axes)))
+        measurements.append(Measurement(swept, times, new_process_floor(data_dir, axes), start_up(data_dir, axes)))
     publish(report(measurements, math.prod(len(values) for values in axes.values())), args.out)
     return 0
 

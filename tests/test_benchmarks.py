@@ -191,12 +191,13 @@ def test_many_classes_table_has_a_row_per_class_count_relative_to_the_first(tmp_
 def test_sweep_speed_reports_the_ratio_and_every_stage_once():
     import pandas as pd
 
-    from benchmarks.sweep_speed import Measurement, Timing, report
+    from benchmarks.sweep_speed import Measurement, StartUp, Timing, report
 
     times = pd.DataFrame(
         [{"time/train_s": 2.0, "time/compile_s": 0.5, "time/log_s": 0.5, "time/epoch_s": 0.1, "time/total_s": 3.0}] * 2
     )
-    text = report([Measurement(Timing(wall=10.0, cpu=12.5), times, Timing(wall=2.5, cpu=4.5))], jobs=2)
+    start = StartUp(imports=1.5, composing=0.25)
+    text = report([Measurement(Timing(wall=10.0, cpu=12.5), times, Timing(wall=2.5, cpu=4.5), start)], jobs=2)
     assert "median" not in text and "Every run" not in text
     assert "2 jobs: sweep 10.0 s wall, training floor 2.5 s, ratio 4.0x; everything but training 3.00 s per job" in text
     assert "CPU: the sweep 12.5 s (1.25 cores busy on average), its floor 4.5 s (1.80 cores)" in text
@@ -208,16 +209,20 @@ def test_sweep_speed_reports_the_ratio_and_every_stage_once():
         "compile (part of train)": 1.0,
         "outside the jobs' timers (start-up, imports, Hydra, the parent run)": 4.0,
     }
+    assert (
+        "Start-up, measured apart in a new interpreter: imports 1.5 s, Hydra composing the 2 job configs 0.2 s. "
+        "Of a 2x budget (5.0 s), the floor and these leave 0.8 s (0.38 s per job) for everything else."
+    ) in text
 
 
 def test_sweep_speed_leads_with_the_run_of_the_median_ratio_and_lists_every_run():
     import pandas as pd
 
-    from benchmarks.sweep_speed import Measurement, Timing, report
+    from benchmarks.sweep_speed import Measurement, StartUp, Timing, report
 
     def run(wall: float, floor: float, train: float) -> Measurement:
         times = pd.DataFrame([{"time/train_s": train, "time/log_s": 1.0, "time/total_s": train + 1.0}])
-        return Measurement(Timing(wall=wall, cpu=wall), times, Timing(wall=floor, cpu=floor))
+        return Measurement(Timing(wall=wall, cpu=wall), times, Timing(wall=floor, cpu=floor), StartUp(wall / 10, 1.0))
 
     text = report([run(30.0, 10.0, 6.0), run(20.0, 10.0, 4.0), run(25.0, 10.0, 5.0), run(40.0, 10.0, 8.0)], jobs=1)
     # ratios 3.0, 2.0, 2.5, 4.0: the lower median is the third run's 2.5
@@ -239,9 +244,23 @@ def test_sweep_speed_leads_with_the_run_of_the_median_ratio_and_lists_every_run(
         for line in text.split("Every run, in order:")[1].splitlines()
         if re.match(r"\| +\d", line)
     ]
-    assert [[float(value) for value in row[:4]] for row in every] == [
-        [1, 30.0, 10.0, 3.0], [2, 20.0, 10.0, 2.0], [3, 25.0, 10.0, 2.5], [4, 40.0, 10.0, 4.0],
+    assert [[float(value) for value in row[:4]] + [float(row[-1])] for row in every] == [
+        [1, 30.0, 10.0, 3.0, 4.0], [2, 20.0, 10.0, 2.0, 3.0], [3, 25.0, 10.0, 2.5, 3.5], [4, 40.0, 10.0, 4.0, 5.0],
     ]  # fmt: skip
+    assert "imports 2.5 s, Hydra composing the 1 job configs 1.0 s" in text  # the median run's
+
+
+def test_a_sweeps_start_up_is_measured_in_a_new_interpreter(tmp_path):
+    """Its imports and its jobs' composition, positive; the jobs' configs composed as the sweep's are."""
+    from benchmarks.sweep_speed import job_overrides, start_up
+
+    axes = {"model.pooling": ["mean", "sum"], "trainer.seed": ["0"]}
+    assert job_overrides(tmp_path, axes) == [
+        ["experiment=seed_tutorial", "model.pooling=mean", "trainer.seed=0", f"dataset.data_dir={tmp_path}"],
+        ["experiment=seed_tutorial", "model.pooling=sum", "trainer.seed=0", f"dataset.data_dir={tmp_path}"],
+    ]
+    start = start_up(tmp_path, axes)
+    assert start.imports > 0 and start.composing > 0 and start.total == start.imports + start.composing
 
 
 def test_sweep_speed_without_its_data_is_one_line(tmp_path, capsys):

@@ -1,0 +1,56 @@
+"""What a glove-exp sweep pays before its jobs' own work, measured in a new interpreter: importing the
+modules its process runs on, and Hydra composing its job configs (after the sweep's own config, which
+Hydra composes first).
+
+    python -m benchmarks.sweep_start '[["experiment=seed_tutorial", "trainer.seed=0"], ...]'
+
+prints ``{"imports": seconds, "composing": seconds}``; ``benchmarks.sweep_speed`` runs it beside each
+sweep. Only the standard library is imported before the clock starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+
+from benchmarks.common import ROOT
+
+# What `glove-exp -m` imports before its first job logs: the console script and Hydra, the launcher,
+# MLflow and its SQL store (the parent run), the pipeline (JAX, Haiku, scikit-learn, matplotlib) and
+# the sweep's summary.
+MODULES = (
+    "glove_exp.app.cli",
+    "hydra_plugins.glove_exp_launcher.launcher",
+    "glove_exp.app.parent",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "glove_exp.app.pipeline",
+    "glove_exp.report.sweep",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    jobs = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    tic = time.perf_counter()
+    for name in MODULES:
+        importlib.import_module(name)
+    imports = time.perf_counter() - tic
+
+    from hydra import compose, initialize_config_dir
+
+    from glove_exp.app.schema import register
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        compose("config", overrides=jobs[0], return_hydra_config=True)
+        tic = time.perf_counter()
+        for overrides in jobs:
+            compose("config", overrides=overrides, return_hydra_config=True)
+        composing = time.perf_counter() - tic
+    print(json.dumps({"imports": imports, "composing": composing}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
