@@ -170,13 +170,15 @@ def report(measurements: list[Measurement], jobs: int) -> str:
 
 
 def start_line(m: Measurement, jobs: int) -> str:
-    """The start-up against the sweep's 2x budget: of twice the floor, the training takes about one floor
-    (vmapped or not, on a CPU it does the same arithmetic); what the start-up leaves is the jobs' own."""
-    left = m.floor.wall - m.start.total
+    """The start-up against the sweep's 2x budget: what twice the floor leaves, less the sweep's training
+    and its start-up, for everything else (the jobs' evaluation, explanations and logging, Hydra's work
+    around each job, the parent run and the summary)."""
+    training = float(m.times["time/train_s"].sum())
+    left = 2 * m.floor.wall - training - m.start.total
     return (
         f"Start-up, measured apart in a new interpreter: imports {m.start.imports:.1f} s, Hydra composing the "
-        f"{jobs} job configs {m.start.composing:.1f} s. Of a 2x budget ({2 * m.floor.wall:.1f} s), the floor and "
-        f"these leave {left:.1f} s ({left / jobs:.2f} s per job) for everything else."
+        f"{jobs} job configs {m.start.composing:.1f} s. Of a 2x budget ({2 * m.floor.wall:.1f} s), the sweep's "
+        f"training ({training:.1f} s) and these leave {left:.1f} s ({left / jobs:.2f} s per job) for everything else."
     )
 
 

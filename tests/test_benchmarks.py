@@ -211,7 +211,8 @@ def test_sweep_speed_reports_the_ratio_and_every_stage_once():
     }
     assert (
         "Start-up, measured apart in a new interpreter: imports 1.5 s, Hydra composing the 2 job configs 0.2 s. "
-        "Of a 2x budget (5.0 s), the floor and these leave 0.8 s (0.38 s per job) for everything else."
+        "Of a 2x budget (5.0 s), the sweep's training (4.0 s) and these leave -0.8 s (-0.38 s per job) for "
+        "everything else."
     ) in text
 
 
