@@ -133,6 +133,9 @@ class TrackedRun:
         with self._interrupts.store_call(), self.store.writing():
             return write(self.run_id, *args, **kwargs)
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.write([], [Param(key, str(value)) for key, value in params.items()], [])
+
     def log_metrics(
         self, metrics: dict[str, float], step: int | None = None, tags: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
