@@ -133,21 +133,30 @@ def test_a_run_writes_its_params_and_data_stats_at_once_each_epoch_once_and_its_
     assert {"test/accuracy", "train/selected_epoch", "time/total_s", "time/log_s"} <= keys[4][0]
 
 
-def test_a_write_beyond_mlflows_batch_limit_is_split_with_params_and_tags_in_the_first(tmp_path):
+def test_a_write_beyond_mlflows_batch_limits_is_split(tmp_path, monkeypatch):
+    """2,100 metrics, 250 params and a tag: three batches of at most 100 params and 1,000 values each."""
     from mlflow.entities import Metric, Param, RunTag
 
     from glove_exp.app.interrupts import Interrupts
     from glove_exp.app.store import Store
-    from glove_exp.app.tracking import MAX_BATCH_VALUES, tracked_run
+    from glove_exp.app.tracking import tracked_run
 
     store = Store.open(store_uri(tmp_path), "limits")
-    metrics = [Metric(f"m{i}", float(i), 0, 0) for i in range(MAX_BATCH_VALUES + 5)]
-    params = [Param(f"p{i}", str(i)) for i in range(90)]
+    metrics = [Metric(f"m{i}", float(i), 0, 0) for i in range(2100)]
+    params = [Param(f"p{i}", str(i)) for i in range(250)]
+    batches = []
+    real = mlflow.MlflowClient.log_batch
+    monkeypatch.setattr(
+        mlflow.MlflowClient, "log_batch", lambda self, run_id, **kw: batches.append(kw) or real(self, run_id, **kw)
+    )
     with tracked_run(store, "many", {}, Interrupts()) as run:
         run.write(metrics, params, [RunTag("extra", "1")])
+    assert [(len(b["metrics"]), len(b["params"]), len(b["tags"])) for b in batches] == [
+        (899, 100, 1), (900, 100, 0), (301, 50, 0),
+    ]  # fmt: skip
     logged = store.client.get_run(run.run_id).data
-    assert len(logged.metrics) == len(metrics) and logged.metrics["m1004"] == 1004.0
-    assert len(logged.params) == 90 and logged.tags["extra"] == "1"
+    assert len(logged.metrics) == len(metrics) and logged.metrics["m2099"] == 2099.0
+    assert len(logged.params) == 250 and logged.tags["extra"] == "1"
 
 
 def test_tags_name_the_sources(single, tiny_data):

@@ -67,7 +67,8 @@ PROJECT_ROOT = PACKAGE_DIR.parent
 SCHEMA_ROWS = 1000  # a dataset input's schema is inferred from its first rows
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
-MAX_BATCH_VALUES = 1000  # MLflow's limit of one log_batch: metrics, params and tags together
+MAX_BATCH_VALUES = 1000  # MLflow's limits of one log_batch: metrics, params and tags in all,
+MAX_BATCH_KEYS = 100  # and params, and tags, each
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
@@ -149,13 +150,17 @@ class TrackedRun:
         )
 
     def write(self, metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> None:
-        """One ``log_batch`` per :data:`MAX_BATCH_VALUES` values (MLflow's limit), ``params`` and ``tags``
-        in the first."""
-        first = MAX_BATCH_VALUES - len(params) - len(tags)
-        rest = range(first, len(metrics), MAX_BATCH_VALUES)
-        self.call(self.store.client.log_batch, metrics=metrics[:first], params=params, tags=tags)
-        for start in rest:
-            self.call(self.store.client.log_batch, metrics=metrics[start : start + MAX_BATCH_VALUES])
+        """In as few ``log_batch`` calls as MLflow's limits of a batch allow: :data:`MAX_BATCH_KEYS` params
+        and as many tags, :data:`MAX_BATCH_VALUES` values in all; params and tags first."""
+        while True:
+            room = MAX_BATCH_VALUES - min(len(params), MAX_BATCH_KEYS) - min(len(tags), MAX_BATCH_KEYS)
+            self.call(
+                self.store.client.log_batch,
+                metrics=metrics[:room], params=params[:MAX_BATCH_KEYS], tags=tags[:MAX_BATCH_KEYS],
+            )  # fmt: skip
+            metrics, params, tags = metrics[room:], params[MAX_BATCH_KEYS:], tags[MAX_BATCH_KEYS:]
+            if not (metrics or params or tags):
+                return
 
     def log_config(self, config: Config, spec: ModelSpec, stats: dict[str, Any]) -> None:
         """The resolved config (params and ``config.yaml``) with the model as its spec says (``model.*``):
