@@ -23,15 +23,7 @@ from glove_exp.app.schema import Config
 from glove_exp.app.shared import SharedWork
 from glove_exp.app.stages import Prepared, StageTimer, data_stats, fit_model, predictor, prepare
 from glove_exp.app.store import Store
-from glove_exp.app.tracking import (
-    JobInfo,
-    dataset_inputs,
-    outcome_metrics,
-    package_versions,
-    run_name,
-    run_tags,
-    tracked_run,
-)
+from glove_exp.app.tracking import JobInfo, dataset_inputs, run_name, run_tags, tracked_run
 from glove_exp.core.evaluate import evaluate
 from glove_exp.core.explain import choose_examples
 from glove_exp.core.fit import Failed
@@ -162,7 +154,7 @@ def train_and_log(
                 tracked, served, test.texts[:2], config.tracking, name, Score(val, evaluation.accuracy)
             )
         times = {f"time/{stage}_s": s for stage, s in timer.seconds.items()} | {"time/total_s": timer.total}
-        tracked.log_metrics(outcome_metrics(result, evaluation, names) | times, tags=package_versions())
+        tracked.log_final(result, evaluation, names, times)
     return RunResult(tracked.run_id, name, val, evaluation.accuracy, timer.summary()), model_id
 
 

@@ -192,13 +192,19 @@ class TrackedRun:
             log.info("LIME explanation %s/%s", artifact_path, page.name)
 
     def log_outcome(self, evaluation: Evaluation, class_names: list[str], title: str) -> None:
-        """The classification report and the confusion matrix (counts and plot); :func:`outcome_metrics`
-        go with the run's last write."""
+        """The classification report and the confusion matrix (counts and plot); :meth:`log_final` writes
+        the metrics."""
         client = self.store.client
         self.call(client.log_text, evaluation.report_text, "classification_report.txt")
         self.call(client.log_dict, evaluation.report, "classification_report.json")
         self.call(client.log_text, confusion_csv(evaluation.confusion, class_names), "confusion_matrix.csv")
         self.call(client.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
+
+    def log_final(
+        self, result: FitResult, evaluation: Evaluation, class_names: list[str], times: dict[str, float]
+    ) -> None:
+        """The run's last write: :func:`outcome_metrics`, the stages' ``times`` and the package versions."""
+        self.log_metrics(outcome_metrics(result, evaluation, class_names) | times, tags=package_versions())
 
     def log_datasets(self, inputs: list[DatasetInput]) -> None:
         """The splits as MLflow dataset inputs (:func:`dataset_inputs`), in one write. On PostgreSQL or
