@@ -10,7 +10,7 @@ bare jitted loops in this process, after one data load: glove-exp's own ``prepar
 per job, only ``fit_model`` timed. Prints the ratio, each stage's seconds summed over the sweep's
 jobs (their ``time/<stage>_s`` metrics), and the CPU seconds of each side: how many of the machine's
 cores the sweep and its floor kept busy on average. Beside each sweep, its start-up is measured apart
-in a new interpreter (:mod:`benchmarks.sweep_start`: the imports, Hydra composing the job configs),
+in a new interpreter (:mod:`benchmarks.sweep_start`: the imports, composing the job configs as the launcher does),
 with what it leaves of a 2x budget. With ``--repeats N`` the sweep and its floor alternate N times,
 each floor in a new process as the first one is, and the report leads with the run of the median
 ratio and lists every run (a shared machine's figures move from run to run).
@@ -58,7 +58,7 @@ class StartUp:
     """Seconds a sweep's process spends before its jobs' own work, measured apart (benchmarks.sweep_start)."""
 
     imports: float
-    composing: float  # Hydra, every job's config
+    composing: float  # every job's config, as the launcher composes it
 
     @property
     def total(self) -> float:
@@ -176,7 +176,7 @@ def start_line(m: Measurement, jobs: int) -> str:
     training = float(m.times["time/train_s"].sum())
     left = 2 * m.floor.wall - training - m.start.total
     return (
-        f"Start-up, measured apart in a new interpreter: imports {m.start.imports:.1f} s, Hydra composing the "
+        f"Start-up, measured apart in a new interpreter: imports {m.start.imports:.1f} s, composing the "
         f"{jobs} job configs {m.start.composing:.1f} s. Of a 2x budget ({2 * m.floor.wall:.1f} s), the sweep's "
         f"training ({training:.1f} s) and these leave {left:.1f} s ({left / jobs:.2f} s per job) for everything else."
     )

@@ -1,6 +1,6 @@
 """What a glove-exp sweep pays before its jobs' own work, measured in a new interpreter: importing the
-modules its process runs on, and Hydra composing its job configs (after the sweep's own config, which
-Hydra composes first).
+modules its process runs on, and composing its job configs as its launcher does (after the sweep's own
+config, which Hydra composes first).
 
     python -m benchmarks.sweep_start '[["experiment=seed_tutorial", "trainer.seed=0"], ...]'
 
@@ -37,16 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(name)
     imports = time.perf_counter() - tic
 
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
 
     from glove_exp.app.schema import register
+    from hydra_plugins.glove_exp_launcher.launcher import ComposedOnce
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        compose("config", overrides=jobs[0], return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", jobs[0], run_mode=RunMode.MULTIRUN)
         tic = time.perf_counter()
+        launcher_loader = ComposedOnce(loader)
         for overrides in jobs:
-            compose("config", overrides=overrides, return_hydra_config=True)
+            launcher_loader.load_sweep_config(master, overrides)
         composing = time.perf_counter() - tic
     print(json.dumps({"imports": imports, "composing": composing}))
     return 0
