@@ -313,6 +313,9 @@ def test_log_report_parent_metrics_table_and_figure(tmp_path, capsys, empty_db):
     run_id = row["run_id"]
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
     assert artifacts == {*render.FILES, cli.TABLE_ARTIFACT}
+    for name in render.FILES:  # the report's files as written, the figure drawn once
+        logged = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(tmp_path / "got"))
+        assert Path(logged).read_bytes() == (tmp_path / "r1" / name).read_bytes(), name
     mlflow.set_experiment("glove-exp")
     table = mlflow.load_table(cli.TABLE_ARTIFACT, run_ids=[run_id])
     assert table["group"].tolist()[0] == row["tags.best_group"] and table["n"].tolist() == [3, 1, 2, 1]
@@ -370,7 +373,8 @@ def test_plot_labels_fit_and_no_warnings(store, new_sweep, tmp_path):
     long = groups.assign(group=["x" * 150, "model.dropout=0.5 " * 8, "short", "y=1"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, figure = render.write_report(long, runs, tmp_path, "a title " * 20, "note")
+        render.write_report(long, runs, tmp_path, "a title " * 20, "note")
+        figure = render.accuracy_figure(long, "a title " * 20)
     assert [str(w.message) for w in caught] == []
     figure.draw_without_rendering()
     box = figure.bbox

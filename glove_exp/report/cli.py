@@ -153,7 +153,7 @@ def report(args: argparse.Namespace) -> None:
         print(f"{title}\n\n{note}\n")
     print(format_table(group_display(groups) if markdown else groups, args.format), end="")
     report_files = write_report(groups, run_rows, args.out or default_out(args.experiment, sweep), title, note)
-    print(f"wrote {', '.join(str(f) for f in report_files[0])}", file=status)
+    print(f"wrote {', '.join(str(f) for f in report_files)}", file=status)
     if args.log:
         params = {
             "sort": sort,

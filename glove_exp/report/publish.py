@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -19,7 +18,7 @@ from glove_exp.app.store import Store
 from glove_exp.app.tracking import tracked_run
 from glove_exp.core.errors import GloveExpError, first_line
 from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, is_summary_run, quote, search_frame
-from glove_exp.report.render import FILES, best_group_line, summary_note, write_report
+from glove_exp.report.render import best_group_line, summary_note, write_report
 from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, canonical_metric, group_runs
 
 PROG = "glove-exp-report"
@@ -27,24 +26,21 @@ TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (sho
 FALLBACK_SORT = "test/accuracy"  # ranks a sweep's groups when none has a validation split
 
 
-def log_summary(
-    call: Callable[..., object], store: Store, groups: pd.DataFrame, files: list[Path], figure: Figure
-) -> None:
+def log_summary(call: Callable[..., object], store: Store, groups: pd.DataFrame, files: list[Path]) -> None:
     """Onto the run that ``call`` writes to (``call(write, *args)`` runs ``write(run_id, *args)``): the best
     group's metrics (:func:`best_group_metrics`) and label (tag ``best_group``), the group table as an
-    MLflow table (:data:`TABLE_ARTIFACT`, shown in the UI), the figure and the report's other files."""
+    MLflow table (:data:`TABLE_ARTIFACT`, shown in the UI) and the report's files, its figure as
+    :func:`write_report` drew it."""
     client = store.client
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in best_group_metrics(groups).items()]
     call(client.log_batch, metrics=metrics, tags=[RunTag("best_group", str(groups["group"].iloc[0])[:5000])])
     call(client.log_table, groups, artifact_file=TABLE_ARTIFACT)
-    call(client.log_figure, figure, FILES[-1])
     for path in files:
-        if path.name != FILES[-1]:
-            call(client.log_artifact, str(path))
+        call(client.log_artifact, str(path))
 
 
-def log_report(store: Store, sweep: str | None, report_files: tuple[list[Path], Figure], groups: pd.DataFrame,
+def log_report(store: Store, sweep: str | None, report_files: list[Path], groups: pd.DataFrame,
                params: dict[str, str], run_ids: list[str]) -> str:  # fmt: skip
     """The id of a new FINISHED run ``report-<sweep or experiment>`` (user and source tags as ``start_run``
     gives) with :func:`log_summary`'s content and ``params``; for a sweep, the parent of its runs that have
@@ -55,7 +51,7 @@ def log_report(store: Store, sweep: str | None, report_files: tuple[list[Path], 
     try:
         with tracked_run(store, run_name, tags, Interrupts(PROG)) as run:
             run.log_params(params)  # each write on its own: a signal is raised between two of them
-            log_summary(run.call, store, groups, *report_files)
+            log_summary(run.call, store, groups, report_files)
         if sweep:
             for child in run_ids:
                 if MLFLOW_PARENT_RUN_ID not in store.client.get_run(child).data.tags:
@@ -85,10 +81,8 @@ def log_sweep_summary(store: Store, parent_run_id: str) -> str:
         groups, run_rows = group_runs(runs, None, sort)
         title = f"sweep {store.client.get_run(parent_run_id).info.run_name or parent_run_id}"
         with tempfile.TemporaryDirectory(prefix="glove-exp-sweep-") as tmp:
-            files, figure = write_report(
-                groups, run_rows, Path(tmp), title, summary_note(groups, len(runs), None, sort)
-            )
-            log_summary(lambda write, *args, **kw: write(parent_run_id, *args, **kw), store, groups, files, figure)
+            files = write_report(groups, run_rows, Path(tmp), title, summary_note(groups, len(runs), None, sort))
+            log_summary(lambda write, *args, **kw: write(parent_run_id, *args, **kw), store, groups, files)
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the sweep summary to {store.uri}: {first_line(err)}") from err
     return f"sweep: {best_group_line(groups)}"

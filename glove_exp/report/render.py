@@ -185,10 +185,8 @@ def accuracy_figure(groups: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def write_report(
-    groups: pd.DataFrame, run_rows: pd.DataFrame, out: Path, title: str, note: str
-) -> tuple[list[Path], Figure]:
-    """:data:`FILES` in ``out``; returns their paths and the figure. A folder that cannot be written is a user error."""
+def write_report(groups: pd.DataFrame, run_rows: pd.DataFrame, out: Path, title: str, note: str) -> list[Path]:
+    """:data:`FILES` in ``out``; returns their paths. A folder that cannot be written is a user error."""
     md, groups_csv, runs_csv, png = (out / name for name in FILES)
     text = (
         f"# {_text(title)}\n\n{_text(note)}\n\n{to_markdown(group_display(groups))}\n"
@@ -203,4 +201,4 @@ def write_report(
         figure.savefig(png, dpi=120)
     except OSError as err:
         raise GloveExpError(f"cannot write the report to {out}: {err.strerror or err}") from err
-    return [md, groups_csv, runs_csv, png], figure
+    return [md, groups_csv, runs_csv, png]
