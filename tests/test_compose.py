@@ -81,12 +81,15 @@ def test_values_of_every_kind_and_hydras_dirname_settings_are_set_as_hydra_sets_
         ("tracking.run_name=x", "tracking.run_name=${model.pooling}-${trainer.seed}"),
         ("trainer.shuffle=false", "trainer.shuffle=true"),
         ("model.dropout=0.0", "model.dropout=0.25"),
+        ("model.hidden_sizes.0=64", "model.hidden_sizes.0=32"),  # an element of a list
     ]
     jobs = [[first for first, _ in values], [second for _, second in values]]
     hydra, ours, composed = as_hydra_and_derived(master, jobs)
     assert_same(hydra, ours)
     assert composed == 1
-    assert ours[1].hydra.job.override_dirname.startswith("model.dropout_0.25/optimizer.lr_3e-4/tracking.experiment_")
+    assert ours[1].hydra.job.override_dirname.startswith(
+        "model.dropout_0.25/model.hidden_sizes.0_32/optimizer.lr_3e-4/"
+    )
 
 
 @pytest.mark.parametrize(
