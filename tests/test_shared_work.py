@@ -18,9 +18,10 @@ import pytest
 from glove_exp.app import pipeline, reuse, stages
 from glove_exp.app.shared import Codec, SharedWork
 from glove_exp.app.stages import StageTimer, prepare
-from glove_exp.io import arrays_cache
+from glove_exp.io import arrays_cache, datasets
 from glove_exp.io.arrays_cache import Entry, get_or_build
-from tests.conftest import experiment_runs, tiny_config
+from glove_exp.io.files import file_sha256, sha256_file
+from tests.conftest import experiment_runs, tiny_config, write_csv
 
 SAME_CONTENT = ("dataset.val_fraction=0",)  # no seeded validation split: every seed has the same splits
 
@@ -223,6 +224,86 @@ def test_a_corrupt_entry_is_built_again(damage, tiny_data, tmp_path, caplog):
     assert "is corrupt" in caplog.text
     assert_same_prepared(rebuilt, prepared(tiny_data, tmp_path, None, *SAME_CONTENT))
     assert arrays_cache.read_entry(entry).arrays["ids_train"].shape == rebuilt.encoded.ids["train"].shape  # rewritten
+
+
+def data_dir(folder: Path, train: list[str], test: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    write_csv(folder / "train.csv", train, [i % 4 for i in range(len(train))])
+    write_csv(folder / "test.csv", test, [i % 4 for i in range(len(test))])
+    return folder
+
+
+# Texts in several scripts, an empty one, and AG News' debris for ``dataset.unescape``
+TRAIN = [
+    "Iraq #39;s oil \\$1bn",
+    "AT amp;T caf\u00e9",
+    "  ",
+    "\u0645\u0631\u062d\u0628\u0627 \U0001f600 team",
+    "x \u2028 y",
+] * 8
+TEST = ["the champ; won", "NASA &lt;b&gt;probe&lt;/b&gt;", "\u00fcber", "stocks fell"] * 3
+
+
+def splits_of(tiny_data, tmp_path, folder: Path, shared, *overrides: str):
+    config = tiny_config({**tiny_data, "ag_dir": folder}, tmp_path, *overrides)
+    return stages.dataset_splits(config, shared)
+
+
+def assert_same_splits(a, b) -> None:
+    for x, y in zip(a.parts().values(), b.parts().values()):
+        assert x.texts == y.texts
+        np.testing.assert_array_equal(x.labels, y.labels)
+        assert x.labels.dtype == y.labels.dtype and x.digest == y.digest
+    assert a.files == b.files
+
+
+@pytest.mark.parametrize("unescape", [False, True])
+def test_a_new_process_reads_the_data_an_earlier_one_read(unescape, tiny_data, tmp_path, monkeypatch, caplog):
+    folder = data_dir(tmp_path / "data", TRAIN, TEST)
+    option = f"dataset.unescape={str(unescape).lower()}"
+    datasets._load_raw.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        built = splits_of(tiny_data, tmp_path, folder, SharedWork(), option)
+    assert "train.csv: 8 empty or whitespace-only texts" in caplog.text
+    datasets._load_raw.cache_clear()
+    fresh = splits_of(tiny_data, tmp_path, folder, None, option)  # no sharing: read from the files
+    monkeypatch.setattr(datasets, "read_file", lambda *args: pytest.fail("the data are cached"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        read = splits_of(tiny_data, tmp_path, folder, SharedWork(), option)  # as another process would
+    assert "train.csv: 8 empty or whitespace-only texts" in caplog.text  # said again, as reading them says it
+    assert_same_splits(read, fresh)
+    assert_same_splits(built, fresh)
+    assert ("Iraq's oil $1bn" in read.train.texts + read.val.texts) == unescape
+
+
+def test_the_data_key_follows_the_files_content_and_the_reading_settings(tiny_data, tmp_path, monkeypatch):
+    folder = data_dir(tmp_path / "data", TRAIN, TEST)
+    elsewhere = data_dir(tmp_path / "copy", TRAIN, TEST)
+    first = splits_of(tiny_data, tmp_path, folder, SharedWork())
+    (folder / "test.csv").unlink()
+    write_csv(folder / "test.csv", ["a changed test text", *TEST[1:]], [i % 4 for i in range(len(TEST))])
+    changed = splits_of(tiny_data, tmp_path, folder, SharedWork())
+    assert changed.test.texts[0] == "a changed test text" and changed.train.texts == first.train.texts
+    assert changed.test.texts[1] == "NASA <b>probe</b>"  # ag_news repairs its texts
+    raw = splits_of(tiny_data, tmp_path, folder, SharedWork(), "dataset.unescape=false")
+    assert raw.test.texts[1] == "NASA &lt;b&gt;probe&lt;/b&gt;"
+    cache = Path(tiny_config(tiny_data, tmp_path).embeddings.cache_dir)
+    assert len(list((cache / "data").glob("[0-9a-f]*/manifest.json"))) == 3
+    monkeypatch.setattr(datasets, "read_file", lambda *args: pytest.fail("the same content is cached"))
+    copied = splits_of(tiny_data, tmp_path, elsewhere, SharedWork())  # first's content in another folder
+    assert copied.test.texts == first.test.texts
+    assert copied.files == {split: str(elsewhere / f"{split}.csv") for split in ("train", "test")}  # its own files
+
+
+def test_a_file_is_hashed_again_once_it_changed(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nold,0\n")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = file_sha256(path)
+    path.write_text("text,label\nnew,0\n")  # the same size
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    assert file_sha256(path) == sha256_file(path) != before
 
 
 def test_a_cache_dir_that_cannot_be_made_still_runs(tiny_data, tmp_path, monkeypatch):

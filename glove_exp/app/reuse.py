@@ -1,7 +1,9 @@
-"""What makes two jobs' tokens or features the same, as content keys, and those results as arrays for
-the disk cache of :class:`glove_exp.app.shared.SharedWork`.
+"""What makes two jobs' data, tokens or features the same, as content keys, and those results as
+arrays for the disk cache of :class:`glove_exp.app.shared.SharedWork`.
 
-The tokens' key digests every split's texts and labels (so a seed that draws another validation split
+The data's key (local files only: the hub has its own cache) digests the train and test files' bytes,
+the columns and class count the config names, ``dataset.unescape`` and the code that reads them. The
+tokens' key digests every split's texts and labels (so a seed that draws another validation split
 or training sample gets its own), the vectors' identity, the token settings (``embeddings.lowercase``,
 ``drop_oov``, ``serving_words``, ``trainer.max_tokens``) and the code that encodes. The features' key
 adds the model settings that shape the features (all of :class:`ModelSpec` but the head's), whether
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,9 +36,10 @@ from glove_exp.core.features import Inputs, lookup_batch_size
 from glove_exp.core.models import Constants, ModelSpec
 from glove_exp.core.text import NUM_SPECIAL, Encoded, Vocabulary, embedding_matrix
 from glove_exp.core.vectors import WordVectors
+from glove_exp.io import datasets, tables
 from glove_exp.io.arrays_cache import CorruptEntry, Entry
-from glove_exp.io.datasets import Splits
-from glove_exp.io.files import sha256_file
+from glove_exp.io.datasets import Data, Split, Splits, layout_of
+from glove_exp.io.files import file_sha256, sha256_file
 from glove_exp.io.vectors import vectors_identity
 
 KEY_BYTES = 16  # 32 hex digits
@@ -45,6 +50,16 @@ HEAD_ONLY = frozenset({"num_classes", "hidden_sizes", "activation", "norm", "dro
 def cache_dir(config: Config) -> Path:
     """Where the entries of every kind live: beside the vector cache."""
     return Path(config.embeddings.cache_dir).expanduser()
+
+
+def data_key(config: Config, files: dict[str, Path]) -> str:
+    d = config.dataset
+    settings = {
+        "files": {split: file_sha256(path) for split, path in files.items()}, "layout": asdict(layout_of(d)),
+        "unescape": d.unescape, "code": code_digest(datasets, tables, sys.modules[__name__]),
+        "versions": [np.__version__, pa.__version__, platform.python_version()],
+    }  # fmt: skip
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
 
 
 def tokens_key(config: Config, splits: Splits, vectors: WordVectors) -> str:
@@ -80,6 +95,36 @@ def code_digest(*modules: ModuleType) -> str:
     """The modules' source files (their names without a file: a frozen or zipped install)."""
     parts = [sha256_file(Path(module.__file__)) if module.__file__ else module.__name__ for module in modules]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def data_codec(files: dict[str, Path]) -> Codec[Data]:
+    """Train's and test's texts, each split's as one UTF-8 array and the texts' lengths, and their labels.
+    The entry is keyed by the files' content: the files named are this job's, wherever they are."""
+
+    def encode(data: Data) -> Entry:
+        arrays = {}
+        for name, part in (("train", data.train), ("test", data.test)):
+            text = "".join(part.texts).encode("utf-8", "surrogatepass")
+            arrays |= {f"{name}_text": np.frombuffer(text, np.uint8), f"{name}_labels": part.labels}
+            arrays[f"{name}_lengths"] = np.fromiter(map(len, part.texts), np.int64, len(part.texts))
+        return Entry(arrays)
+
+    def split(entry: Entry, name: str) -> Split:
+        text = entry.arrays[f"{name}_text"].tobytes().decode("utf-8", "surrogatepass")
+        ends = np.cumsum(entry.arrays[f"{name}_lengths"]).tolist()
+        if (ends[-1] if ends else 0) != len(text):
+            raise CorruptEntry(f"{name}: texts of {ends[-1] if ends else 0} characters in all, {len(text)} stored")
+        return Split([text[start:end] for start, end in zip([0, *ends], ends)], entry.arrays[f"{name}_labels"])
+
+    def decode(entry: Entry) -> Data:
+        return Data(split(entry, "train"), split(entry, "test"), {name: str(path) for name, path in files.items()})
+
+    return Codec(encode, decode)
+
+
+def data_bytes(data: Data) -> int:
+    texts = [*data.train.texts, *data.test.texts]
+    return sum(map(len, texts)) + 64 * len(texts) + data.train.labels.nbytes + data.test.labels.nbytes
 
 
 def tokens_codec(vectors: WordVectors) -> Codec[Encoded]:

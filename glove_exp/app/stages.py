@@ -27,7 +27,7 @@ from glove_exp.core.models import Constants, Model, ModelSpec, Weighting, make_c
 from glove_exp.core.text import Encoded, encode_splits, sif_weights
 from glove_exp.core.train import EpochMetrics, FitResult, Hyper, make_optimizer
 from glove_exp.core.vectors import WordVectors
-from glove_exp.io.datasets import Splits, load_splits
+from glove_exp.io.datasets import Splits, carve_splits, data_files, load_splits, read_data, warn_empty
 from glove_exp.io.files import available_memory
 from glove_exp.io.vectors import load_word_vectors
 
@@ -97,7 +97,7 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: S
     reused, from memory in this process or from the cache dir."""
     compilation_cache(config.embeddings.cache_dir)
     with timer("data"):
-        splits = load_splits(config.dataset, config.trainer.seed)
+        splits = dataset_splits(config, shared)
     with timer("vectors"):
         vectors = word_vectors(config, progress, shared)
     check_memory(config, [part.texts for part in splits.parts().values() if part is not None], vectors.dim)
@@ -109,6 +109,24 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: S
     with timer("features"):
         inputs = shared_inputs(model, encoded, config, tokens_key, shared)
     return Prepared(splits, vectors.source, encoded, model, inputs, tokens_key)
+
+
+def dataset_splits(config: Config, shared: SharedWork | None) -> Splits:
+    """The splits; when ``shared``, train and test from local files as read and repaired once: from
+    memory in this process, else from the cache dir."""
+    d = config.dataset
+    files = data_files(d) if shared is not None else {}
+    if not files:
+        return load_splits(d, config.trainer.seed)
+    key = reuse.data_key(config, files)
+    data, source = shared.reuse(
+        "data", key, lambda: read_data(d), reuse.data_bytes, reuse.cache_dir(config), reuse.data_codec(files)
+    )
+    log.info("data %s: %s", key, source)
+    if source == "disk":  # what reading them would have said
+        for split, part in ((d.train_split, data.train), (d.test_split, data.test)):
+            warn_empty(part, data.files[split])
+    return carve_splits(data, d, config.trainer.seed)
 
 
 def word_vectors(config: Config, progress: bool, shared: SharedWork | None) -> WordVectors:

@@ -46,7 +46,7 @@ from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
 from glove_exp.app.store import Store, heartbeat
 from glove_exp.core.evaluate import metric_names
-from glove_exp.io.files import sha256_file, spreadsheet_safe
+from glove_exp.io.files import file_sha256, spreadsheet_safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -322,7 +322,7 @@ def run_tags(config: Config, job: JobInfo, files: dict[str, str], vectors_source
     optional = {"hydra_job_num": job.num, "sweep_id": job.sweep_id, "hydra_overrides": " ".join(job.overrides)}
     tags |= {key: str(value) for key, value in optional.items() if value not in (None, "")}
     for split, path in files.items():
-        tags |= {f"data_sha256.{split}": sha256_file(Path(path)), f"data_file.{split}": path}
+        tags |= {f"data_sha256.{split}": file_sha256(Path(path)), f"data_file.{split}": path}
     return tags
 
 

@@ -84,12 +84,47 @@ class Splits:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
+@dataclass(frozen=True)
+class Data:
+    """Train and test as read (and repaired): every seed carves its splits from them."""
+
+    train: Split
+    test: Split
+    files: dict[str, str]  # split -> local file path (empty for hub data)
+
+
+def layout_of(cfg: DatasetSettings) -> Layout:
+    return Layout(tuple(cfg.text_fields), cfg.label_field, len(cfg.class_names), tuple(cfg.headless_columns or ()))
+
+
+def data_files(cfg: DatasetSettings) -> dict[str, Path]:
+    """The train and test files of ``cfg.data_dir`` by split (empty for hub data)."""
+    return {} if cfg.data_dir is None else _local_files(cfg.data_dir, (cfg.train_split, cfg.test_split))
+
+
+def _local_files(data_dir: str, splits: Sequence[str]) -> dict[str, Path]:
+    folder = existing_data_dir(data_dir)
+    return {split: _find_file(folder, split) for split in splits}
+
+
+def read_data(cfg: DatasetSettings) -> Data:
+    """Train and test from the hub or ``cfg.data_dir``, read now, repaired if ``cfg.unescape``."""
+    return _read_raw(*_raw_settings(cfg))
+
+
 def load_splits(cfg: DatasetSettings, seed: int) -> Splits:
-    """Read train and test, check them against ``cfg`` and carve the validation split."""
-    layout = Layout(tuple(cfg.text_fields), cfg.label_field, len(cfg.class_names), tuple(cfg.headless_columns or ()))
-    train, test, files = _load_raw(
-        cfg.hub_id, cfg.hub_config, cfg.train_split, cfg.test_split, cfg.data_dir, layout, cfg.unescape
-    )
+    """Read train and test (once per process for the same settings), check them against ``cfg`` and
+    carve the validation split."""
+    return carve_splits(_load_raw(*_raw_settings(cfg)), cfg, seed)
+
+
+def _raw_settings(cfg: DatasetSettings) -> tuple[str, str | None, str, str, str | None, Layout, bool]:
+    return cfg.hub_id, cfg.hub_config, cfg.train_split, cfg.test_split, cfg.data_dir, layout_of(cfg), cfg.unescape
+
+
+def carve_splits(data: Data, cfg: DatasetSettings, seed: int) -> Splits:
+    """``data`` checked against ``cfg``, its training sample and validation split drawn with ``seed``."""
+    train, test, files = data.train, data.test, data.files
     where = files.get(cfg.train_split, f"{cfg.hub_id}:{cfg.train_split}")
     _check_classes(train, test, cfg.class_names, where)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
@@ -156,8 +191,7 @@ def existing_data_dir(data_dir: str) -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=4)
-def _load_raw(
+def _read_raw(
     hub_id: str,
     hub_config: str | None,
     train_split: str,
@@ -165,20 +199,30 @@ def _load_raw(
     data_dir: str | None,
     layout: Layout,
     unescape: bool,
-) -> tuple[Split, Split, dict[str, str]]:
-    """Sweep jobs in one process share the parsed (and repaired) data: every argument that affects
-    it is a key, and only the repaired texts are kept."""
+) -> Data:
     if data_dir is None:
         splits = [_from_hub(hub_id, hub_config, split, layout) for split in (train_split, test_split)]
         files = {}
     else:
-        folder = existing_data_dir(data_dir)
-        paths = {split: _find_file(folder, split) for split in (train_split, test_split)}
+        paths = _local_files(data_dir, (train_split, test_split))
         splits = [_to_split(*read_file(paths[split], layout), layout) for split in (train_split, test_split)]
         files = {split: str(path) for split, path in paths.items()}
     if unescape:
         splits = [Split([unescape_text(text) for text in part.texts], part.labels) for part in splits]
-    return splits[0], splits[1], files
+    for split, part in zip((train_split, test_split), splits):
+        warn_empty(part, files.get(split, f"{hub_id}:{split}"))
+    return Data(splits[0], splits[1], files)
+
+
+# Jobs in one process that load their splits without a SharedWork share the parsed (and repaired) data:
+# every argument that affects it is a key, and only the repaired texts are kept.
+_load_raw = functools.lru_cache(maxsize=4)(_read_raw)
+
+
+def warn_empty(split: Split, where: str) -> None:
+    """Say how many texts are empty or whitespace only: they train as all-padding rows."""
+    if empty := sum(not text.strip() for text in split.texts):
+        log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", where, empty)
 
 
 def _find_file(folder: Path, split: str) -> Path:
@@ -241,11 +285,8 @@ def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
     except TypeError:  # a missing (null) field, or one that is not text
         texts = [_joined(table, row, text_fields, parts) for row, parts in enumerate(zip(*columns))]
     labels = _labels(table, table.columns[label_field], int(headless), layout.num_classes)
-    empty = sum(not text.strip() for text in texts)
-    if empty == len(texts):
-        raise DataError(f"{table.where}: all {empty} texts are empty ({', '.join(text_fields)})")
-    if empty:
-        log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", table.where, empty)
+    if not any(text.strip() for text in texts):
+        raise DataError(f"{table.where}: all {len(texts)} texts are empty ({', '.join(text_fields)})")
     return Split(texts=texts, labels=labels)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -71,6 +72,19 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """:func:`sha256_file`, read once per process while the file keeps its size and modification time
+    (the jobs of a sweep key their data by it and tag their runs with it)."""
+    stat = path.stat()
+    return _sha256_of(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # keys: a changed file is read again
+    return sha256_file(path)
 
 
 def sha256_file(path: Path) -> str:
