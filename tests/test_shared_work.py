@@ -18,6 +18,7 @@ import pytest
 from glove_exp.app import pipeline, reuse, stages
 from glove_exp.app.shared import Codec, SharedWork
 from glove_exp.app.stages import StageTimer, prepare
+from glove_exp.core import text
 from glove_exp.io import arrays_cache, datasets
 from glove_exp.io.arrays_cache import Entry, get_or_build
 from glove_exp.io.files import file_sha256, sha256_file
@@ -26,18 +27,29 @@ from tests.conftest import experiment_runs, tiny_config, write_csv
 SAME_CONTENT = ("dataset.val_fraction=0",)  # no seeded validation split: every seed has the same splits
 
 
-@pytest.fixture
-def encodes(monkeypatch) -> list[int]:
-    """One item per call of the tokens stage's encoder."""
+def counter(monkeypatch, module, name: str) -> list[int]:
+    """One item per call of ``module.name`` from here on."""
     calls: list[int] = []
-    encode = stages.encode_splits
+    function = getattr(module, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return encode(*args, **kwargs)
+        return function(*args, **kwargs)
 
-    monkeypatch.setattr(stages, "encode_splits", counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
+
+
+@pytest.fixture
+def encodes(monkeypatch) -> list[int]:
+    """One item per encoding of the tokens stage (each builds its vocabulary)."""
+    return counter(monkeypatch, text, "build_vocabulary")
+
+
+@pytest.fixture
+def tokenizes(monkeypatch) -> list[int]:
+    """One item per tokenisation of documents."""
+    return counter(monkeypatch, text, "tokenize_all")
 
 
 @pytest.fixture
@@ -191,7 +203,7 @@ def test_a_new_process_reads_what_an_earlier_one_cached(overrides, tiny_data, tm
     costly = not overrides or "model.standardize=true" in overrides
     if costly:
         monkeypatch.setattr(stages, "frozen_inputs", lambda *args: pytest.fail("the features are cached"))
-    monkeypatch.setattr(stages, "encode_splits", lambda *args: pytest.fail("the tokens are cached"))
+    monkeypatch.setattr(text, "build_vocabulary", lambda *args: pytest.fail("the tokens are cached"))
     read = prepared(tiny_data, tmp_path, SharedWork(), *overrides)  # as another process would
     assert read.encoded is not built.encoded
     assert_same_prepared(read, fresh)
@@ -246,7 +258,7 @@ TEST = ["the champ; won", "NASA &lt;b&gt;probe&lt;/b&gt;", "\u00fcber", "stocks 
 
 def splits_of(tiny_data, tmp_path, folder: Path, shared, *overrides: str):
     config = tiny_config({**tiny_data, "ag_dir": folder}, tmp_path, *overrides)
-    return stages.dataset_splits(config, shared)
+    return stages.dataset_splits(config, shared)[0]
 
 
 def assert_same_splits(a, b) -> None:
@@ -294,6 +306,27 @@ def test_the_data_key_follows_the_files_content_and_the_reading_settings(tiny_da
     copied = splits_of(tiny_data, tmp_path, elsewhere, SharedWork())  # first's content in another folder
     assert copied.test.texts == first.test.texts
     assert copied.files == {split: str(elsewhere / f"{split}.csv") for split in ("train", "test")}  # its own files
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("dataset.max_train_samples=300",), ("embeddings.lowercase=false", "embeddings.drop_oov=true"),
+     ("dataset.val_fraction=0", "trainer.max_tokens=7")],
+    ids=["default", "sample", "cased-drop-oov", "no-validation"],
+)  # fmt: skip
+def test_seeds_take_their_tokens_from_the_data_tokenised_once(overrides, tiny_data, tmp_path, tokenizes):
+    shared = SharedWork()
+    for seed in range(3):  # each draws its own splits
+        before = len(tokenizes)
+        taken = prepared(tiny_data, tmp_path, shared, *overrides, f"trainer.seed={seed}")
+        assert len(tokenizes) - before == int(seed == 0)
+        assert_same_prepared(taken, prepared(tiny_data, tmp_path, None, *overrides, f"trainer.seed={seed}"))
+    before = len(tokenizes)
+    read = prepared(tiny_data, tmp_path, SharedWork(), *overrides, "trainer.seed=3")  # a new process, a new seed
+    assert len(tokenizes) == before
+    assert_same_prepared(read, prepared(tiny_data, tmp_path, None, *overrides, "trainer.seed=3"))
+    cache = Path(tiny_config(tiny_data, tmp_path).embeddings.cache_dir)
+    assert len(list((cache / "corpus").glob("[0-9a-f]*/manifest.json"))) == 1
 
 
 def test_a_file_is_hashed_again_once_it_changed(tmp_path):

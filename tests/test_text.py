@@ -182,6 +182,28 @@ def test_vocabulary_holds_training_words_by_frequency_and_skips_words_without_ve
     np.testing.assert_array_equal(matrix[4], wv.vectors[2])  # fish
 
 
+def test_frequency_ties_go_to_the_word_the_training_documents_hold_first_whatever_the_types_order():
+    wv = vectors(["ant", "bee", "cat"])
+    # "cat" and "bee" occur first in documents that training does not hold: the types' order is not training's
+    tokens = tokenize_all(["cat bee", "ant bee cat", "bee cat ant"])
+    train = tokens.take(np.array([1, 2]))
+    assert train.types[:3] == ["cat", "bee", "ant"]
+    assert build_vocabulary(train, wv).words == ["ant", "bee", "cat"]  # 2 each: in the order training meets them
+    assert build_vocabulary(tokenize_all(["ant bee cat", "bee cat ant"]), wv).words == ["ant", "bee", "cat"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a b", "", "c", "b b a", "d!e"]), min_size=1, max_size=12),
+    st.data(),
+)
+def test_taking_documents_equals_tokenising_them(docs, data):
+    rows = data.draw(st.lists(st.integers(0, len(docs) - 1), max_size=2 * len(docs)))
+    taken = tokenize_all(docs).take(np.array(rows, np.int64))
+    assert taken.lists() == [tokenize(docs[row]) for row in rows]
+    assert taken.lengths.dtype == np.int64 and taken.codes.dtype == np.int32
+
+
 def test_words_only_validation_or_test_text_holds_are_oov_unless_among_the_frequent_vector_rows():
     # "ant" and "bee" have vectors but occur only in the test split; "ant" is among the first 3 rows.
     wv = vectors(["the", ",", "ant", "cat", "dog", "bee"])

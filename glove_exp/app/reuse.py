@@ -34,7 +34,7 @@ from glove_exp.core import features, models, pooling, text, train
 from glove_exp.core.choices import FeatureDtype
 from glove_exp.core.features import Inputs, lookup_batch_size
 from glove_exp.core.models import Constants, ModelSpec
-from glove_exp.core.text import NUM_SPECIAL, Encoded, Vocabulary, embedding_matrix
+from glove_exp.core.text import NUM_SPECIAL, Encoded, Tokens, Vocabulary, embedding_matrix
 from glove_exp.core.vectors import WordVectors
 from glove_exp.io import datasets, tables
 from glove_exp.io.arrays_cache import CorruptEntry, Entry
@@ -59,6 +59,12 @@ def data_key(config: Config, files: dict[str, Path]) -> str:
         "unescape": d.unescape, "code": code_digest(datasets, tables, sys.modules[__name__]),
         "versions": [np.__version__, pa.__version__, platform.python_version()],
     }  # fmt: skip
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
+
+
+def data_tokens_key(data_key: str, lowercase: bool) -> str:
+    settings = {"data": data_key, "lowercase": lowercase, "code": code_digest(text, sys.modules[__name__])}
+    settings["versions"] = [np.__version__, pa.__version__]
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
 
 
@@ -104,22 +110,61 @@ def data_codec(files: dict[str, Path]) -> Codec[Data]:
     def encode(data: Data) -> Entry:
         arrays = {}
         for name, part in (("train", data.train), ("test", data.test)):
-            text = "".join(part.texts).encode("utf-8", "surrogatepass")
-            arrays |= {f"{name}_text": np.frombuffer(text, np.uint8), f"{name}_labels": part.labels}
-            arrays[f"{name}_lengths"] = np.fromiter(map(len, part.texts), np.int64, len(part.texts))
+            arrays |= strings_arrays(name, part.texts) | {f"{name}_labels": part.labels}
         return Entry(arrays)
 
     def split(entry: Entry, name: str) -> Split:
-        text = entry.arrays[f"{name}_text"].tobytes().decode("utf-8", "surrogatepass")
-        ends = np.cumsum(entry.arrays[f"{name}_lengths"]).tolist()
-        if (ends[-1] if ends else 0) != len(text):
-            raise CorruptEntry(f"{name}: texts of {ends[-1] if ends else 0} characters in all, {len(text)} stored")
-        return Split([text[start:end] for start, end in zip([0, *ends], ends)], entry.arrays[f"{name}_labels"])
+        return Split(strings_of(entry, name), entry.arrays[f"{name}_labels"])
 
     def decode(entry: Entry) -> Data:
         return Data(split(entry, "train"), split(entry, "test"), {name: str(path) for name, path in files.items()})
 
     return Codec(encode, decode)
+
+
+def strings_arrays(name: str, strings: list[str]) -> dict[str, np.ndarray]:
+    """``strings`` as ``<name>_text``, one UTF-8 array, and ``<name>_lengths``, each one's characters."""
+    text = "".join(strings).encode("utf-8", "surrogatepass")
+    lengths = np.fromiter(map(len, strings), np.int64, len(strings))
+    return {f"{name}_text": np.frombuffer(text, np.uint8), f"{name}_lengths": lengths}
+
+
+def strings_of(entry: Entry, name: str) -> list[str]:
+    """The strings :func:`strings_arrays` stored as ``name``."""
+    text = entry.arrays[f"{name}_text"].tobytes().decode("utf-8", "surrogatepass")
+    ends = np.cumsum(entry.arrays[f"{name}_lengths"]).tolist()
+    if (ends[-1] if ends else 0) != len(text):
+        raise CorruptEntry(f"{name}: strings of {ends[-1] if ends else 0} characters in all, {len(text)} stored")
+    return [text[start:end] for start, end in zip([0, *ends], ends)]
+
+
+def data_tokens_codec() -> Codec[tuple[Tokens, Tokens]]:
+    """The data's train and test tokens: their types as one UTF-8 array with their lengths, the codes and
+    the documents' lengths of both, and where train ends."""
+
+    def encode(value: tuple[Tokens, Tokens]) -> Entry:
+        train, test = value
+        arrays = {
+            "codes": np.concatenate([train.codes, test.codes]),
+            "lengths": np.concatenate([train.lengths, test.lengths]),
+        }
+        arrays |= strings_arrays("types", train.types)
+        return Entry(arrays, {"train_docs": len(train)})
+
+    def decode(entry: Entry) -> tuple[Tokens, Tokens]:
+        types = strings_of(entry, "types")
+        codes, lengths, docs = entry.arrays["codes"], entry.arrays["lengths"], int(entry.facts["train_docs"])
+        if len(codes) != int(lengths.sum()) or (len(codes) and not 0 <= codes.min() <= codes.max() < len(types)):
+            raise CorruptEntry(f"{len(codes)} codes for {int(lengths.sum())} tokens of {len(types)} types")
+        train, test = Tokens(types, codes, lengths).split([docs, len(lengths) - docs])
+        return train, test
+
+    return Codec(encode, decode)
+
+
+def data_tokens_bytes(value: tuple[Tokens, Tokens]) -> int:
+    train, test = value
+    return train.codes.nbytes + test.codes.nbytes + train.lengths.nbytes + test.lengths.nbytes + 64 * len(train.types)
 
 
 def data_bytes(data: Data) -> int:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -24,10 +24,10 @@ from glove_exp.core.evaluate import metric_names
 from glove_exp.core.features import FeatureDtype, Inputs, lookup_batch_size, make_inputs, memory_needs
 from glove_exp.core.fit import Failed, Member, fit_group
 from glove_exp.core.models import Constants, Model, ModelSpec, Weighting, make_constants, model_from_spec
-from glove_exp.core.text import Encoded, encode_splits, sif_weights
+from glove_exp.core.text import Encoded, Tokens, encode_splits, encode_tokens, sif_weights, tokenize_parts
 from glove_exp.core.train import EpochMetrics, FitResult, Hyper, make_optimizer
 from glove_exp.core.vectors import WordVectors
-from glove_exp.io.datasets import Splits, carve_splits, data_files, load_splits, read_data, warn_empty
+from glove_exp.io.datasets import Data, Splits, carve_splits, data_files, load_splits, read_data, warn_empty
 from glove_exp.io.files import available_memory
 from glove_exp.io.vectors import load_word_vectors
 
@@ -97,12 +97,12 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: S
     reused, from memory in this process or from the cache dir."""
     compilation_cache(config.embeddings.cache_dir)
     with timer("data"):
-        splits = dataset_splits(config, shared)
+        splits, read = dataset_splits(config, shared)
     with timer("vectors"):
         vectors = word_vectors(config, progress, shared)
     check_memory(config, [part.texts for part in splits.parts().values() if part is not None], vectors.dim)
     with timer("tokens"):
-        encoded, tokens_key = encoded_tokens(config, splits, vectors, shared)
+        encoded, tokens_key = encoded_tokens(config, splits, vectors, shared, read)
     if encoded.oov_rate > 0.5:
         log.warning("%.0f%% of training tokens have no vector in %s", 100 * encoded.oov_rate, vectors.source)
     model = model_from_spec(spec_from_config(config))
@@ -111,13 +111,20 @@ def prepare(config: Config, timer: StageTimer, progress: bool = False, shared: S
     return Prepared(splits, vectors.source, encoded, model, inputs, tokens_key)
 
 
-def dataset_splits(config: Config, shared: SharedWork | None) -> Splits:
-    """The splits; when ``shared``, train and test from local files as read and repaired once: from
-    memory in this process, else from the cache dir."""
+class Read(NamedTuple):
+    """Train and test as read from local files, and their key in the shared work."""
+
+    data: Data
+    key: str
+
+
+def dataset_splits(config: Config, shared: SharedWork | None) -> tuple[Splits, Read | None]:
+    """The splits; when ``shared``, train and test from local files as read and repaired once (from
+    memory in this process, else from the cache dir), and those."""
     d = config.dataset
     files = data_files(d) if shared is not None else {}
     if not files:
-        return load_splits(d, config.trainer.seed)
+        return load_splits(d, config.trainer.seed), None
     key = reuse.data_key(config, files)
     data, source = shared.reuse(
         "data", key, lambda: read_data(d), reuse.data_bytes, reuse.cache_dir(config), reuse.data_codec(files)
@@ -126,7 +133,7 @@ def dataset_splits(config: Config, shared: SharedWork | None) -> Splits:
     if source == "disk":  # what reading them would have said
         for split, part in ((d.train_split, data.train), (d.test_split, data.test)):
             warn_empty(part, data.files[split])
-    return carve_splits(data, d, config.trainer.seed)
+    return carve_splits(data, d, config.trainer.seed), Read(data, key)
 
 
 def word_vectors(config: Config, progress: bool, shared: SharedWork | None) -> WordVectors:
@@ -138,14 +145,20 @@ def word_vectors(config: Config, progress: bool, shared: SharedWork | None) -> W
 
 
 def encoded_tokens(
-    config: Config, splits: Splits, vectors: WordVectors, shared: SharedWork | None
+    config: Config, splits: Splits, vectors: WordVectors, shared: SharedWork | None, read: Read | None = None
 ) -> tuple[Encoded, str | None]:
-    """Every split's token ids, and their key when ``shared``."""
-    e = config.embeddings
-    texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
+    """Every split's token ids, and their key when ``shared``. With the data ``read`` their splits were
+    carved from, the splits' tokens are taken from the data's, tokenised once for every seed."""
+    e, max_tokens = config.embeddings, config.trainer.max_tokens
 
     def build() -> Encoded:
-        return encode_splits(texts, vectors, e.lowercase, config.trainer.max_tokens, e.drop_oov, e.serving_words or 0)
+        if shared is None or read is None:
+            texts = {split: None if part is None else part.texts for split, part in splits.parts().items()}
+            return encode_splits(texts, vectors, e.lowercase, max_tokens, e.drop_oov, e.serving_words or 0)
+        train, test = data_tokens(config, read, shared)
+        val = None if splits.val is None else train.take(splits.rows["val"])
+        tokens = {"train": train.take(splits.rows["train"]), "val": val, "test": test}
+        return encode_tokens(tokens, vectors, max_tokens, e.drop_oov, e.serving_words or 0, e.lowercase)
 
     if shared is None:
         return build(), None
@@ -156,6 +169,18 @@ def encoded_tokens(
     )  # fmt: skip
     log.info("tokens %s: %s", key, source)
     return encoded, key
+
+
+def data_tokens(config: Config, read: Read, shared: SharedWork) -> tuple[Tokens, Tokens]:
+    """The tokens of the data's train and test splits (sharing their types), made once per data and case."""
+    key = reuse.data_tokens_key(read.key, config.embeddings.lowercase)
+    parts = [read.data.train.texts, read.data.test.texts]
+    (train, test), source = shared.reuse(
+        "corpus", key, lambda: tuple(tokenize_parts(parts, config.embeddings.lowercase)), reuse.data_tokens_bytes,
+        reuse.cache_dir(config), reuse.data_tokens_codec(),
+    )  # fmt: skip
+    log.info("corpus %s: %s", key, source)
+    return train, test
 
 
 def shared_inputs(

@@ -57,6 +57,14 @@ class Tokens:
             for i, (a, b) in enumerate(zip(doc_bounds[:-1], doc_bounds[1:]))
         ]
 
+    def take(self, docs: np.ndarray) -> Tokens:
+        """Documents ``docs`` (``[n]`` positions), in that order, sharing ``types``."""
+        lengths = self.lengths[docs]
+        starts = (np.cumsum(self.lengths) - self.lengths)[docs]
+        # token j of the result is token (j - where its document starts in the result) + where it starts here
+        offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        return Tokens(self.types, self.codes[offsets + np.arange(len(offsets))], lengths)
+
     def lists(self) -> list[list[str]]:
         """One list of token strings per document, as :func:`tokenize` gives them."""
         words = [self.types[code] for code in self.codes.tolist()]
@@ -132,12 +140,14 @@ class Vocabulary:
 
 
 def build_vocabulary(train: Tokens, vectors: WordVectors, serving_words: int = 0, lowercase: bool = True) -> Vocabulary:
-    """The words of ``train`` that have a vector, most frequent first, then those of the first
-    ``serving_words`` rows of ``vectors`` (GloVe files are sorted by frequency) not among them, with count 0."""
+    """The words of ``train`` that have a vector, most frequent first (ties: the first to occur in
+    ``train`` first), then those of the first ``serving_words`` rows of ``vectors`` (GloVe files are
+    sorted by frequency) not among them, with count 0."""
     rows = vector_rows(train.types, vectors)
     counts = np.bincount(train.codes, minlength=len(train.types))
-    # ``types`` is in first-occurrence order, so the stable sort breaks frequency ties by it.
-    order = np.argsort(-counts, kind="stable")
+    first = np.full(len(train.types), len(train.codes), np.int64)  # where each type first occurs in ``train``
+    np.minimum.at(first, train.codes, np.arange(len(train.codes)))
+    order = np.lexsort((first, -counts))
     order = order[(rows[order] >= 0) & (counts[order] > 0)]  # ``types`` may hold other splits' words too
     if not len(train.codes):  # not the vectors' fault: say so before the OOV rate does
         raise DataError("the training texts hold no words: every one is empty, spaces or punctuation")
@@ -282,12 +292,28 @@ def encode_splits(
     """Every split encoded over the vocabulary of ``train``: validation and test words that training
     never saw are OOV unless among the ``serving_words`` most frequent words, as for new text."""
     present = {split: docs for split, docs in texts.items() if docs is not None}
-    corpus = tokenize_all([doc for docs in present.values() for doc in docs], lowercase)
-    tokens = dict(zip(present, corpus.split([len(docs) for docs in present.values()])))
-    vocab = build_vocabulary(tokens["train"], vectors, serving_words, lowercase)
+    parts = dict(zip(present, tokenize_parts(list(present.values()), lowercase)))
+    tokens = {split: parts.get(split) for split in texts}
+    return encode_tokens(tokens, vectors, max_tokens, drop_oov, serving_words, lowercase)
+
+
+def tokenize_parts(parts: Sequence[list[str]], lowercase: bool) -> list[Tokens]:
+    """:func:`tokenize_all` of the documents of every part, as one Tokens per part sharing ``types``."""
+    corpus = tokenize_all([doc for docs in parts for doc in docs], lowercase)
+    return corpus.split([len(docs) for docs in parts])
+
+
+def encode_tokens(
+    tokens: dict[str, Tokens | None], vectors: WordVectors, max_tokens: int, drop_oov: bool, serving_words: int,
+    lowercase: bool,
+) -> Encoded:  # fmt: skip
+    """:func:`encode_splits` of splits already tokenised (``lowercase`` as they were)."""
+    train = tokens["train"]
+    if train is None:
+        raise ValueError("the train split is needed to build the vocabulary")
+    vocab = build_vocabulary(train, vectors, serving_words, lowercase)
     index = vocab.index()
-    ids = {split: encode(tokens[split], index, max_tokens, drop_oov) if split in tokens else None for split in texts}
+    ids = {split: None if part is None else encode(part, index, max_tokens, drop_oov) for split, part in tokens.items()}
     return Encoded(
-        ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(tokens["train"], index),
-        vocab.vector_rows,
-    )  # fmt: skip
+        ids, vocab.words, vocab.counts, embedding_matrix(vocab, vectors), oov_rate(train, index), vocab.vector_rows
+    )

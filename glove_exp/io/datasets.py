@@ -11,7 +11,7 @@ import math
 import re
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -79,6 +79,8 @@ class Splits:
     val: Split | None  # None with dataset.val_fraction=0 (the tutorial's data use)
     test: Split
     files: dict[str, str]  # split -> local file path (empty for hub data)
+    # "train" and "val" -> [N] rows of the Data's train split they hold, in order (test is all of its own)
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def parts(self) -> dict[str, Split | None]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -127,13 +129,15 @@ def carve_splits(data: Data, cfg: DatasetSettings, seed: int) -> Splits:
     train, test, files = data.train, data.test, data.files
     where = files.get(cfg.train_split, f"{cfg.hub_id}:{cfg.train_split}")
     _check_classes(train, test, cfg.class_names, where)
+    rows = np.arange(len(train))
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
-        train = _stratified(train, cfg.max_train_samples, seed, "dataset.max_train_samples", where)[0]
+        rows = _stratified(train, cfg.max_train_samples, seed, "dataset.max_train_samples", where)[0]
+        train = _take(train, rows)
     if cfg.val_fraction == 0:
-        return Splits(train=train, val=None, test=test, files=files)
+        return Splits(train=train, val=None, test=test, files=files, rows={"train": rows})
     val_size = max(int(round(len(train) * cfg.val_fraction)), len(cfg.class_names))
-    train, val = _stratified(train, len(train) - val_size, seed, "dataset.val_fraction", where)
-    return Splits(train=train, val=val, test=test, files=files)
+    keep, rest = _stratified(train, len(train) - val_size, seed, "dataset.val_fraction", where)
+    return Splits(_take(train, keep), _take(train, rest), test, files, {"train": rows[keep], "val": rows[rest]})
 
 
 def _check_classes(train: Split, test: Split, class_names: Sequence[str], where: str) -> None:
@@ -292,9 +296,9 @@ def _to_split(table: Table, headless: bool, layout: Layout) -> Split:
 
 def _joined(table: Table, row: int, fields: Sequence[str], parts: tuple[Any, ...]) -> str:
     """The row's text fields joined with a space; a missing (null) field is empty."""
-    for field, part in zip(fields, parts):
+    for name, part in zip(fields, parts):
         if part is not None and not isinstance(part, str):
-            raise DataError(f"{table.at(row)}: {field} {shown(repr(part))} ({type(part).__name__}) is not text")
+            raise DataError(f"{table.at(row)}: {name} {shown(repr(part))} ({type(part).__name__}) is not text")
     return " ".join("" if part is None else part for part in parts)
 
 
@@ -334,14 +338,15 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _stratified(split: Split, train_size: int, seed: int, key: str, where: str) -> tuple[Split, Split]:
+def _stratified(split: Split, train_size: int, seed: int, key: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``split`` to keep (``train_size`` of them) and the rest, each in file order."""
     try:
         keep, rest = train_test_split(
             np.arange(len(split)), train_size=train_size, stratify=split.labels, random_state=seed
         )
     except ValueError as err:
         raise DataError(f"{where}: cannot split train for {key} ({first_line(err)})") from None
-    return _take(split, np.sort(keep)), _take(split, np.sort(rest))  # both in file order
+    return np.sort(keep), np.sort(rest)
 
 
 def _take(split: Split, rows: np.ndarray) -> Split:
