@@ -63,8 +63,10 @@ def data_key(config: Config, files: dict[str, Path]) -> str:
 
 
 def data_tokens_key(data_key: str, lowercase: bool) -> str:
-    settings = {"data": data_key, "lowercase": lowercase, "code": code_digest(text, sys.modules[__name__])}
-    settings["versions"] = [np.__version__, pa.__version__]
+    settings = {
+        "data": data_key, "lowercase": lowercase, "code": code_digest(text, sys.modules[__name__]),
+        "versions": [np.__version__, pa.__version__],
+    }  # fmt: skip
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
 
 

@@ -131,8 +131,7 @@ def dataset_splits(config: Config, shared: SharedWork | None) -> tuple[Splits, R
     )
     log.info("data %s: %s", key, source)
     if source == "disk":  # what reading them would have said
-        for split, part in ((d.train_split, data.train), (d.test_split, data.test)):
-            warn_empty(part, data.files[split])
+        warn_empty(data, (d.train_split, d.test_split), d.hub_id)
     return carve_splits(data, d, config.trainer.seed), Read(data, key)
 
 

@@ -213,9 +213,9 @@ def _read_raw(
         files = {split: str(path) for split, path in paths.items()}
     if unescape:
         splits = [Split([unescape_text(text) for text in part.texts], part.labels) for part in splits]
-    for split, part in zip((train_split, test_split), splits):
-        warn_empty(part, files.get(split, f"{hub_id}:{split}"))
-    return Data(splits[0], splits[1], files)
+    data = Data(splits[0], splits[1], files)
+    warn_empty(data, (train_split, test_split), hub_id)
+    return data
 
 
 # Jobs in one process that load their splits without a SharedWork share the parsed (and repaired) data:
@@ -223,10 +223,13 @@ def _read_raw(
 _load_raw = functools.lru_cache(maxsize=4)(_read_raw)
 
 
-def warn_empty(split: Split, where: str) -> None:
-    """Say how many texts are empty or whitespace only: they train as all-padding rows."""
-    if empty := sum(not text.strip() for text in split.texts):
-        log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", where, empty)
+def warn_empty(data: Data, names: tuple[str, str], hub_id: str) -> None:
+    """Say how many of train's and test's (``names``) texts are empty or whitespace only: they train as
+    all-padding rows."""
+    for name, part in zip(names, (data.train, data.test)):
+        if empty := sum(not text.strip() for text in part.texts):
+            where = data.files.get(name, f"{hub_id}:{name}")
+            log.warning("%s: %d empty or whitespace-only texts (kept as all-padding rows)", where, empty)
 
 
 def _find_file(folder: Path, split: str) -> Path:
