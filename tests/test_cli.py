@@ -73,6 +73,10 @@ USER_ERRORS = {
     "vector_file": (["embeddings.path={missing}.txt"], r"embeddings\.path: {missing}\.txt does not exist"),
     "tracking_scheme": (["tracking.uri=foo://bar"], r"tracking\.uri=foo://bar: unsupported scheme 'foo'"),
     "experiment": (["tracking.experiment= "], r"tracking\.experiment must not be empty"),
+    "class_names": (
+        ["dataset.class_names=[World,Sports,Business,accuracy]"],
+        r"dataset\.class_names has \['accuracy'\], a row of the classification report",
+    ),
 }
 
 
@@ -114,6 +118,27 @@ def test_a_config_error_comes_before_the_heavy_imports(tmp_path):
     proc = run_python(CONFIG_ERROR_SCRIPT, tmp_path)
     assert proc.stdout.strip() == "exit 2 heavy []", proc.stdout + proc.stderr
     assert proc.stderr.strip() == "glove-exp: error: trainer.max_tokens must be >= 1, got 0"
+
+
+RUN_SCRIPT = """
+import sys
+from glove_exp.app import cli
+sys.argv = ["glove-exp", *{overrides!r}]
+try:
+    cli.main()
+finally:
+    print("unneeded", sorted(m for m in ("sklearn", "scipy.stats", "lime") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_imports_neither_scikit_learn_nor_scipy_stats(tmp_path, tiny_overrides):
+    """Their imports took 0.9 s of each run: evaluating, splitting and drawing need neither."""
+    proc = run_python(RUN_SCRIPT.format(overrides=[*tiny_overrides, "embeddings.dim=8"]), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == "unneeded []", proc.stderr[-3000:]
+    [run] = experiment_runs(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] > 0
 
 
 # --- --help ----------------------------------------------------------------------------------------

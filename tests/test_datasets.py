@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from glove_exp.app.schema import DatasetConfig
 from glove_exp.core.errors import ConfigError, DataError
-from glove_exp.io.datasets import _load_raw, load_splits
+from glove_exp.io.datasets import _load_raw, load_splits, stratified_split
 from tests.conftest import CLASSES, make_corpus, write_csv
 
 
@@ -87,6 +87,39 @@ def test_byte_order_mark_and_crlf_line_ends(tmp_path):
 def test_max_train_samples_subsamples_stratified(ag_dir):
     splits = load_splits(config(ag_dir, max_train_samples=200), seed=0)
     assert len(splits.train) + len(splits.val) == 200
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 1, 2, 3, 7]), min_size=2, max_size=200),
+    st.floats(0.01, 0.99),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_stratified_split_draws_the_rows_scikit_learn_draws(labels, share, seed):
+    """Each seed's splits stay those of earlier versions, which split with scikit-learn; and where it
+    refuses a split (a class of one row, fewer rows than classes on a side), so does this."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.array(labels)
+    train_size = max(1, min(len(labels) - 1, round(share * len(labels))))
+    try:
+        expected = train_test_split(np.arange(len(labels)), train_size=train_size, stratify=labels, random_state=seed)
+    except ValueError:
+        event("refused")
+        with pytest.raises(ValueError):
+            stratified_split(labels, train_size, seed)
+        return
+    for rows, want in zip(stratified_split(labels, train_size, seed), expected):
+        np.testing.assert_array_equal(np.sort(rows), np.sort(want))
+
+
+def test_a_split_that_cannot_hold_every_class_is_one_line(tmp_path):
+    write_csv(tmp_path / "train.csv", ["a b", "c d", "e f"], [0, 0, 1])
+    write_csv(tmp_path / "test.csv", ["a b", "c d"], [0, 1])
+    with pytest.raises(
+        DataError, match=r"cannot split train for dataset.val_fraction \(the classes \[1\] have a single row\)$"
+    ):
+        load_splits(config(tmp_path), seed=0)
 
 
 def test_empty_texts_are_kept_and_reported(tmp_path, caplog):

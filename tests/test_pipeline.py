@@ -253,6 +253,25 @@ def test_the_confusion_figure_writes_cell_values_for_few_classes_only(classes, a
     assert shown == names[::step] and len(shown) <= max(classes if annotated else 0, TICK_LABELS)
 
 
+def test_the_confusion_figure_is_drawn_as_scikit_learns_display_on_a_fixed_scale():
+    """Cells coloured on [0, 1] whatever the values' range, each value written in the colour scale's far
+    end from its cell's colour, the axes named as scikit-learn's ``ConfusionMatrixDisplay`` names them."""
+    from glove_exp.app.figures import confusion_figure
+    from glove_exp.core.evaluate import evaluate
+
+    names = ["a", "b", "c"]
+    evaluation = evaluate(np.array([0, 0, 0, 0, 1, 1, 2, 2]), np.array([0, 0, 0, 1, 1, 2, 2, 0]), names)
+    [axes] = confusion_figure(evaluation, names).axes
+    [image] = axes.images
+    assert image.get_clim() == (0.0, 1.0)
+    dark, light = image.cmap(1.0), image.cmap(0.0)
+    values = evaluation.confusion_normalised.ravel()  # 0.75 0.25 0, 0 0.5 0.5, 0.5 0 0.5
+    assert [text.get_text() for text in axes.texts] == [f"{value:.2f}" for value in values]
+    assert [text.get_color() for text in axes.texts] == [light if value >= 0.5 else dark for value in values]
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("Predicted label", "True label")
+    assert axes.get_ylim() == (2.5, -0.5)  # the first class on top
+
+
 @pytest.mark.parametrize(
     "names", [["World", "Sports", "Business", "Sci/Tech"], ["EducationalInstitution", "Ég_|([{", "c"]]
 )

@@ -169,6 +169,15 @@ def test_metric_range(name, bounds):
     assert metric_range(name) == bounds
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 31, 200])
+def test_interval_is_students_t(n):
+    from scipy import stats
+
+    values = pd.Series([(0.3 + 0.4 * i / n) ** 2 for i in range(n)])
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    assert interval(values)["ci_half"] == pytest.approx(half, rel=1e-12)
+
+
 def test_interval_clips_only_past_the_bounds():
     inside = interval(pd.Series([0.5, 0.6, 0.55]), bounds=(0, 1))
     assert inside["ci_low"] == pytest.approx(inside["mean"] - inside["ci_half"])

@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from glove_exp.core.choices import Activation, FeatureDtype, Init, Norm, OptimizerName, Pooling, Schedule, Weighting
 from glove_exp.core.errors import ConfigError
+from glove_exp.core.evaluate import SUMMARY_ROWS
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
@@ -50,6 +51,8 @@ class DatasetConfig:
         _check(len(self.text_fields) >= 1, "dataset.text_fields", "needs at least one field", self.text_fields)
         repeated = sorted({name for name in self.class_names if self.class_names.count(name) > 1})
         _check(not repeated, "dataset.class_names", f"repeats {repeated}", self.class_names)
+        taken = [name for name in self.class_names if name in SUMMARY_ROWS]
+        _check(not taken, "dataset.class_names", f"has {taken}, a row of the classification report", self.class_names)
         _at_least("dataset.max_train_samples", self.max_train_samples, 2, nullable=True)
 
 

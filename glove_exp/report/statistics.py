@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit  # Student t's quantile; scipy.stats' import took 0.5 s
 
 from glove_exp.app.identity import GROUP_TAG
 from glove_exp.core.errors import GloveExpError
@@ -168,7 +168,7 @@ def interval(values: pd.Series, bounds: tuple[float, float] = (-math.inf, math.i
     interval clipped to ``bounds``, the values' range (with n=2 it spans far beyond it)."""
     values = values.dropna()
     n, mean, std = len(values), values.mean(), values.std(ddof=1)
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    half = stdtrit(n - 1, 0.975) * std / math.sqrt(n) if n > 1 else math.nan
     low, high = np.clip([mean - half, mean + half], *bounds)  # NaN stays NaN
     return pd.Series({"n": n, "mean": mean, "std": std, "ci_half": half, "ci_low": low, "ci_high": high})
 
