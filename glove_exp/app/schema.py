@@ -4,6 +4,7 @@ cannot express live in ``__post_init__`` and run in :func:`to_config`, before an
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -231,9 +232,10 @@ def default_tracking_uri(folder: str | os.PathLike[str] | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder}/mlflow.db?timeout=10"
 
 
+@functools.cache
 def register() -> None:
     """Make ``base_config`` available to ``conf/config.yaml``'s defaults list, and the tracking-URI rule
-    to its interpolations (idempotent: jobs on other processes call it again)."""
+    to its interpolations, once per process (jobs on other processes call it again)."""
     ConfigStore.instance().store(name="base_config", node=Config)
     OmegaConf.register_new_resolver(URI_RESOLVER, default_tracking_uri, replace=True)
 

@@ -40,7 +40,7 @@ from mlflow.tracking.context.registry import resolve_tags  # the user and source
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 
-from glove_exp.app.figures import confusion_figure
+from glove_exp.app.figures import PNG_SAVE, confusion_figure
 from glove_exp.app.identity import PRUNED_TAG, RunPruned, identity_tags, plain
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.schema import Config, flatten
@@ -198,7 +198,8 @@ class TrackedRun:
         self.call(client.log_text, evaluation.report_text, "classification_report.txt")
         self.call(client.log_dict, evaluation.report, "classification_report.json")
         self.call(client.log_text, confusion_csv(evaluation.confusion, class_names), "confusion_matrix.csv")
-        self.call(client.log_figure, confusion_figure(evaluation, class_names, title), "confusion_matrix.png")
+        figure = confusion_figure(evaluation, class_names, title)
+        self.call(client.log_figure, figure, "confusion_matrix.png", save_kwargs=PNG_SAVE)
 
     def log_final(
         self, result: FitResult, evaluation: Evaluation, class_names: list[str], times: dict[str, float]
