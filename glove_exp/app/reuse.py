@@ -52,6 +52,11 @@ def cache_dir(config: Config) -> Path:
     return Path(config.embeddings.cache_dir).expanduser()
 
 
+def settings_hash(settings: dict[str, Any]) -> hashlib.blake2b:
+    """A key's hash (``hashlib.blake2b``) over its JSON ``settings``, to read or to update further."""
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES)
+
+
 def data_key(config: Config, files: dict[str, Path]) -> str:
     d = config.dataset
     settings = {
@@ -59,7 +64,7 @@ def data_key(config: Config, files: dict[str, Path]) -> str:
         "unescape": d.unescape, "code": code_digest(datasets, tables, sys.modules[__name__]),
         "versions": [np.__version__, pa.__version__, platform.python_version()],
     }  # fmt: skip
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
+    return settings_hash(settings).hexdigest()
 
 
 def data_tokens_key(data_key: str, lowercase: bool) -> str:
@@ -67,7 +72,7 @@ def data_tokens_key(data_key: str, lowercase: bool) -> str:
         "data": data_key, "lowercase": lowercase, "code": code_digest(text, sys.modules[__name__]),
         "versions": [np.__version__, pa.__version__],
     }  # fmt: skip
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
+    return settings_hash(settings).hexdigest()
 
 
 def tokens_key(config: Config, splits: Splits, vectors: WordVectors) -> str:
@@ -77,7 +82,7 @@ def tokens_key(config: Config, splits: Splits, vectors: WordVectors) -> str:
         "serving_words": e.serving_words or 0, "max_tokens": config.trainer.max_tokens,
         "code": code_digest(text, sys.modules[__name__]), "versions": [np.__version__, pa.__version__],
     }  # fmt: skip
-    digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES)
+    digest = settings_hash(settings)
     for split, part in splits.parts().items():
         digest.update(f"|{split}:{'none' if part is None else len(part)}|".encode())
         if part is not None:
@@ -96,7 +101,7 @@ def features_key(tokens_key: str, config: Config, spec: ModelSpec, dim: int) -> 
         "versions": [np.__version__, jax.__version__, getattr(jax.lib, "__version__", "")],
         "device": [jax.default_backend(), jax.devices()[0].device_kind],
     }  # fmt: skip
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode("utf-8"), digest_size=KEY_BYTES).hexdigest()
+    return settings_hash(settings).hexdigest()
 
 
 def code_digest(*modules: ModuleType) -> str:
