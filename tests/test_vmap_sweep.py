@@ -130,6 +130,29 @@ def test_a_member_finished_elsewhere_after_its_group_trained_keeps_the_finished_
     assert sorted(run.data.params["trainer.seed"] for run in experiment_runs(tmp_path)) == ["0", "1"]
 
 
+def test_a_sweeps_group_and_jobs_open_the_store_once(tmp_path, tiny_data, monkeypatch):
+    """The jobs of one process that share their work (a sweep's) share the opened store: its experiment is
+    read and its dead runs are sought once, not once per job; another store is opened apart."""
+    from glove_exp.app import pipeline
+    from glove_exp.app.identity import config_id
+    from glove_exp.app.shared import SharedWork
+    from glove_exp.app.store import Store
+
+    opened = []
+    real = Store.open.__func__
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, *args: opened.append(args[:2]) or real(cls, *args)))
+    shared = SharedWork(disk_bytes=None)
+    configs = [tiny_config(tiny_data, tmp_path, *FAST, f"trainer.seed={seed}") for seed in (0, 1)]
+    trained = train_together(configs, progress=False, max_size=None, shared=shared)
+    for config in configs:
+        assert pipeline.run(config, trained=trained[config_id(config)], shared=shared).skipped is None
+    other = tiny_config(tiny_data, tmp_path, *FAST, "tracking.experiment=other")
+    pipeline.run(other, shared=shared)
+    store = configs[0].tracking.uri
+    assert opened == [(store, "glove-exp"), (store, "other")]
+    assert len(experiment_runs(tmp_path)) == 2 and len(experiment_runs(tmp_path, "other")) == 1
+
+
 def test_a_job_config_that_the_sweeper_checked_is_not_composed_again():
     from omegaconf import OmegaConf
 

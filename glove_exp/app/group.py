@@ -38,7 +38,7 @@ def train_together(
 ) -> dict[str, Trained]:
     """Each unfinished config's training (by ``config_id``); nothing for fewer than two."""
     first = configs[0]
-    store = Store.open(first.tracking.uri, first.tracking.experiment, first.embeddings.cache_dir)
+    store = Store.reuse(first.tracking.uri, first.tracking.experiment, first.embeddings.cache_dir, shared)
     todo = [c for c in configs if not (c.tracking.skip_finished and finished_run(store, config_id(c)))]
     if len(todo) < 2:
         return {}

@@ -72,7 +72,7 @@ def run(
     :func:`glove_exp.app.stages.prepare`), unless its config has a FINISHED run
     (``tracking.skip_finished``); register the model if it is the best."""
     timer, interrupts = timer or StageTimer(), interrupts or Interrupts()
-    store = Store.open(config.tracking.uri, config.tracking.experiment, config.embeddings.cache_dir)
+    store = Store.reuse(config.tracking.uri, config.tracking.experiment, config.embeddings.cache_dir, shared)
     name = run_name(config, job)
     # A training done with its group was checked a moment ago; a run that finished since owns the config
     # (train_and_log's owner check), as for two parallel jobs.

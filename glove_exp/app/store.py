@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import mlflow
@@ -24,6 +26,9 @@ from mlflow.entities import RunStatus
 
 from glove_exp.core.errors import TrackingError, first_line
 from glove_exp.io.files import pid_alive, temp_path
+
+if TYPE_CHECKING:
+    from glove_exp.app.shared import SharedWork
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +210,15 @@ class Store:
             raise TrackingError(
                 f"no space left on device: {where}; free some space or set tracking.uri to another disk"
             ) from None
+
+    @classmethod
+    def reuse(cls, uri: str, experiment: str, cache_dir: str | Path | None, shared: SharedWork | None) -> Store:
+        """:meth:`open`, once per process for the jobs that share ``shared`` (a sweep's): each opening
+        reads the experiment and searches it for dead runs again, about 12 ms a job."""
+        if shared is None:
+            return cls.open(uri, experiment, cache_dir)
+        key = json.dumps([uri, experiment, None if cache_dir is None else str(cache_dir)])
+        return shared.reuse("store", key, lambda: cls.open(uri, experiment, cache_dir), lambda store: 0)[0]
 
     def end_dead_runs(self) -> None:
         """Runs left RUNNING by a process that no longer exists end KILLED: on this host, its pid is gone

@@ -185,21 +185,32 @@ class TrackedRun:
         self.write(values, [], [RunTag(key, value) for key, value in heartbeat().items()])
 
     def log_explanations(self, explanations: list[Explanation], pages: list[Path], artifact_path: str) -> None:
-        """Each explanation's page and, beside it, its data as ``<page name>.json``."""
-        for explanation, page in zip(explanations, pages):
-            self.call(self.store.client.log_artifact, str(page), artifact_path)
-            self.call(self.store.client.log_dict, explanation.data(), f"{artifact_path}/{page.stem}.json")
+        """Each explanation's page and, beside it, its data as ``<page name>.json``: the pages' folder (one
+        folder, holding nothing else, as :func:`~glove_exp.app.explain.write_pages` writes it) in one write."""
+        if not pages:
+            return
+        with self.store.writing():
+            for explanation, page in zip(explanations, pages):
+                text = json.dumps(explanation.data(), indent=2, default=str)  # as log_dict writes it
+                page.with_suffix(".json").write_text(text, encoding="utf-8")
+        self.call(self.store.client.log_artifacts, str(pages[0].parent), artifact_path)
+        for page in pages:
             log.info("LIME explanation %s/%s", artifact_path, page.name)
 
     def log_outcome(self, evaluation: Evaluation, class_names: list[str], title: str) -> None:
-        """The classification report and the confusion matrix (counts and plot); :meth:`log_final` writes
-        the metrics."""
-        client = self.store.client
-        self.call(client.log_text, evaluation.report_text, "classification_report.txt")
-        self.call(client.log_dict, evaluation.report, "classification_report.json")
-        self.call(client.log_text, confusion_csv(evaluation.confusion, class_names), "confusion_matrix.csv")
+        """The classification report and the confusion matrix (counts and plot), in one write;
+        :meth:`log_final` writes the metrics."""
+        files = {
+            "classification_report.txt": evaluation.report_text,
+            "classification_report.json": json.dumps(evaluation.report, indent=2, default=str),  # as log_dict
+            "confusion_matrix.csv": confusion_csv(evaluation.confusion, class_names),
+        }
         figure = confusion_figure(evaluation, class_names, title)
-        self.call(client.log_figure, figure, "confusion_matrix.png", save_kwargs=PNG_SAVE)
+        with tempfile.TemporaryDirectory(prefix="glove-exp-outcome-") as tmp, self.store.writing():
+            for name, text in files.items():
+                (Path(tmp) / name).write_text(text, encoding="utf-8")
+            figure.savefig(Path(tmp) / "confusion_matrix.png", **PNG_SAVE)  # what log_figure does
+            self.call(self.store.client.log_artifacts, tmp)
 
     def log_final(
         self, result: FitResult, evaluation: Evaluation, class_names: list[str], times: dict[str, float]
