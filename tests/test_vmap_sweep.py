@@ -132,7 +132,7 @@ def test_a_member_finished_elsewhere_after_its_group_trained_keeps_the_finished_
 
 def test_a_sweeps_group_and_jobs_open_the_store_once(tmp_path, tiny_data, monkeypatch):
     """The jobs of one process that share their work (a sweep's) share the opened store: its experiment is
-    read and its dead runs are sought once, not once per job; another store is opened apart."""
+    read and its dead runs are sought once, not once per job; another experiment is opened apart."""
     from glove_exp.app import pipeline
     from glove_exp.app.identity import config_id
     from glove_exp.app.shared import SharedWork
