@@ -153,6 +153,24 @@ def test_a_sweeps_group_and_jobs_open_the_store_once(tmp_path, tiny_data, monkey
     assert len(experiment_runs(tmp_path)) == 2 and len(experiment_runs(tmp_path, "other")) == 1
 
 
+def test_an_experiment_deleted_during_a_sweep_stops_its_next_job_with_one_line(tmp_path, tiny_data):
+    """The jobs share the store their first job opened; the next run's creation finds the experiment
+    deleted and says so as opening it would have."""
+    import mlflow
+
+    from glove_exp.app import pipeline
+    from glove_exp.app.shared import SharedWork
+    from glove_exp.core.errors import TrackingError
+
+    shared = SharedWork(disk_bytes=None)
+    first, second = (tiny_config(tiny_data, tmp_path, *FAST, f"trainer.seed={seed}") for seed in (0, 1))
+    pipeline.run(first, shared=shared)
+    client = mlflow.MlflowClient(first.tracking.uri)
+    client.delete_experiment(client.get_experiment_by_name("glove-exp").experiment_id)
+    with pytest.raises(TrackingError, match=r"^tracking.experiment='glove-exp' is deleted in sqlite:///.*; restore it"):
+        pipeline.run(second, shared=shared)
+
+
 def test_a_job_config_that_the_sweeper_checked_is_not_composed_again():
     from omegaconf import OmegaConf
 

@@ -189,9 +189,7 @@ class Store:
         except Exception as err:  # MLflow, SQLAlchemy, requests and OS errors all mean an unusable store
             raise TrackingError(f"tracking.uri={uri}: cannot open the tracking store ({first_line(err)})") from None
         if found.lifecycle_stage == "deleted":
-            raise TrackingError(
-                f"tracking.experiment={experiment!r} is deleted in {uri}; restore it (mlflow experiments restore) or pick another name"
-            )
+            raise deleted(experiment, uri)
         store = cls(uri, found.experiment_id, client)
         store.end_dead_runs()
         return store
@@ -220,6 +218,13 @@ class Store:
         key = json.dumps([uri, experiment, None if cache_dir is None else str(cache_dir)])
         return shared.reuse("store", key, lambda: cls.open(uri, experiment, cache_dir), lambda store: 0)[0]
 
+    def check_active(self) -> None:
+        """The error of :meth:`open` if the experiment has been deleted since it was opened (a sweep's jobs
+        share one opening, :meth:`reuse`); nothing otherwise."""
+        found = self.client.get_experiment(self.experiment_id)
+        if found.lifecycle_stage == "deleted":
+            raise deleted(found.name, self.uri)
+
     def end_dead_runs(self) -> None:
         """Runs left RUNNING by a process that no longer exists end KILLED: on this host, its pid is gone
         (SIGKILL, power loss); elsewhere, its heartbeat stopped (:func:`is_dead`)."""
@@ -228,6 +233,12 @@ class Store:
             if is_dead(run.data.tags, run.data.metrics, now):
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
                 log.warning("run %s was left RUNNING by a process that is gone; marked KILLED", run.info.run_id)
+
+
+def deleted(experiment: str, uri: str) -> TrackingError:
+    return TrackingError(
+        f"tracking.experiment={experiment!r} is deleted in {uri}; restore it (mlflow experiments restore) or pick another name"
+    )
 
 
 def is_dead(tags: dict[str, str], metrics: dict[str, float], now: float) -> bool:

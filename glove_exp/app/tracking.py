@@ -346,7 +346,11 @@ def tracked_run(store: Store, run_name: str, tags: dict[str, str], interrupts: I
     with interrupts.run():
         try:
             with interrupts.store_call(), store.writing():
-                run = store.client.create_run(store.experiment_id, run_name=run_name, tags=resolve_tags(tags))
+                try:
+                    run = store.client.create_run(store.experiment_id, run_name=run_name, tags=resolve_tags(tags))
+                except mlflow.exceptions.MlflowException:
+                    store.check_active()  # deleted since a sweep's first job opened it: the one-line error
+                    raise
                 run_id = run.info.run_id
             yield TrackedRun(store, run_id, interrupts)
             status = RunStatus.FINISHED
