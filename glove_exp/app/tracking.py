@@ -191,7 +191,8 @@ class TrackedRun:
             return
         with self.store.writing():
             for explanation, page in zip(explanations, pages):
-                page.with_suffix(".json").write_text(dict_json(explanation.data()), encoding="utf-8")
+                text = json.dumps(explanation.data(), indent=2, default=str)  # as log_dict writes it
+                page.with_suffix(".json").write_text(text, encoding="utf-8")
         self.call(self.store.client.log_artifacts, str(pages[0].parent), artifact_path)
         for page in pages:
             log.info("LIME explanation %s/%s", artifact_path, page.name)
@@ -201,7 +202,7 @@ class TrackedRun:
         :meth:`log_final` writes the metrics."""
         files = {
             "classification_report.txt": evaluation.report_text,
-            "classification_report.json": dict_json(evaluation.report),
+            "classification_report.json": json.dumps(evaluation.report, indent=2, default=str),  # as log_dict
             "confusion_matrix.csv": confusion_csv(evaluation.confusion, class_names),
         }
         figure = confusion_figure(evaluation, class_names, title)
@@ -294,11 +295,6 @@ def epoch_values(m: EpochMetrics) -> dict[str, float]:
     values = {"train/loss": m.train_loss, "train/accuracy": m.train_accuracy, "val/loss": m.val_loss,
               "val/accuracy": m.val_accuracy, "time/epoch_s": m.epoch_time_s}  # fmt: skip
     return {key: value for key, value in values.items() if value is not None}
-
-
-def dict_json(value: Any) -> str:
-    """``value`` as ``MlflowClient.log_dict`` writes a ``.json`` artifact."""
-    return json.dumps(value, indent=2, default=str)
 
 
 def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:
