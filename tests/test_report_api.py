@@ -313,3 +313,24 @@ def test_the_best_group_line_leaves_out_a_missing_validation_accuracy():
              "val_accuracy_ci_high": float("nan"), "test_accuracy_mean": 0.8, "test_accuracy_ci_low": float("nan"),
              "test_accuracy_ci_high": float("nan")}  # fmt: skip
     assert best_group_line(pd.DataFrame([group])) == "best of 1 group: model.pooling=mean (n=1): test 80.00 %"
+
+
+@pytest.mark.parametrize(
+    ("names", "label"),
+    [
+        (["max-seed=0", "max-seed=1", "max-seed=2"], "max"),  # a sweep over seeds alone
+        (["mean-trial3-seed0", "mean-trial3-seed1"], "mean-trial3"),  # a search's trial of two seeds
+        (
+            ["seed_tutorial-flatten-seed=0-lr=0.1", "seed_tutorial-flatten-seed=1-lr=0.1"],
+            "seed_tutorial-flatten-lr=0.1",
+        ),
+        (["mean", "mean"], "mean"),  # single runs
+        (["seedless-seed=3", "other"], "other / seedless"),  # newest first, as the runs are listed
+    ],
+)
+def test_a_lone_group_is_named_by_its_runs_names_without_their_seeds(tmp_path, names, label):
+    store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "glove-exp")
+    for seed, name in enumerate(names):
+        add_run(store.client, store.experiment_id, name, seed, seed=seed, metrics=scores(0.8, 0.8))
+    summary = summary_frame(runs_frame("glove-exp", f"sqlite:///{tmp_path}/mlflow.db"))
+    assert summary["group"].tolist() == [label] and summary["n"].tolist() == [len(names)]

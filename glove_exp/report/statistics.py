@@ -19,6 +19,7 @@ GROUP_COLUMN = f"tags.{GROUP_TAG}"
 # varies with the seed's split, so it names no configuration.
 DATA_PARAMS = "params.data."
 MISSING = "–"
+SEED_IN_NAME = re.compile(r"-seed=?\d+(?=-|$)")  # as run_name writes a seed: ``max-seed=2``, ``mean-trial3-seed1``
 # current metric name -> older spellings, read when a run lacks the current one
 METRIC_ALIASES: dict[str, tuple[str, ...]] = {
     "val/selected_accuracy": ("selected_val_accuracy",),
@@ -123,7 +124,8 @@ def param_text(value: object, digits: int) -> str:
 
 def group_labels(keys: pd.DataFrame, names: list[str], by_given: bool) -> list[str]:
     """``key=value`` of the group params (``--by``), or of those that differ between groups; a lone
-    group without ``--by`` is named by its runs' name(s). Numbers get as few digits as keep labels apart."""
+    group without ``--by`` is named by ``names`` (per group, its runs' names without their seeds: see
+    :func:`label_groups`). Numbers get as few digits as keep labels apart."""
     shown = list(keys.columns) if by_given else [c for c in keys.columns if keys[c].nunique(dropna=False) > 1]
     if not shown:
         return [" / ".join(dict.fromkeys(names)) or "all runs"] * len(keys)
@@ -207,7 +209,8 @@ def label_groups(runs: pd.DataFrame, by: list[str] | None) -> tuple[pd.Series, p
     keys = [key for key in keys if (per_group[key].nunique(dropna=False) <= 1).all()]
     first = per_group[keys].first() if keys else pd.DataFrame(index=pd.Index(gid.unique()))
     run_names = column(runs, "tags.mlflow.runName").groupby(gid, sort=False)
-    names = run_names.agg(lambda s: " / ".join(dict.fromkeys(s.dropna().astype(str)))).reindex(first.index)
+    names = run_names.agg(lambda s: " / ".join(dict.fromkeys(SEED_IN_NAME.sub("", n) for n in s.dropna().astype(str))))
+    names = names.reindex(first.index)
     groups = pd.DataFrame({"group": group_labels(first, names.fillna("").tolist(), by is not None)}, index=first.index)
     if by is None:
         ids = column(runs, GROUP_COLUMN).groupby(gid, sort=False).first().reindex(first.index)
