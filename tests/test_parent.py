@@ -103,3 +103,32 @@ def test_a_job_run_again_in_the_same_folder_counts_once_with_its_last_state(tmp_
     jobs = read_jobs(str(tmp_path))
     assert succeeded(jobs)
     assert summarise(jobs) == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"
+
+
+def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
+    """A job skipped because another sweep (or a single run) finished its config: that run is in the summary."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from glove_exp.app.sweep import record_job
+
+    config = sweep_config(tmp_path, "model.pooling=mean,max")
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    store, parent_id = callback.parent
+    for num, (pooling, accuracy, tags) in enumerate(
+        [("mean", 0.9, []), ("max", 0.8, [RunTag(MLFLOW_PARENT_RUN_ID, parent_id)])]
+    ):
+        run_id = store.client.create_run(store.experiment_id).info.run_id
+        metrics = [Metric(key, accuracy, 0, 0) for key in ("val/selected_accuracy", "test/accuracy")]
+        store.client.log_batch(run_id, metrics, [Param("model.pooling", pooling)], tags)
+        store.client.set_terminated(run_id)
+        status = "FINISHED" if tags else "SKIPPED"
+        record_job(
+            config.hydra.sweep.dir,
+            {"num": num, "overrides": [f"model.pooling={pooling}"], "status": status, "run_id": run_id},
+        )
+    callback.on_multirun_end(config)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("sweep: best of 2 groups: model.pooling=mean (n=1): val 90.00 %")
+    assert out[1] == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"

@@ -294,6 +294,24 @@ def test_log_sweep_summary_onto_the_parent(store, tmp_path):
     assert table["columns"][:2] == ["group", "group_id"] and len(table["data"]) == 2
 
 
+def test_log_sweep_summary_counts_the_runs_its_skipped_jobs_found(store, tmp_path):
+    uri, ids = store
+    shutil.copyfile(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    sweep_store = Store.open(f"sqlite:///{tmp_path}/mlflow.db", "glove-exp")
+    found = [ids["old-5"], ids["old-6"], ids["failed"], ids["0.01-seed=0"]]  # no parent; FAILED; a child already
+    line = publish.log_sweep_summary(sweep_store, ids["parent"], found)
+    assert line.startswith("sweep: best of 3 groups: optimizer.lr=0.01 (n=3): val 89.00 % [")
+    metrics = sweep_store.client.get_run(ids["parent"]).data.metrics
+    assert metrics["n_groups"] == 3
+    path = sweep_store.client.download_artifacts(ids["parent"], publish.TABLE_ARTIFACT, str(tmp_path))
+    table = pd.read_json(io.StringIO(Path(path).read_text()), orient="split")
+    assert dict(zip(table["group"], table["n"])) == {
+        "optimizer.lr=0.01": 3,
+        "optimizer.lr=0.1": 3,
+        "optimizer.lr=0.5": 2,
+    }
+
+
 def test_log_sweep_summary_without_finished_children(store, tmp_path):
     uri, ids = store
     shutil.copyfile(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")

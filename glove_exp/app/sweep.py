@@ -52,5 +52,10 @@ def summarise(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def found_before(jobs: list[dict[str, Any]]) -> list[str]:
+    """The runs that skipped jobs found FINISHED (the sweep's summary counts them)."""
+    return [job["run_id"] for job in jobs if job["status"] == "SKIPPED" and job.get("run_id")]
+
+
 def succeeded(jobs: list[dict[str, Any]]) -> bool:
     return not failed(jobs)

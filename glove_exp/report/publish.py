@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.store import Store
 from glove_exp.app.tracking import tracked_run
 from glove_exp.core.errors import GloveExpError, first_line
-from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, is_summary_run, quote, search_frame
+from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, is_summary_run, quote, run_frame, search_all
 from glove_exp.report.render import best_group_line, summary_note, write_report
 from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, canonical_metric, group_runs
 
@@ -67,13 +67,15 @@ def sweep_sort(runs: pd.DataFrame) -> str:
     return DEFAULT_SORT if DEFAULT_SORT in logged or FALLBACK_SORT not in logged else FALLBACK_SORT
 
 
-def log_sweep_summary(store: Store, parent_run_id: str) -> str:
+def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = ()) -> str:
     """Summarise the FINISHED children of sweep parent run ``parent_run_id`` (tag ``mlflow.parentRunId``)
-    onto it, per group of seeds (:func:`group_runs`), with :func:`log_summary`; returns one line naming the
-    best group. Without finished children it logs nothing and says so."""
+    and the FINISHED runs ``found`` (those the sweep's skipped jobs found: another sweep's, or single
+    runs) onto it, per group of seeds (:func:`group_runs`), with :func:`log_summary`; returns one line
+    naming the best group. Without such runs it logs nothing and says so."""
     where = f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quote(parent_run_id)} and attributes.status = 'FINISHED'"
     try:
-        runs = search_frame(store.client, [store.experiment_id], where)
+        children = search_all(store.client, [store.experiment_id], where)
+        runs = run_frame(children + found_runs(store, set(found) - {run.info.run_id for run in children}))
         runs = runs[~is_summary_run(runs)] if not runs.empty else runs
         if runs.empty:
             return f"sweep: no FINISHED runs under parent run {parent_run_id}; nothing logged"
@@ -86,3 +88,13 @@ def log_sweep_summary(store: Store, parent_run_id: str) -> str:
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the sweep summary to {store.uri}: {first_line(err)}") from err
     return f"sweep: {best_group_line(groups)}"
+
+
+def found_runs(store: Store, run_ids: set[str]) -> list[Run]:
+    """The FINISHED runs among ``run_ids``, in the store's experiment."""
+    if not run_ids:
+        return []
+    listed = ", ".join(quote(run_id) for run_id in sorted(run_ids))
+    return search_all(
+        store.client, [store.experiment_id], f"attributes.run_id IN ({listed}) and attributes.status = 'FINISHED'"
+    )

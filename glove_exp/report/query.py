@@ -8,7 +8,7 @@ import os
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Experiment, ViewType
+from mlflow.entities import Experiment, Run, ViewType
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -78,12 +78,21 @@ def search_frame(client: mlflow.MlflowClient, experiment_ids: list[str], filter_
     """The runs as MLflow's fluent ``search_runs(output_format="pandas")`` gives them: ``run_id``,
     ``experiment_id``, ``status``, ``artifact_uri``, ``start_time`` and ``end_time`` (UTC datetimes),
     then ``metrics.<key>`` (NaN where a run lacks it), ``params.<key>`` and ``tags.<key>`` (None)."""
+    return run_frame(search_all(client, experiment_ids, filter_string))
+
+
+def search_all(client: mlflow.MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
+    """Every active run that ``filter_string`` selects, page by page, newest first."""
     runs, token = [], None
     while True:
         page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY, PAGE_SIZE, page_token=token)
         runs, token = runs + list(page), page.token
         if not token:
-            break
+            return runs
+
+
+def run_frame(runs: list[Run]) -> pd.DataFrame:
+    """``runs`` as :func:`search_frame` gives them."""
     data: dict[str, list[object]] = {
         "run_id": [run.info.run_id for run in runs],
         "experiment_id": [run.info.experiment_id for run in runs],

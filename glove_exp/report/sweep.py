@@ -100,13 +100,13 @@ class SweepSummary(Callback):
         from mlflow.entities import RunStatus
 
         from glove_exp.app.parent import end_parent
-        from glove_exp.app.sweep import read_jobs, succeeded, summarise
+        from glove_exp.app.sweep import found_before, read_jobs, succeeded, summarise
         from glove_exp.io.console import say
         from glove_exp.report.publish import log_sweep_summary
 
         jobs = read_jobs(config.hydra.sweep.dir)
         if parent := self.close():
-            say(log_sweep_summary(*parent))
+            say(log_sweep_summary(*parent, found_before(jobs)))
             end_parent(*parent, RunStatus.FINISHED if succeeded(jobs) else RunStatus.FAILED)
         if jobs:
             say(summarise(jobs))
