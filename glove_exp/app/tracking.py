@@ -69,6 +69,7 @@ DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # what the runs table's Dataset column shows
 MAX_BATCH_VALUES = 1000  # MLflow's limits of one log_batch: metrics, params and tags in all,
 MAX_BATCH_KEYS = 100  # and params, and tags, each
+DICT_JSON = functools.partial(json.dumps, indent=2, default=str)  # the JSON that MLflow's log_dict writes
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "mlflow", "datasets", "scikit-learn", "hydra-core")
 
 
@@ -191,8 +192,7 @@ class TrackedRun:
             return
         with self.store.writing():
             for explanation, page in zip(explanations, pages):
-                text = json.dumps(explanation.data(), indent=2, default=str)  # as log_dict writes it
-                page.with_suffix(".json").write_text(text, encoding="utf-8")
+                page.with_suffix(".json").write_text(DICT_JSON(explanation.data()), encoding="utf-8")
         self.call(self.store.client.log_artifacts, str(pages[0].parent), artifact_path)
         for page in pages:
             log.info("LIME explanation %s/%s", artifact_path, page.name)
@@ -202,7 +202,7 @@ class TrackedRun:
         :meth:`log_final` writes the metrics."""
         files = {
             "classification_report.txt": evaluation.report_text,
-            "classification_report.json": json.dumps(evaluation.report, indent=2, default=str),  # as log_dict
+            "classification_report.json": DICT_JSON(evaluation.report),
             "confusion_matrix.csv": confusion_csv(evaluation.confusion, class_names),
         }
         figure = confusion_figure(evaluation, class_names, title)
