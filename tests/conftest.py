@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# What `glove-exp` sets before it imports MLflow (cli.quiet_environment); here before any test does.
+# What `glove-exp` sets before it imports MLflow (io.console.quiet_environment); here before any test does.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 # Hyperparameters of glove_exp.core.models.ModelSpec and glove_exp.core.train.make_optimizer for small

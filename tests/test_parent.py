@@ -105,8 +105,9 @@ def test_a_job_run_again_in_the_same_folder_counts_once_with_its_last_state(tmp_
     assert summarise(jobs) == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"
 
 
-def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
-    """A job skipped because another sweep (or a single run) finished its config: that run is in the summary."""
+def sweep_with_a_found_run(tmp_path):
+    """A sweep of two jobs, ended through the callback: ``max`` trained as its child, ``mean`` skipped
+    because a run outside it (another sweep's) had finished that config; returns the config and the ids."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -116,19 +117,54 @@ def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
     callback = SweepSummary()
     callback.on_multirun_start(config)
     store, parent_id = callback.parent
-    for num, (pooling, accuracy, tags) in enumerate(
-        [("mean", 0.9, []), ("max", 0.8, [RunTag(MLFLOW_PARENT_RUN_ID, parent_id)])]
-    ):
-        run_id = store.client.create_run(store.experiment_id).info.run_id
+    sweeps = {"mean": "multirun/an-earlier-sweep", "max": config.hydra.sweep.dir}
+    run_ids = {}
+    for num, (pooling, accuracy) in enumerate([("mean", 0.9), ("max", 0.8)]):
+        tags = [RunTag("sweep_id", sweeps[pooling])] + [RunTag(MLFLOW_PARENT_RUN_ID, parent_id)] * (pooling == "max")
+        run_ids[pooling] = run_id = store.client.create_run(store.experiment_id).info.run_id
         metrics = [Metric(key, accuracy, 0, 0) for key in ("val/selected_accuracy", "test/accuracy")]
         store.client.log_batch(run_id, metrics, [Param("model.pooling", pooling)], tags)
         store.client.set_terminated(run_id)
-        status = "FINISHED" if tags else "SKIPPED"
+        status = "SKIPPED" if pooling == "mean" else "FINISHED"
         record_job(
             config.hydra.sweep.dir,
             {"num": num, "overrides": [f"model.pooling={pooling}"], "status": status, "run_id": run_id},
         )
     callback.on_multirun_end(config)
+    return config, run_ids
+
+
+def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
+    """A job skipped because another sweep (or a single run) finished its config: that run is in the summary."""
+    sweep_with_a_found_run(tmp_path)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("sweep: best of 2 groups: model.pooling=mean (n=1): val 90.00 %")
     assert out[1] == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"
+
+
+def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, capsys, monkeypatch):
+    """``glove-exp-report --sweep`` reads what the sweep's summary counted: its own runs and the found ones,
+    quietly (no MLflow transfer bar as it reads the record)."""
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from glove_exp.report.cli import main
+    from glove_exp.report.query import load_runs
+
+    config, run_ids = sweep_with_a_found_run(tmp_path)
+    runs, sweep = load_runs(store_uri(tmp_path), config.tracking.experiment, config.hydra.sweep.dir)
+    assert sweep == config.hydra.sweep.dir
+    assert sorted(runs["run_id"]) == sorted(run_ids.values())
+    earlier, _ = load_runs(store_uri(tmp_path), config.tracking.experiment, "multirun/an-earlier-sweep")
+    assert list(earlier["run_id"]) == [run_ids["mean"]]  # the other way round, nothing was found
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "")  # removed after the test, whatever main() sets
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    capsys.readouterr()
+    main(["--tracking-uri", store_uri(tmp_path), "--sweep", config.hydra.sweep.dir, "--out", str(tmp_path), "--log"])
+    assert capsys.readouterr().err == ""  # the report's own lines go to stdout
+    [report] = MlflowClient(store_uri(tmp_path)).search_runs(
+        [runs["experiment_id"][0]], "tags.`glove_exp.report` = 'true'"
+    )
+    assert report.data.metrics["n_groups"] == 2
+    found = MlflowClient(store_uri(tmp_path)).get_run(run_ids["mean"])
+    assert MLFLOW_PARENT_RUN_ID not in found.data.tags  # another sweep's run is not moved under this report

@@ -605,6 +605,22 @@ def test_run_names_say_what_differs(job, expected, tiny_data, tmp_path):
     assert run_name(config, job) == expected
 
 
+@pytest.mark.parametrize(
+    ("job", "seedless"),
+    [
+        (JobInfo(num=4, overrides=("model.pooling=flatten", "trainer.seed=12"), varying=("model.pooling", "trainer.seed")), "flatten"),
+        (JobInfo(num=1, overrides=("trainer.seed=3", "trainer.max_tokens=100"), varying=("trainer.seed", "trainer.max_tokens")), "mean-max_tokens=100"),
+        (JobInfo(num=7, overrides=("trainer.seed=1", "hparams_search.seeds=2"), trial=3), "mean-trial3"),
+    ],
+)  # fmt: skip
+def test_the_report_reads_the_seed_out_of_run_names_as_they_are_written(job, seedless, tiny_data, tmp_path):
+    """A lone group is labelled by its runs' names without their seeds (report.statistics.SEED_IN_NAME)."""
+    from glove_exp.report.statistics import SEED_IN_NAME
+
+    config = tiny_config(tiny_data, tmp_path, *job.overrides)
+    assert SEED_IN_NAME.sub("", run_name(config, job)) == seedless
+
+
 def test_runs_left_running_by_a_dead_process_end_killed(tmp_path):
     import socket
     import subprocess

@@ -17,22 +17,13 @@ from typing import Any
 from glove_exp.app.interrupts import Interrupts, ignore_signals, interrupted_message, signal_number
 from glove_exp.app.session import Session, end_start_up, pause_collector
 from glove_exp.core.errors import GloveExpError
-from glove_exp.io.console import say
+from glove_exp.io.console import quiet_environment, say
 
 PROG = "glove-exp"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # glove_exp/
 # conf/ lies inside the package in a wheel (pyproject.toml maps it there), beside it in a checkout
 CONFIG_PATH = str(PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf")
 log = logging.getLogger("glove_exp")
-
-
-def quiet_environment(terminal: bool) -> None:
-    """Library settings for a quiet console: no MLflow transfer bars, no colour codes in pipes."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every Ray job's summary line, not "[repeated 3x across cluster]"
-    if not terminal:
-        os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
 
 
 def one_line(err: BaseException) -> str:

@@ -1,11 +1,21 @@
-"""Result lines on stdout that survive a reader gone away (``glove-exp -m ... | head -1``): the run's
-outcome is in MLflow and the sweep's record, so a closed pipe must not fail a job or the process."""
+"""The console both CLIs share: library settings that keep it quiet, and result lines on stdout that
+survive a reader gone away (``glove-exp -m ... | head -1``): the run's outcome is in MLflow and the
+sweep's record, so a closed pipe must not fail a job or the process."""
 
 from __future__ import annotations
 
 import io
 import os
 import sys
+
+
+def quiet_environment(terminal: bool) -> None:
+    """Library settings for a quiet console: no MLflow transfer bars, no colour codes in pipes."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every Ray job's summary line, not "[repeated 3x across cluster]"
+    if not terminal:
+        os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
 
 
 def say(line: str) -> None:

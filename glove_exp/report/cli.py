@@ -11,11 +11,12 @@ from pathlib import Path
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
+from glove_exp.io.console import quiet_environment
 from glove_exp.report.compare import diff_params, find_group, find_run, paired, paired_report, run_label
 from glove_exp.report.publish import PROG, TABLE_ARTIFACT, log_report
 from glove_exp.report.query import load_runs, runs_frame, sweep_key
 from glove_exp.report.render import FORMATS, format_table, group_display, summary_note, write_report
-from glove_exp.report.statistics import DEFAULT_SORT, check_sort, group_runs, summary_frame
+from glove_exp.report.statistics import DEFAULT_SORT, check_sort, column, group_runs, summary_frame
 
 
 def _path_part(text: str, fallback: str) -> str:
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep",
         help="only runs of this sweep: its sweep_id tag, i.e. Hydra's sweep folder such as "
         "multirun/2026-11-25/12-00-00 (compared after os.path.normpath; absolute or relative to the cwd), "
-        "or 'latest' for the sweep of the most recently started run",
+        "or 'latest' for the sweep of the most recently started run; with the runs its skipped jobs found "
+        "(configs another sweep or a single run had finished)",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -124,7 +126,7 @@ def diff(args: argparse.Namespace, uri: str) -> None:
 
 def compare_groups(args: argparse.Namespace, uri: str) -> None:
     """``--paired``: two groups over their shared seeds."""
-    runs = load_runs(uri, args.experiment, args.sweep)
+    runs, _ = load_runs(uri, args.experiment, args.sweep)
     sort = check_sort(runs, args.sort)
     groups = summary_frame(runs, metrics=(sort,), sort=sort)
     where = f"experiment {args.experiment!r}" + (f", sweep {args.sweep!r}" if args.sweep else "")
@@ -141,8 +143,7 @@ def report(args: argparse.Namespace) -> None:
     if args.diff or args.paired:
         (diff if args.diff else compare_groups)(args, uri)
         return
-    runs = load_runs(uri, args.experiment, args.sweep)
-    sweep = str(runs["tags.sweep_id"].iloc[0]) if args.sweep and "tags.sweep_id" in runs.columns else None
+    runs, sweep = load_runs(uri, args.experiment, args.sweep)
     sort = check_sort(runs, args.sort)
     groups, run_rows = group_runs(runs, args.by, sort)
     title = f"{args.experiment}: sweep {sweep}" if sweep else f"{args.experiment}: all finished runs"
@@ -159,12 +160,14 @@ def report(args: argparse.Namespace) -> None:
             "sort": sort,
             "group_by": ",".join(args.by) if args.by else "glove_exp.group_id (seeds of one config)",
         }
-        run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, list(runs["run_id"]))
+        own = runs[column(runs, "tags.sweep_id") == sweep]["run_id"] if sweep else runs["run_id"]
+        run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, list(own))
         print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}", file=status)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    quiet_environment(sys.stderr.isatty())
     try:
         report(args)
     except GloveExpError as err:

@@ -10,14 +10,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import Metric, Run, RunTag
+from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from glove_exp.app.interrupts import Interrupts
 from glove_exp.app.store import Store
 from glove_exp.app.tracking import tracked_run
 from glove_exp.core.errors import GloveExpError, first_line
-from glove_exp.report.query import REPORT_TAG, STORE_ERRORS, is_summary_run, quote, run_frame, search_all
+from glove_exp.report.query import (
+    FOUND_ARTIFACT,
+    REPORT_TAG,
+    STORE_ERRORS,
+    finished_among,
+    is_summary_run,
+    quote,
+    run_frame,
+    search_all,
+)
 from glove_exp.report.render import best_group_line, summary_note, write_report
 from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, canonical_metric, group_runs
 
@@ -70,15 +79,19 @@ def sweep_sort(runs: pd.DataFrame) -> str:
 def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = ()) -> str:
     """Summarise the FINISHED children of sweep parent run ``parent_run_id`` (tag ``mlflow.parentRunId``)
     and the FINISHED runs ``found`` (those the sweep's skipped jobs found: another sweep's, or single
-    runs) onto it, per group of seeds (:func:`group_runs`), with :func:`log_summary`; returns one line
-    naming the best group. Without such runs it logs nothing and says so."""
+    runs) onto it, per group of seeds (:func:`group_runs`), with :func:`log_summary`, and record the
+    latter (:data:`FOUND_ARTIFACT`, which ``glove-exp-report --sweep`` reads); returns one line naming the
+    best group. Without such runs it logs nothing and says so."""
     where = f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quote(parent_run_id)} and attributes.status = 'FINISHED'"
     try:
         children = search_all(store.client, [store.experiment_id], where)
-        runs = run_frame(children + found_runs(store, set(found) - {run.info.run_id for run in children}))
+        others = finished_among(store.client, [store.experiment_id], set(found) - {run.info.run_id for run in children})
+        runs = run_frame(children + others)
         runs = runs[~is_summary_run(runs)] if not runs.empty else runs
         if runs.empty:
             return f"sweep: no FINISHED runs under parent run {parent_run_id}; nothing logged"
+        if others:
+            store.client.log_dict(parent_run_id, {"run_ids": sorted(run.info.run_id for run in others)}, FOUND_ARTIFACT)
         sort = sweep_sort(runs)
         groups, run_rows = group_runs(runs, None, sort)
         title = f"sweep {store.client.get_run(parent_run_id).info.run_name or parent_run_id}"
@@ -88,13 +101,3 @@ def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = (
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the sweep summary to {store.uri}: {first_line(err)}") from err
     return f"sweep: {best_group_line(groups)}"
-
-
-def found_runs(store: Store, run_ids: set[str]) -> list[Run]:
-    """The FINISHED runs among ``run_ids``, in the store's experiment."""
-    if not run_ids:
-        return []
-    listed = ", ".join(quote(run_id) for run_id in sorted(run_ids))
-    return search_all(
-        store.client, [store.experiment_id], f"attributes.run_id IN ({listed}) and attributes.status = 'FINISHED'"
-    )

@@ -3,7 +3,11 @@ URI or fluent API. Sweep ids are the ``sweep_id`` tag: Hydra's sweep folder as t
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,6 +24,7 @@ from glove_exp.report.statistics import column
 
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
 SWEEP_ROLE = "sweep"  # ROLE_TAG of a sweep's parent run
+FOUND_ARTIFACT = "found_runs.json"  # on a sweep's parent: the runs its skipped jobs found ({"run_ids": [...]})
 STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
 PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs asks for
 
@@ -162,17 +167,53 @@ def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: st
     )
 
 
-def load_runs(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """FINISHED runs of ``experiment`` (or of one ``sweep``, ``latest`` for the newest), report runs left out."""
+def finished_among(client: mlflow.MlflowClient, experiment_ids: list[str], run_ids: Iterable[str]) -> list[Run]:
+    """The FINISHED runs among ``run_ids``, in one search."""
+    listed = ", ".join(quote(run_id) for run_id in sorted(set(run_ids)))
+    if not listed:
+        return []
+    return search_all(client, experiment_ids, f"attributes.run_id IN ({listed}) and attributes.status = 'FINISHED'")
+
+
+def found_by_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str) -> set[str]:
+    """The runs that sweep ``sweep_id``'s skipped jobs found (another sweep's, or single runs), as its
+    parent runs recorded them (:data:`FOUND_ARTIFACT`)."""
+    where = f"tags.sweep_id = {quote(sweep_id)} and tags.`{ROLE_TAG}` = {quote(SWEEP_ROLE)}"
+    found: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="glove-exp-report-") as tmp:
+        for parent in search_all(client, [experiment.experiment_id], where):
+            run_id = parent.info.run_id
+            if any(item.path == FOUND_ARTIFACT for item in client.list_artifacts(run_id)):
+                path = client.download_artifacts(run_id, FOUND_ARTIFACT, str(Path(tmp) / run_id))
+                found |= set(json.loads(Path(path).read_text(encoding="utf-8"))["run_ids"])
+    return found
+
+
+def with_found(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's ``runs`` and the FINISHED runs its skipped jobs found (:func:`found_by_sweep`), newest first."""
+    try:
+        others = finished_among(client, [experiment.experiment_id], found_by_sweep(client, experiment, sweep_id))
+    except STORE_ERRORS as err:
+        raise store_error(client.tracking_uri, err) from err
+    others = [run for run in others if run.info.run_id not in set(runs["run_id"])]
+    if not others:
+        return runs
+    return pd.concat([runs, run_frame(others)]).sort_values("start_time", ascending=False, kind="stable")
+
+
+def load_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """FINISHED runs of ``experiment``, report runs left out, or those of one ``sweep`` (``latest`` for the
+    newest) with the runs its skipped jobs found; and that sweep's ``sweep_id`` as stored."""
     client = open_client(uri)
     found = find_experiment(client, experiment)
-    query = "attributes.status = 'FINISHED'"
-    where = f"experiment {experiment!r}"
+    query, where, stored = "attributes.status = 'FINISHED'", f"experiment {experiment!r}", None
     if sweep is not None:
         stored = resolve_sweep(client, found, sweep)
         query += f" and tags.sweep_id = {quote(stored)}"
         where = f"sweep {stored!r} of {where}"
     runs = search(client, found, query)
+    if stored is not None:
+        runs = with_found(client, found, stored, runs)
     if runs.empty:
         raise GloveExpError(f"no FINISHED runs in {where}")
-    return runs.reset_index(drop=True)
+    return runs.reset_index(drop=True), stored
