@@ -142,6 +142,23 @@ def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
     assert out[1] == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"
 
 
+def test_the_latest_sweep_may_be_one_whose_jobs_all_found_their_runs(tmp_path):
+    """Its parent is its only run: ``--sweep latest`` and its folder still find it, with the found runs."""
+    from glove_exp.app.sweep import record_job
+    from glove_exp.report.query import load_runs
+
+    _, run_ids = sweep_with_a_found_run(tmp_path)
+    config = sweep_config(tmp_path, "model.pooling=max")
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    record_job(config.hydra.sweep.dir, {"num": 0, "overrides": ["model.pooling=max"], "status": "SKIPPED",
+                                        "run_id": run_ids["max"]})  # fmt: skip
+    callback.on_multirun_end(config)
+    for sweep in ("latest", config.hydra.sweep.dir):
+        runs, stored = load_runs(store_uri(tmp_path), config.tracking.experiment, sweep)
+        assert stored == config.hydra.sweep.dir and list(runs["run_id"]) == [run_ids["max"]]
+
+
 def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, capsys, monkeypatch):
     """``glove-exp-report --sweep`` reads what the sweep's summary counted: its own runs and the found ones,
     quietly (no MLflow transfer bar as it reads the record)."""

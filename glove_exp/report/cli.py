@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep",
         help="only runs of this sweep: its sweep_id tag, i.e. Hydra's sweep folder such as "
         "multirun/2026-11-25/12-00-00 (compared after os.path.normpath; absolute or relative to the cwd), "
-        "or 'latest' for the sweep of the most recently started run; with the runs its skipped jobs found "
+        "or 'latest' for the most recently started sweep; with the runs its skipped jobs found "
         "(configs another sweep or a single run had finished)",
     )
     parser.add_argument(

@@ -115,9 +115,11 @@ def run_frame(runs: list[Run]) -> pd.DataFrame:
 
 def is_summary_run(runs: pd.DataFrame) -> pd.Series:
     """Per run, whether it summarises others rather than trains: a sweep's parent or a ``--log`` report run."""
-    return (column(runs, f"tags.{ROLE_TAG}") == SWEEP_ROLE).fillna(False) | (
-        column(runs, f"tags.{REPORT_TAG}") == "true"
-    ).fillna(False)
+    return (column(runs, f"tags.{ROLE_TAG}") == SWEEP_ROLE).fillna(False) | is_report_run(runs)
+
+
+def is_report_run(runs: pd.DataFrame) -> pd.Series:
+    return (column(runs, f"tags.{REPORT_TAG}") == "true").fillna(False)
 
 
 def search(
@@ -150,8 +152,10 @@ def runs_frame(
 
 
 def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
-    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: that of the newest run with one)."""
-    runs = search(client, experiment)
+    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: that of the newest run with one). Parent
+    runs count: a sweep whose jobs all found their configs finished has no runs of its own."""
+    runs = search(client, experiment, summaries=True)
+    runs = runs[~is_report_run(runs)] if not runs.empty else runs
     ids = [s for s in column(runs, "tags.sweep_id").dropna().tolist() if s]  # newest first
     if sweep == "latest":
         if not ids:
