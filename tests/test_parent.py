@@ -178,7 +178,9 @@ def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, cap
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     capsys.readouterr()
     main(["--tracking-uri", store_uri(tmp_path), "--sweep", config.hydra.sweep.dir, "--out", str(tmp_path), "--log"])
-    assert capsys.readouterr().err == ""  # the report's own lines go to stdout
+    printed = capsys.readouterr()
+    assert printed.err == ""  # the report's own lines go to stdout
+    assert "\n2 runs (1 finished before the sweep, found by its skipped jobs) in 2 groups (" in printed.out
     [report] = MlflowClient(store_uri(tmp_path)).search_runs(
         [runs["experiment_id"][0]], "tags.`glove_exp.report` = 'true'"
     )

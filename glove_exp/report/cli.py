@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
@@ -147,7 +149,8 @@ def report(args: argparse.Namespace) -> None:
     sort = check_sort(runs, args.sort)
     groups, run_rows = group_runs(runs, args.by, sort)
     title = f"{args.experiment}: sweep {sweep}" if sweep else f"{args.experiment}: all finished runs"
-    note = summary_note(groups, len(run_rows), args.by, sort)
+    own = (column(runs, "tags.sweep_id") == sweep).fillna(False) if sweep else pd.Series(True, index=runs.index)
+    note = summary_note(groups, len(run_rows), args.by, sort, int((~own).sum()))
     markdown = args.format == "markdown"
     status = sys.stdout if markdown else sys.stderr  # csv and json print the table alone
     if markdown:
@@ -160,8 +163,8 @@ def report(args: argparse.Namespace) -> None:
             "sort": sort,
             "group_by": ",".join(args.by) if args.by else "glove_exp.group_id (seeds of one config)",
         }
-        own = runs[column(runs, "tags.sweep_id") == sweep]["run_id"] if sweep else runs["run_id"]
-        run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, list(own))
+        run_ids = list(runs.loc[own, "run_id"])  # found runs keep their parents
+        run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, run_ids)
         print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}", file=status)
 
 

@@ -96,7 +96,9 @@ def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = (
         groups, run_rows = group_runs(runs, None, sort)
         title = f"sweep {store.client.get_run(parent_run_id).info.run_name or parent_run_id}"
         with tempfile.TemporaryDirectory(prefix="glove-exp-sweep-") as tmp:
-            files = write_report(groups, run_rows, Path(tmp), title, summary_note(groups, len(runs), None, sort))
+            files = write_report(
+                groups, run_rows, Path(tmp), title, summary_note(groups, len(runs), None, sort, len(others))
+            )
             log_summary(lambda write, *args, **kw: write(parent_run_id, *args, **kw), store, groups, files)
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the sweep summary to {store.uri}: {first_line(err)}") from err

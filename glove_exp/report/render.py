@@ -122,12 +122,14 @@ def to_markdown(display: pd.DataFrame) -> str:
     return display.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
 
-def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: str) -> str:
-    """The paragraph under the title: grouping, ranking, columns and the settings every group shares."""
+def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: str, found: int = 0) -> str:
+    """The paragraph under the title: grouping, ranking, columns and the settings every group shares
+    (``found``: how many of the runs a sweep's skipped jobs found, trained before it)."""
     grouping = f"grouped by {', '.join(by)}" if by else "one group per configuration, over trainer.seed"
     common = ", ".join(f"{name} {param_text(value, 3)}" for name, value in common_settings(groups).items())
+    earlier = f" ({found} finished before the sweep, found by its skipped jobs)" if found else ""
     return (
-        f"{n_runs} runs in {len(groups)} groups ({grouping}), best mean {sort} first. Accuracies in %: "
+        f"{n_runs} runs{earlier} in {len(groups)} groups ({grouping}), best mean {sort} first. Accuracies in %: "
         "group mean, sample standard deviation (sd) and 95% Student t interval (CI); validation is the kept "
         f"model's; {MISSING} where a group has no value, or a single run for sd and CI."
         + (f" Same in every group: {common}." if common else "")
