@@ -105,33 +105,54 @@ def test_a_job_run_again_in_the_same_folder_counts_once_with_its_last_state(tmp_
     assert summarise(jobs) == "sweep: 2 of 2 jobs finished (1 skipped: finished before)"
 
 
-def sweep_with_a_found_run(tmp_path):
-    """A sweep of two jobs, ended through the callback: ``max`` trained as its child, ``mean`` skipped
-    because a run outside it (another sweep's) had finished that config; returns the config and the ids."""
-    from mlflow.entities import Metric, Param, RunTag
+def finish_sweep(config, jobs, found=None, end=True):
+    """A sweep's jobs through the callback as Hydra calls it: each pooling in ``jobs`` trains a child run
+    with that validation and test accuracy, each in ``found`` is skipped, finding that run id; returns the
+    trained runs' ids by pooling. ``end=False``: the sweep is interrupted after its jobs."""
+    from mlflow.entities import RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from glove_exp.app.sweep import record_job
 
-    config = sweep_config(tmp_path, "model.pooling=mean,max")
     callback = SweepSummary()
     callback.on_multirun_start(config)
     store, parent_id = callback.parent
-    sweeps = {"mean": "multirun/an-earlier-sweep", "max": config.hydra.sweep.dir}
-    run_ids = {}
-    for num, (pooling, accuracy) in enumerate([("mean", 0.9), ("max", 0.8)]):
-        tags = [RunTag("sweep_id", sweeps[pooling])] + [RunTag(MLFLOW_PARENT_RUN_ID, parent_id)] * (pooling == "max")
-        run_ids[pooling] = run_id = store.client.create_run(store.experiment_id).info.run_id
-        metrics = [Metric(key, accuracy, 0, 0) for key in ("val/selected_accuracy", "test/accuracy")]
-        store.client.log_batch(run_id, metrics, [Param("model.pooling", pooling)], tags)
-        store.client.set_terminated(run_id)
-        status = "SKIPPED" if pooling == "mean" else "FINISHED"
-        record_job(
-            config.hydra.sweep.dir,
-            {"num": num, "overrides": [f"model.pooling={pooling}"], "status": status, "run_id": run_id},
-        )
-    callback.on_multirun_end(config)
-    return config, run_ids
+    run_ids, num = {}, 0
+    for pooling, accuracy in jobs.items():
+        tags = [RunTag("sweep_id", config.hydra.sweep.dir), RunTag(MLFLOW_PARENT_RUN_ID, parent_id)]
+        run_ids[pooling] = run_id = add_run(store, pooling, accuracy, tags)
+        record_job(config.hydra.sweep.dir, {"num": num, "overrides": [f"model.pooling={pooling}"],
+                                            "status": "FINISHED", "run_id": run_id})  # fmt: skip
+        num += 1
+    for pooling, run_id in (found or {}).items():
+        record_job(config.hydra.sweep.dir, {"num": num, "overrides": [f"model.pooling={pooling}"],
+                                            "status": "SKIPPED", "run_id": run_id})  # fmt: skip
+        num += 1
+    callback.on_multirun_end(config) if end else callback.end_killed()
+    return run_ids
+
+
+def add_run(store, pooling, accuracy, tags):
+    from mlflow.entities import Metric, Param
+
+    run_id = store.client.create_run(store.experiment_id).info.run_id
+    metrics = [Metric(key, accuracy, 0, 0) for key in ("val/selected_accuracy", "test/accuracy")]
+    store.client.log_batch(run_id, metrics, [Param("model.pooling", pooling)], tags)
+    store.client.set_terminated(run_id)
+    return run_id
+
+
+def sweep_with_a_found_run(tmp_path):
+    """A sweep of two jobs: ``max`` trained as its child, ``mean`` skipped because another sweep had
+    finished that config; returns the config and the ids."""
+    from mlflow.entities import RunTag
+
+    from glove_exp.app.store import Store
+
+    config = sweep_config(tmp_path, "model.pooling=mean,max")
+    store = Store.open(store_uri(tmp_path), config.tracking.experiment)
+    earlier = add_run(store, "mean", 0.9, [RunTag("sweep_id", "multirun/an-earlier-sweep")])
+    return config, finish_sweep(config, {"max": 0.8}, found={"mean": earlier}) | {"mean": earlier}
 
 
 def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
@@ -144,19 +165,31 @@ def test_the_summary_counts_the_runs_that_skipped_jobs_found(tmp_path, capsys):
 
 def test_the_latest_sweep_may_be_one_whose_jobs_all_found_their_runs(tmp_path):
     """Its parent is its only run: ``--sweep latest`` and its folder still find it, with the found runs."""
-    from glove_exp.app.sweep import record_job
     from glove_exp.report.query import load_runs
 
     _, run_ids = sweep_with_a_found_run(tmp_path)
     config = sweep_config(tmp_path, "model.pooling=max")
-    callback = SweepSummary()
-    callback.on_multirun_start(config)
-    record_job(config.hydra.sweep.dir, {"num": 0, "overrides": ["model.pooling=max"], "status": "SKIPPED",
-                                        "run_id": run_ids["max"]})  # fmt: skip
-    callback.on_multirun_end(config)
+    finish_sweep(config, {}, found={"max": run_ids["max"]})
     for sweep in ("latest", config.hydra.sweep.dir):
-        runs, stored = load_runs(store_uri(tmp_path), config.tracking.experiment, sweep)
-        assert stored == config.hydra.sweep.dir and list(runs["run_id"]) == [run_ids["max"]]
+        selected = load_runs(store_uri(tmp_path), config.tracking.experiment, sweep)
+        assert selected.sweep == config.hydra.sweep.dir and list(selected.runs["run_id"]) == [run_ids["max"]]
+    again = sweep_config(tmp_path, "model.pooling=mean,max")  # the first command again: its parent reopens
+    finish_sweep(again, {}, found=run_ids)
+    assert load_runs(store_uri(tmp_path), config.tracking.experiment, "latest").sweep == again.hydra.sweep.dir
+
+
+def test_a_resumed_sweep_reports_the_runs_of_its_first_attempt(tmp_path, capsys):
+    """The same command again (a new sweep folder) reopens the parent; the jobs the first attempt finished
+    are skipped, and the report of the new folder, like the summary, has their runs."""
+    from glove_exp.report.query import load_runs
+
+    first = sweep_config(tmp_path, "model.pooling=mean,max")
+    trained = finish_sweep(first, {"mean": 0.9}, end=False)  # Ctrl-C before max
+    again = sweep_config(tmp_path, "model.pooling=mean,max")
+    trained |= finish_sweep(again, {"max": 0.8}, found={"mean": trained["mean"]})
+    assert "sweep: best of 2 groups: model.pooling=mean (n=1)" in capsys.readouterr().out
+    selected = load_runs(store_uri(tmp_path), again.tracking.experiment, "latest")
+    assert sorted(selected.runs["run_id"]) == sorted(trained.values()) and selected.found == {trained["mean"]}
 
 
 def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, capsys, monkeypatch):
@@ -169,11 +202,11 @@ def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, cap
     from glove_exp.report.query import load_runs
 
     config, run_ids = sweep_with_a_found_run(tmp_path)
-    runs, sweep = load_runs(store_uri(tmp_path), config.tracking.experiment, config.hydra.sweep.dir)
-    assert sweep == config.hydra.sweep.dir
-    assert sorted(runs["run_id"]) == sorted(run_ids.values())
-    earlier, _ = load_runs(store_uri(tmp_path), config.tracking.experiment, "multirun/an-earlier-sweep")
-    assert list(earlier["run_id"]) == [run_ids["mean"]]  # the other way round, nothing was found
+    selected = load_runs(store_uri(tmp_path), config.tracking.experiment, config.hydra.sweep.dir)
+    assert selected.sweep == config.hydra.sweep.dir and selected.found == {run_ids["mean"]}
+    assert sorted(selected.runs["run_id"]) == sorted(run_ids.values())
+    earlier = load_runs(store_uri(tmp_path), config.tracking.experiment, "multirun/an-earlier-sweep")
+    assert list(earlier.runs["run_id"]) == [run_ids["mean"]] and not earlier.found  # nothing found the other way
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "")  # removed after the test, whatever main() sets
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     capsys.readouterr()
@@ -182,7 +215,7 @@ def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, cap
     assert printed.err == ""  # the report's own lines go to stdout
     assert "\n2 runs (1 finished before the sweep, found by its skipped jobs) in 2 groups (" in printed.out
     [report] = MlflowClient(store_uri(tmp_path)).search_runs(
-        [runs["experiment_id"][0]], "tags.`glove_exp.report` = 'true'"
+        [selected.runs["experiment_id"][0]], "tags.`glove_exp.report` = 'true'"
     )
     assert report.data.metrics["n_groups"] == 2
     found = MlflowClient(store_uri(tmp_path)).get_run(run_ids["mean"])

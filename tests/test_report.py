@@ -115,7 +115,7 @@ def store(tmp_path_factory, empty_db) -> str:
 
 @pytest.fixture(scope="module")
 def new_sweep(store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return group_runs(query.load_runs(store, "glove-exp", NEW_SWEEP)[0])
+    return group_runs(query.load_runs(store, "glove-exp", NEW_SWEEP).runs)
 
 
 def run_cli(capsys, *args: str) -> tuple[str, str]:
@@ -175,7 +175,7 @@ def test_ranks_by_the_kept_models_validation_accuracy_in_both_spellings(store, n
     kept = runs.set_index("run").loc["kept-last"]
     assert kept["val_accuracy"] == 0.80  # not its best epoch's 0.95, which would rank it first
     assert groups["group"].iloc[0].endswith("lr=0.01")
-    old_groups, old_runs = group_runs(query.load_runs(store, "glove-exp", OLD_SWEEP)[0])
+    old_groups, old_runs = group_runs(query.load_runs(store, "glove-exp", OLD_SWEEP).runs)
     assert old_runs["run"].tolist() == ["old-a", "old-b"]  # old-b's best epoch (0.95) is not the kept one (0.78)
     assert old_runs["val_accuracy"].tolist() == [0.80, 0.78]
     assert old_runs["test_accuracy"].tolist() == [0.79, 0.83]
@@ -248,7 +248,7 @@ def test_whole_experiment_default_out_and_old_names(store, tmp_path, monkeypatch
 
 
 def test_by_keys(store, tmp_path, capsys):
-    runs = query.load_runs(store, "glove-exp")[0]
+    runs = query.load_runs(store, "glove-exp").runs
     groups, _ = group_runs(runs, ["model.pooling"])
     assert groups["group"].tolist() == ["model.pooling=mean", "model.pooling=max"]
     assert groups["n"].tolist() == [9, 1] and groups["val_accuracy_n"].tolist() == [8, 1]
@@ -273,7 +273,7 @@ def test_by_keys(store, tmp_path, capsys):
 
 
 def test_sort_accepts_either_spelling(store, tmp_path, capsys):
-    runs = query.load_runs(store, "glove-exp", NEW_SWEEP)[0]
+    runs = query.load_runs(store, "glove-exp", NEW_SWEEP).runs
     new, _ = group_runs(runs, sort="test/accuracy")
     old, _ = group_runs(runs, sort="test_accuracy")
     assert new["group"].tolist() == old["group"].tolist()

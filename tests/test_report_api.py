@@ -22,7 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from glove_exp.app.identity import CONFIG_TAG, GROUP_TAG, ROLE_TAG
 from glove_exp.app.store import Store
-from glove_exp.report import cli, publish, render, runs_frame, summary_frame
+from glove_exp.report import cli, publish, query, render, runs_frame, summary_frame
 from glove_exp.report.query import REPORT_TAG
 from glove_exp.report.statistics import group_runs, interval, metric_range
 
@@ -310,6 +310,8 @@ def test_log_sweep_summary_counts_the_runs_its_skipped_jobs_found(store, tmp_pat
         "optimizer.lr=0.1": 3,
         "optimizer.lr=0.5": 2,
     }
+    recorded = sweep_store.client.download_artifacts(ids["parent"], query.FOUND_ARTIFACT, str(tmp_path))
+    assert sorted(json.loads(Path(recorded).read_text())["run_ids"]) == sorted(set(found) - {ids["failed"]})
 
 
 def test_log_sweep_summary_without_finished_children(store, tmp_path):

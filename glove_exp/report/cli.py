@@ -8,8 +8,6 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
@@ -18,7 +16,7 @@ from glove_exp.report.compare import diff_params, find_group, find_run, paired, 
 from glove_exp.report.publish import PROG, TABLE_ARTIFACT, log_report
 from glove_exp.report.query import load_runs, runs_frame, sweep_key
 from glove_exp.report.render import FORMATS, format_table, group_display, summary_note, write_report
-from glove_exp.report.statistics import DEFAULT_SORT, check_sort, column, group_runs, summary_frame
+from glove_exp.report.statistics import DEFAULT_SORT, check_sort, group_runs, summary_frame
 
 
 def _path_part(text: str, fallback: str) -> str:
@@ -46,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep",
         help="only runs of this sweep: its sweep_id tag, i.e. Hydra's sweep folder such as "
         "multirun/2026-11-25/12-00-00 (compared after os.path.normpath; absolute or relative to the cwd), "
-        "or 'latest' for the most recently started sweep; with the runs its skipped jobs found "
+        "or 'latest' for the sweep that ran last; with the runs its skipped jobs found "
         "(configs another sweep or a single run had finished)",
     )
     parser.add_argument(
@@ -128,7 +126,7 @@ def diff(args: argparse.Namespace, uri: str) -> None:
 
 def compare_groups(args: argparse.Namespace, uri: str) -> None:
     """``--paired``: two groups over their shared seeds."""
-    runs, _ = load_runs(uri, args.experiment, args.sweep)
+    runs = load_runs(uri, args.experiment, args.sweep).runs
     sort = check_sort(runs, args.sort)
     groups = summary_frame(runs, metrics=(sort,), sort=sort)
     where = f"experiment {args.experiment!r}" + (f", sweep {args.sweep!r}" if args.sweep else "")
@@ -145,12 +143,13 @@ def report(args: argparse.Namespace) -> None:
     if args.diff or args.paired:
         (diff if args.diff else compare_groups)(args, uri)
         return
-    runs, sweep = load_runs(uri, args.experiment, args.sweep)
+    selected = load_runs(uri, args.experiment, args.sweep)
+    runs, sweep = selected.runs, selected.sweep
+    found = runs["run_id"].isin(selected.found)  # runs the sweep's skipped jobs found
     sort = check_sort(runs, args.sort)
     groups, run_rows = group_runs(runs, args.by, sort)
     title = f"{args.experiment}: sweep {sweep}" if sweep else f"{args.experiment}: all finished runs"
-    own = (column(runs, "tags.sweep_id") == sweep).fillna(False) if sweep else pd.Series(True, index=runs.index)
-    note = summary_note(groups, len(run_rows), args.by, sort, int((~own).sum()))
+    note = summary_note(groups, len(run_rows), args.by, sort, int(found.sum()))
     markdown = args.format == "markdown"
     status = sys.stdout if markdown else sys.stderr  # csv and json print the table alone
     if markdown:
@@ -163,7 +162,7 @@ def report(args: argparse.Namespace) -> None:
             "sort": sort,
             "group_by": ",".join(args.by) if args.by else "glove_exp.group_id (seeds of one config)",
         }
-        run_ids = list(runs.loc[own, "run_id"])  # found runs keep their parents
+        run_ids = list(runs.loc[~found, "run_id"])  # found runs keep their parents
         run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, run_ids)
         print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}", file=status)
 

@@ -79,26 +79,29 @@ def sweep_sort(runs: pd.DataFrame) -> str:
 def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = ()) -> str:
     """Summarise the FINISHED children of sweep parent run ``parent_run_id`` (tag ``mlflow.parentRunId``)
     and the FINISHED runs ``found`` (those the sweep's skipped jobs found: another sweep's, or single
-    runs) onto it, per group of seeds (:func:`group_runs`), with :func:`log_summary`, and record the
-    latter (:data:`FOUND_ARTIFACT`, which ``glove-exp-report --sweep`` reads); returns one line naming the
-    best group. Without such runs it logs nothing and says so."""
+    runs; or a resumed sweep's children from before it was interrupted) onto it, per group of seeds
+    (:func:`group_runs`), with :func:`log_summary`, and record the latter (:data:`FOUND_ARTIFACT`, which
+    ``glove-exp-report --sweep`` reads); returns one line naming the best group. Without such runs it
+    logs nothing and says so."""
     where = f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quote(parent_run_id)} and attributes.status = 'FINISHED'"
     try:
         children = search_all(store.client, [store.experiment_id], where)
-        others = finished_among(store.client, [store.experiment_id], set(found) - {run.info.run_id for run in children})
-        runs = run_frame(children + others)
+        earlier = finished_among(store.client, [store.experiment_id], found)  # children too, on a resumed sweep
+        listed = {run.info.run_id for run in children}
+        runs = run_frame(children + [run for run in earlier if run.info.run_id not in listed])
         runs = runs[~is_summary_run(runs)] if not runs.empty else runs
         if runs.empty:
             return f"sweep: no FINISHED runs under parent run {parent_run_id}; nothing logged"
-        if others:
-            store.client.log_dict(parent_run_id, {"run_ids": sorted(run.info.run_id for run in others)}, FOUND_ARTIFACT)
+        if earlier:
+            store.client.log_dict(
+                parent_run_id, {"run_ids": sorted(run.info.run_id for run in earlier)}, FOUND_ARTIFACT
+            )
         sort = sweep_sort(runs)
         groups, run_rows = group_runs(runs, None, sort)
         title = f"sweep {store.client.get_run(parent_run_id).info.run_name or parent_run_id}"
+        note = summary_note(groups, len(runs), None, sort, len(earlier))
         with tempfile.TemporaryDirectory(prefix="glove-exp-sweep-") as tmp:
-            files = write_report(
-                groups, run_rows, Path(tmp), title, summary_note(groups, len(runs), None, sort, len(others))
-            )
+            files = write_report(groups, run_rows, Path(tmp), title, note)
             log_summary(lambda write, *args, **kw: write(parent_run_id, *args, **kw), store, groups, files)
     except STORE_ERRORS as err:
         raise GloveExpError(f"cannot log the sweep summary to {store.uri}: {first_line(err)}") from err

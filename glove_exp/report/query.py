@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -152,11 +153,15 @@ def runs_frame(
 
 
 def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
-    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: that of the newest run with one). Parent
-    runs count: a sweep whose jobs all found their configs finished has no runs of its own."""
+    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: that of the run that started or ended
+    last). Parent runs count: a sweep whose jobs all found their configs finished has no runs of its
+    own, and a parent reopened by the same command again ends after the runs of its first sweep."""
     runs = search(client, experiment, summaries=True)
-    runs = runs[~is_report_run(runs)] if not runs.empty else runs
-    ids = [s for s in column(runs, "tags.sweep_id").dropna().tolist() if s]  # newest first
+    if not runs.empty:
+        runs = runs[~is_report_run(runs)]
+        runs = runs.assign(last=runs["end_time"].fillna(runs["start_time"]))
+        runs = runs.sort_values("last", ascending=False, kind="stable")
+    ids = [s for s in column(runs, "tags.sweep_id").dropna().tolist() if s]  # latest first
     if sweep == "latest":
         if not ids:
             raise GloveExpError(f"no sweeps in experiment {experiment.name!r}")
@@ -193,21 +198,32 @@ def found_by_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id
     return found
 
 
-def with_found(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str, runs: pd.DataFrame) -> pd.DataFrame:
-    """A sweep's ``runs`` and the FINISHED runs its skipped jobs found (:func:`found_by_sweep`), newest first."""
+@dataclass(frozen=True)
+class Selection:
+    """The FINISHED runs a report reads, newest first; for a sweep, its ``sweep_id`` as stored and the ids
+    of the runs its skipped jobs found (:func:`found_by_sweep`), which are among ``runs``."""
+
+    runs: pd.DataFrame
+    sweep: str | None = None
+    found: frozenset[str] = frozenset()
+
+
+def of_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str, runs: pd.DataFrame) -> Selection:
+    """A sweep's own ``runs`` (its ``sweep_id`` tag) and the FINISHED runs its skipped jobs found."""
     try:
-        others = finished_among(client, [experiment.experiment_id], found_by_sweep(client, experiment, sweep_id))
+        earlier = finished_among(client, [experiment.experiment_id], found_by_sweep(client, experiment, sweep_id))
     except STORE_ERRORS as err:
         raise store_error(client.tracking_uri, err) from err
-    others = [run for run in others if run.info.run_id not in set(runs["run_id"])]
-    if not others:
-        return runs
-    return pd.concat([runs, run_frame(others)]).sort_values("start_time", ascending=False, kind="stable")
+    found = frozenset(run.info.run_id for run in earlier)
+    others = [run for run in earlier if run.info.run_id not in set(runs["run_id"])]
+    if others:
+        runs = pd.concat([runs, run_frame(others)]).sort_values("start_time", ascending=False, kind="stable")
+    return Selection(runs.reset_index(drop=True), sweep_id, found)
 
 
-def load_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[pd.DataFrame, str | None]:
+def load_runs(uri: str, experiment: str, sweep: str | None = None) -> Selection:
     """FINISHED runs of ``experiment``, report runs left out, or those of one ``sweep`` (``latest`` for the
-    newest) with the runs its skipped jobs found; and that sweep's ``sweep_id`` as stored."""
+    newest) with the runs its skipped jobs found."""
     client = open_client(uri)
     found = find_experiment(client, experiment)
     query, where, stored = "attributes.status = 'FINISHED'", f"experiment {experiment!r}", None
@@ -216,8 +232,7 @@ def load_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[pd.D
         query += f" and tags.sweep_id = {quote(stored)}"
         where = f"sweep {stored!r} of {where}"
     runs = search(client, found, query)
-    if stored is not None:
-        runs = with_found(client, found, stored, runs)
-    if runs.empty:
+    selection = of_sweep(client, found, stored, runs) if stored is not None else Selection(runs.reset_index(drop=True))
+    if selection.runs.empty:
         raise GloveExpError(f"no FINISHED runs in {where}")
-    return runs.reset_index(drop=True), stored
+    return selection
