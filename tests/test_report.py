@@ -493,6 +493,18 @@ def test_sweep_path_spellings(store, tmp_path, monkeypatch):
         assert query.resolve_sweep(client, experiment, spelling) == OLD_SWEEP
 
 
+def test_a_sweep_stored_as_typed_is_found_by_any_spelling(tmp_path, empty_db, monkeypatch):
+    """``hydra.sweep.dir=./sweeps/a/`` is stored so; ``--sweep sweeps/a`` still finds it."""
+    uri = make_store(tmp_path, empty_db)
+    add_run(uri, "typed", val=0.8, test=0.8, start=9000, sweep="./sweeps/a/")
+    monkeypatch.chdir(tmp_path)
+    client = query.open_client(uri)
+    experiment = query.find_experiment(client, "glove-exp")
+    for spelling in ("sweeps/a", "./sweeps/a/", str(tmp_path / "sweeps" / "a")):
+        assert query.resolve_sweep(client, experiment, spelling) == "./sweeps/a/"
+    assert query.resolve_sweep(client, experiment, "latest") == "./sweeps/a/"  # the newest run's
+
+
 def test_no_finished_runs(store, tmp_path, capsys):
     line = assert_user_error(capsys, "--tracking-uri", store, "--sweep", FAILED_SWEEP, "--out", str(tmp_path / "r"))
     assert "no FINISHED runs" in line and FAILED_SWEEP in line and not (tmp_path / "r").exists()

@@ -116,11 +116,9 @@ def run_frame(runs: list[Run]) -> pd.DataFrame:
 
 def is_summary_run(runs: pd.DataFrame) -> pd.Series:
     """Per run, whether it summarises others rather than trains: a sweep's parent or a ``--log`` report run."""
-    return (column(runs, f"tags.{ROLE_TAG}") == SWEEP_ROLE).fillna(False) | is_report_run(runs)
-
-
-def is_report_run(runs: pd.DataFrame) -> pd.Series:
-    return (column(runs, f"tags.{REPORT_TAG}") == "true").fillna(False)
+    return (column(runs, f"tags.{ROLE_TAG}") == SWEEP_ROLE).fillna(False) | (
+        column(runs, f"tags.{REPORT_TAG}") == "true"
+    ).fillna(False)
 
 
 def search(
@@ -152,28 +150,52 @@ def runs_frame(
     return search(client, find_experiment(client, experiment), filter_string, summaries).reset_index(drop=True)
 
 
+SWEPT = f"tags.sweep_id != '' and tags.`{REPORT_TAG}` IS NULL"  # a sweep's runs and parent, not a report's
+
+
 def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
-    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: that of the run that started or ended
-    last). Parent runs count: a sweep whose jobs all found their configs finished has no runs of its
-    own, and a parent reopened by the same command again ends after the runs of its first sweep."""
-    runs = search(client, experiment, summaries=True)
-    if not runs.empty:
-        runs = runs[~is_report_run(runs)]
-        runs = runs.assign(last=runs["end_time"].fillna(runs["start_time"]))
-        runs = runs.sort_values("last", ascending=False, kind="stable")
-    ids = [s for s in column(runs, "tags.sweep_id").dropna().tolist() if s]  # latest first
-    if sweep == "latest":
-        if not ids:
-            raise GloveExpError(f"no sweeps in experiment {experiment.name!r}")
-        return ids[0]
+    """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: :func:`latest_sweep`). Parent runs count:
+    a sweep whose jobs all found their configs finished has no runs of its own."""
+    try:
+        return latest_sweep(client, experiment) if sweep == "latest" else stored_sweep(client, experiment, sweep)
+    except STORE_ERRORS as err:
+        raise store_error(client.tracking_uri, err) from err
+
+
+def latest_sweep(client: mlflow.MlflowClient, experiment: Experiment) -> str:
+    """That of the run that started or ended last, in two one-run searches (MLflow sorts the end time of
+    running runs, None, last). A parent reopened by the same command again ends after its first sweep's runs."""
+    newest_first = [newest(client, experiment, SWEPT, f"attributes.{time} DESC") for time in ("end_time", "start_time")]
+    runs = [run for run in newest_first if run is not None]
+    if not runs:
+        raise GloveExpError(f"no sweeps in experiment {experiment.name!r}")
+    return max(runs, key=lambda run: run.info.end_time or run.info.start_time).data.tags["sweep_id"]
+
+
+def stored_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
+    """``sweep`` as stored: one one-run search per spelling, and all the sweeps' runs only when none is
+    stored so (``hydra.sweep.dir=./sweeps/a/``) or the sweep is unknown."""
     wanted = sweep_spellings(sweep)
-    for stored in ids:
+    exact = [newest(client, experiment, f"tags.sweep_id = {quote(s)}") for s in sorted(wanted | {sweep})]
+    if runs := [run for run in exact if run is not None]:
+        return max(runs, key=lambda run: run.info.start_time).data.tags["sweep_id"]
+    ids = list(
+        dict.fromkeys(run.data.tags["sweep_id"] for run in search_all(client, [experiment.experiment_id], SWEPT))
+    )
+    for stored in ids:  # newest first
         if sweep_key(stored) in wanted:
             return stored
-    available = list(dict.fromkeys(ids))[:5]
     raise GloveExpError(
-        f"unknown sweep {sweep!r} in experiment {experiment.name!r}; recent sweeps: {', '.join(available) or 'none'}"
+        f"unknown sweep {sweep!r} in experiment {experiment.name!r}; recent sweeps: {', '.join(ids[:5]) or 'none'}"
     )
+
+
+def newest(
+    client: mlflow.MlflowClient, experiment: Experiment, where: str, order: str = "attributes.start_time DESC"
+) -> Run | None:
+    """The first run that ``where`` selects in ``order``, if any."""
+    runs = client.search_runs([experiment.experiment_id], where, ViewType.ACTIVE_ONLY, 1, order_by=[order])
+    return runs[0] if runs else None
 
 
 def finished_among(client: mlflow.MlflowClient, experiment_ids: list[str], run_ids: Iterable[str]) -> list[Run]:
