@@ -25,6 +25,7 @@ from glove_exp.report.statistics import column
 
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
 SWEEP_ROLE = "sweep"  # ROLE_TAG of a sweep's parent run
+SWEPT = f"tags.sweep_id != '' and tags.`{REPORT_TAG}` IS NULL"  # a sweep's runs and parent, not a report's
 FOUND_ARTIFACT = "found_runs.json"  # on a sweep's parent: the runs its skipped jobs found ({"run_ids": [...]})
 STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
 PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs asks for
@@ -150,9 +151,6 @@ def runs_frame(
     return search(client, find_experiment(client, experiment), filter_string, summaries).reset_index(drop=True)
 
 
-SWEPT = f"tags.sweep_id != '' and tags.`{REPORT_TAG}` IS NULL"  # a sweep's runs and parent, not a report's
-
-
 def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
     """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: :func:`latest_sweep`). Parent runs count:
     a sweep whose jobs all found their configs finished has no runs of its own."""
@@ -237,7 +235,8 @@ def of_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str,
     except STORE_ERRORS as err:
         raise store_error(client.tracking_uri, err) from err
     found = frozenset(run.info.run_id for run in earlier)
-    others = [run for run in earlier if run.info.run_id not in set(runs["run_id"])]
+    own = set(runs["run_id"])
+    others = [run for run in earlier if run.info.run_id not in own]
     if others:
         runs = pd.concat([runs, run_frame(others)]).sort_values("start_time", ascending=False, kind="stable")
     return Selection(runs.reset_index(drop=True), sweep_id, found)
