@@ -597,6 +597,7 @@ def test_datasets_logged_at_the_same_moment_by_parallel_jobs_are_linked_on_later
         (JobInfo(num=1, overrides=("model.pooling=mean", "trainer.max_tokens=100"), varying=("model.pooling", "trainer.max_tokens")), "mean-max_tokens=100"),
         (JobInfo(num=7, overrides=("model.pooling=mean",), trial=3), "mean-trial3"),
         (JobInfo(num=7, overrides=("trainer.seed=1", "hparams_search.seeds=2"), trial=3), "mean-trial3-seed1"),
+        (JobInfo(num=1, overrides=("model.pooling=max",), varying=("model.pooling",)), "max"),  # the name is the pooling
         (JobInfo(num=2, overrides=("trainer.epochs=3",)), "mean-2"),
     ],
 )  # fmt: skip

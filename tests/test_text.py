@@ -1,4 +1,5 @@
 import random
+import tracemalloc
 from collections import Counter
 from itertools import chain
 
@@ -255,6 +256,24 @@ def test_the_table_is_the_same_from_vectors_in_either_memory_order(order):
     assert matrix.flags.c_contiguous and vocab.words == ["w4", "w17", "w31", "w0", "w39"]
     rows = [int(word[1:]) for word in vocab.words]
     np.testing.assert_array_equal(matrix[NUM_SPECIAL:], values[rows].astype(np.float16).astype(np.float32))
+
+
+def test_the_table_is_its_only_large_allocation_and_blocks_of_rows_make_the_same_table(monkeypatch):
+    words = [f"w{i}" for i in range(3000)]
+    values = np.random.default_rng(1).normal(size=(3000, 64)).astype(np.float32)
+    wv = WordVectors(words=words, vectors=np.asarray(values, order="F"), source="test")
+    vocab = build_vocabulary(tokenize_all([" ".join(reversed(words))]), wv, serving_words=3000)
+    monkeypatch.setattr(text_module, "_TABLE_BLOCK_BYTES", 256 * 64 * 4)  # a tenth of the table
+    tracemalloc.start()
+    try:
+        matrix = embedding_matrix(vocab, wv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * matrix.nbytes  # whole-table copies made it 2.5 times
+    monkeypatch.setattr(text_module, "_TABLE_BLOCK_BYTES", 7 * 64 * 4)  # blocks of 7 rows, the last one short
+    np.testing.assert_array_equal(embedding_matrix(vocab, wv), matrix)
+    np.testing.assert_array_equal(matrix[NUM_SPECIAL:], values[vocab.vector_rows].astype(np.float16).astype(np.float32))
 
 
 def test_vocabulary_without_coverage_fails_with_oov_rate():

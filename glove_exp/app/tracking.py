@@ -104,7 +104,7 @@ def run_name(config: Config, job: JobInfo = JobInfo()) -> str:
             parts += [value] if value != base else []
         else:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    if job.num is not None and len(parts) == 1:  # a sweep that varies nothing visible: keep names apart
+    if job.num is not None and len(parts) == 1 and "model.pooling" not in job.varying:  # none shown: the job
         parts.append(str(job.num))
     return "-".join(parts)
 
