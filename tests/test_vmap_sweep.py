@@ -153,6 +153,33 @@ def test_a_sweeps_group_and_jobs_open_the_store_once(tmp_path, tiny_data, monkey
     assert len(experiment_runs(tmp_path)) == 2 and len(experiment_runs(tmp_path, "other")) == 1
 
 
+def test_a_members_preparation_with_its_group_counts_in_its_runs_stage_times(tmp_path, tiny_data, monkeypatch):
+    """The group prepares each member (data to features) before its job runs; the job's reuse of that work
+    takes no time, so the run's ``time/*`` counts the member's preparation with its group, as its training."""
+    from glove_exp.app import group, pipeline
+    from glove_exp.app.identity import config_id
+    from glove_exp.app.shared import SharedWork
+
+    def slow_prepare(config, timer, *args):
+        prepared = real(config, timer, *args)
+        timer.add("tokens", 100.0)  # as if the member's tokens took 100 s to make
+        return prepared
+
+    real = group.prepare
+    monkeypatch.setattr(group, "prepare", slow_prepare)
+    shared = SharedWork(disk_bytes=None)
+    configs = [tiny_config(tiny_data, tmp_path, *FAST, f"trainer.seed={seed}") for seed in (0, 1)]
+    trained = train_together(configs, progress=False, max_size=None, shared=shared)
+    results = [pipeline.run(c, trained=trained[config_id(c)], shared=shared) for c in configs]
+    alone = pipeline.run(tiny_config(tiny_data, tmp_path, *FAST, "trainer.seed=2"), shared=shared)  # no group
+    assert all(" | tokens 100.0s | " in result.timings for result in results)
+    times = {run.info.run_id: run.data.metrics for run in experiment_runs(tmp_path)}
+    for result in results:
+        assert times[result.run_id]["time/tokens_s"] >= 100.0
+        assert times[result.run_id]["time/total_s"] >= 100.0 + times[result.run_id]["time/train_s"]
+    assert times[alone.run_id]["time/tokens_s"] < 100.0
+
+
 def test_an_experiment_deleted_during_a_sweep_stops_its_next_job_with_one_line(tmp_path, tiny_data):
     """The jobs share the store their first job opened; the next run's creation finds the experiment
     deleted and says so as opening it would have."""

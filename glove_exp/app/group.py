@@ -25,6 +25,7 @@ class Trained:
     result: FitResult | Failed
     program: str  # the program's id (``glove_exp.vmap_group``), shared by its members
     size: int  # members in the program
+    preparation: dict[str, float]  # seconds per stage of its preparation with the group (data .. features)
 
     @property
     def seconds(self) -> float:
@@ -42,14 +43,17 @@ def train_together(
     todo = [c for c in configs if not (c.tracking.skip_finished and finished_run(store, config_id(c)))]
     if len(todo) < 2:
         return {}
-    prepared = [prepare(config, StageTimer(), progress, shared) for config in todo]
+    timers = [StageTimer() for _ in todo]
+    prepared = [prepare(config, timer, progress, shared) for config, timer in zip(todo, timers)]
     members = [member(p, c) for p, c in zip(prepared, todo)]
     trained: dict[str, Trained] = {}
     for program in programs(members, min(max_size or len(members), fitting(prepared[0], todo[0], members))):
         chosen = [todo[i] for i in program]
         results = fit_models([prepared[i] for i in program], chosen, [members[i] for i in program], progress)
         name = program_id([config_id(c) for c in chosen])
-        trained.update({config_id(c): Trained(r, name, len(program)) for c, r in zip(chosen, results)})
+        trained.update(
+            {config_id(todo[i]): Trained(r, name, len(program), timers[i].seconds) for i, r in zip(program, results)}
+        )
     return trained
 
 

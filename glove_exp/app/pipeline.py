@@ -79,6 +79,8 @@ def run(
     if config.tracking.skip_finished and trained is None and (done := finished_run(store, config_id(config))):
         return RunResult.of_owner(done, name)
     prepared = prepare(config, timer, progress, shared)
+    for stage, seconds in trained.preparation.items() if trained is not None else ():  # done with its group
+        timer.add(stage, seconds)
     datasets = split_inputs(prepared, config, shared)
     try:
         result, model_id = train_and_log(

@@ -55,7 +55,8 @@ class StageTimer:
         return time.perf_counter() - self.start + self.elsewhere
 
     def add(self, stage: str, seconds: float) -> None:
-        """Count ``seconds`` spent elsewhere (a member's share of its group's training) to ``stage``."""
+        """Count ``seconds`` spent elsewhere (a member's preparation and share of training with its group)
+        to ``stage``."""
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         self.elsewhere += seconds
 
