@@ -106,8 +106,8 @@ def measure(config: Config, policy: str, store: Path) -> dict:
     names = config.dataset.class_names
     in_run = Predictor(model, names, text, encoded.words, result.params, result.state, inputs.consts, t.eval_batch_size)
     lookup = vectors.lookup()
-    exact = np.zeros_like(encoded.table)
-    exact[NUM_SPECIAL:] = vectors.vectors[[lookup[word] for word in encoded.words]]
+    exact = np.zeros_like(encoded.table)  # its rows past the vocabulary's stay zero
+    exact[NUM_SPECIAL : NUM_SPECIAL + len(encoded.words)] = vectors.vectors[[lookup[word] for word in encoded.words]]
     exact_f32 = Predictor(
         model, names, text, encoded.words, result.params, result.state, inputs.consts._replace(table=exact)
     )

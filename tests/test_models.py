@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from glove_exp.app.serving import Predictor, TextSettings
-from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec, table_rows
+from glove_exp.core.arrays import ALIGNMENT, aligned_empty, table_rows, zero_padded
+from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec
 from tests.conftest import recorded_batches
 
 V, D, T, C = 20, 4, 6, 3
@@ -166,6 +167,18 @@ def test_nearby_vocabularies_share_a_table_shape_padded_with_zero_rows():
     assert consts.table.shape == (128, 3) and consts.token_weights.shape == (128,)
     assert np.asarray(consts.table[:70]).all() and not np.asarray(consts.table[70:]).any()
     assert not np.asarray(consts.token_weights[70:]).any()
+
+
+def test_a_table_padded_and_aligned_already_is_not_copied_again():
+    """embedding_matrix makes the table as the device takes it; each model's constants (a sweep's
+    poolings share one table) then use that table, not a padded copy of it each (72 MiB for GloVe 6B)."""
+    table = aligned_empty((table_rows(70), 3), np.float32)
+    table[:] = 1.0
+    assert table_rows(len(table)) == len(table) and zero_padded(table, len(table)) is table
+    shifted = table[1:]  # unaligned, and short of its rows: padded in a copy
+    padded = zero_padded(shifted, len(table))
+    assert padded is not shifted and padded.ctypes.data % ALIGNMENT == 0 and not padded[-1].any()
+    assert len(make_constants(table, None, 3).table) == len(table)
 
 
 def test_a_predictor_on_a_cpu_scores_batches_whose_looked_up_vectors_stay_in_cache(monkeypatch):

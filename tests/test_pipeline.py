@@ -20,8 +20,8 @@ import pytest
 
 from glove_exp.app import pipeline
 from glove_exp.app.tracking import JobInfo, run_name
+from glove_exp.core.arrays import table_rows
 from glove_exp.core.errors import DataError, EmbeddingsError, TrainingError
-from glove_exp.core.models import table_rows
 from tests.conftest import CLASSES, experiment_runs, metric_steps, recorded_batches, store_uri, tiny_config
 
 NUM_TEST = 120

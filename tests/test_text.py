@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glove_exp.core import text as text_module
+from glove_exp.core.arrays import ALIGNMENT, table_rows
 from glove_exp.core.errors import DataError, EmbeddingsError
 from glove_exp.core.text import (
     KERAS_FILTERS,
@@ -177,8 +178,9 @@ def test_vocabulary_holds_training_words_by_frequency_and_skips_words_without_ve
     assert vocab.index() == {"dog": 2, "cat": 3, "fish": 4}
     assert vocab.counts.tolist() == [0, 0, 3, 2, 1]
     matrix = embedding_matrix(vocab, wv)
-    assert matrix.shape == (5, 3) and matrix.dtype == np.float32
-    assert (matrix[PAD] == 0).all() and (matrix[OOV] == 0).all()
+    assert matrix.shape == (table_rows(5), 3) == (64, 3) and matrix.dtype == np.float32  # as the device takes it
+    assert matrix.ctypes.data % ALIGNMENT == 0 and matrix.flags.c_contiguous
+    assert (matrix[PAD] == 0).all() and (matrix[OOV] == 0).all() and not matrix[5:].any()
     np.testing.assert_array_equal(matrix[2], wv.vectors[1])  # dog
     np.testing.assert_array_equal(matrix[4], wv.vectors[2])  # fish
 
@@ -240,7 +242,7 @@ def test_the_table_holds_float16_values_and_refuses_what_float16_cannot_hold():
     wv = WordVectors(words=["a", "b"], vectors=np.array([[0.1, 1 / 3], [7.0, -2.5]], np.float32), source="test")
     vocab = build_vocabulary(tokenize_all(["a b"]), wv)
     matrix = embedding_matrix(vocab, wv)
-    np.testing.assert_array_equal(matrix[NUM_SPECIAL:], wv.vectors.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(matrix[NUM_SPECIAL : len(vocab)], wv.vectors.astype(np.float16).astype(np.float32))
     huge = WordVectors(words=["a"], vectors=np.array([[1e6]], np.float32), source="huge.txt")
     with pytest.raises(EmbeddingsError, match="huge.txt holds values beyond float16"):
         embedding_matrix(build_vocabulary(tokenize_all(["a"]), huge), huge)
@@ -255,7 +257,7 @@ def test_the_table_is_the_same_from_vectors_in_either_memory_order(order):
     matrix = embedding_matrix(vocab, wv)
     assert matrix.flags.c_contiguous and vocab.words == ["w4", "w17", "w31", "w0", "w39"]
     rows = [int(word[1:]) for word in vocab.words]
-    np.testing.assert_array_equal(matrix[NUM_SPECIAL:], values[rows].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(matrix[NUM_SPECIAL : len(vocab)], values[rows].astype(np.float16).astype(np.float32))
 
 
 def test_the_table_is_its_only_large_allocation_and_blocks_of_rows_make_the_same_table(monkeypatch):
@@ -273,7 +275,10 @@ def test_the_table_is_its_only_large_allocation_and_blocks_of_rows_make_the_same
     assert peak < 1.5 * matrix.nbytes  # whole-table copies made it 2.5 times
     monkeypatch.setattr(text_module, "_TABLE_BLOCK_BYTES", 7 * 64 * 4)  # blocks of 7 rows, the last one short
     np.testing.assert_array_equal(embedding_matrix(vocab, wv), matrix)
-    np.testing.assert_array_equal(matrix[NUM_SPECIAL:], values[vocab.vector_rows].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(
+        matrix[NUM_SPECIAL : len(vocab)], values[vocab.vector_rows].astype(np.float16).astype(np.float32)
+    )
+    assert matrix.shape == (table_rows(3002), 64) and not matrix[:NUM_SPECIAL].any() and not matrix[3002:].any()
 
 
 def test_vocabulary_without_coverage_fails_with_oov_rate():

@@ -5,7 +5,6 @@ on precomputed features serves raw token ids unchanged."""
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -16,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glove_exp.core.arrays import table_rows, zero_padded
 from glove_exp.core.choices import Activation, Init, Norm, Weighting
 from glove_exp.core.pooling import Pooling, output_dim, pool
 from glove_exp.core.text import PAD
@@ -40,42 +40,16 @@ INITIALISERS: dict[Init, hk.initializers.Initializer | None] = {
 class Constants(NamedTuple):
     """Arrays the model reads but never trains (a pytree, passed into jit as arguments)."""
 
-    table: jax.Array  # [V, D] embedding rows; padding and OOV rows are zero
-    token_weights: jax.Array  # [V] per-word weight before pooling (ones, or SIF)
+    table: jax.Array  # [R, D] embedding rows, R = table_rows(V); padding, OOV and the rows past V are zero
+    token_weights: jax.Array  # [R] per-word weight before pooling (ones, or SIF)
     feature_mean: jax.Array  # [F] subtracted from pooled features (zeros unless standardised)
     feature_scale: jax.Array  # [F] pooled features are divided by it (ones unless standardised)
 
 
-def table_rows(vocab_size: int) -> int:
-    """The rows of a vocabulary's table on the device: its size rounded up to a multiple of a sixteenth of
-    the next power of two (at least 64). Seeds that draw their own splits have vocabularies some hundred
-    words apart; with tables of the same rows, the programs that take them have the same shapes, and
-    JAX's compilation cache serves them (compiling ``flatten``'s training anew took 0.9 to 1.2 s)."""
-    step = max(64, (1 << max(vocab_size - 1, 0).bit_length()) // 16)
-    return -(-vocab_size // step) * step
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``np.empty`` on a 64-byte boundary: on a CPU, ``jax.device_put`` then shares the array
-    instead of copying it (NumPy's large arrays start 16 bytes past one)."""
-    dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize
-    raw = np.empty(size + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + size].view(dtype).reshape(shape)
-
-
-def zero_padded(x: np.ndarray, rows: int) -> np.ndarray:
-    """``x`` with zero rows after its own, ``rows`` in all."""
-    out = aligned_empty((rows, *x.shape[1:]), x.dtype)
-    out[: len(x)] = x
-    out[len(x) :] = 0
-    return out
-
-
 def make_constants(table: np.ndarray, token_weights: np.ndarray | None, feature_dim: int) -> Constants:
     """Constants with identity weights/standardisation where none are given; the table and the token
-    weights padded with zero rows to :func:`table_rows` (no token id reaches them)."""
+    weights padded with zero rows to :func:`~glove_exp.core.arrays.table_rows` (no token id reaches them),
+    unless they have those rows already."""
     rows = table_rows(table.shape[0])
     weights = np.ones(table.shape[0], np.float32) if token_weights is None else token_weights
     return Constants(

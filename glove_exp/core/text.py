@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from glove_exp.core.arrays import aligned_empty, table_rows
 from glove_exp.core.errors import DataError, EmbeddingsError
 from glove_exp.core.vectors import WordVectors
 
@@ -236,11 +237,15 @@ def gather_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
-    """``[len(vocab), dim]`` float32, padding and OOV rows zero, rounded to float16 (the logged model's
-    precision) so that the run trains and evaluates on exactly the vectors it serves with. Filled
-    :data:`_TABLE_BLOCK_BYTES` of rows at a time, the table is its only large allocation: with
-    whole-table temporaries (gathered, absolute and float16 copies), the peak was 2.5 times the table."""
-    matrix = np.zeros((len(vocab), vectors.dim), dtype=np.float32)
+    """``[table_rows(len(vocab)), dim]`` float32 as the device takes it (aligned, rows rounded up), padding,
+    OOV and the rows past the vocabulary zero, rounded to float16 (the logged model's precision) so that
+    the run trains and evaluates on exactly the vectors it serves with. Filled :data:`_TABLE_BLOCK_BYTES`
+    of rows at a time, the table is its only large allocation: with whole-table temporaries (gathered,
+    absolute and float16 copies, then a padded copy per model), the peak was 2.5 times the table."""
+    size = len(vocab)
+    matrix = aligned_empty((table_rows(size), vectors.dim), np.float32)
+    matrix[:NUM_SPECIAL] = 0
+    matrix[size:] = 0
     step = max(1, _TABLE_BLOCK_BYTES // (4 * vectors.dim))
     for start in range(0, len(vocab.vector_rows), step):
         rows = gather_rows(vectors.vectors, vocab.vector_rows[start : start + step])  # [step, D]
@@ -265,7 +270,7 @@ class Encoded:
     ids: dict[str, np.ndarray | None]  # split -> [N, max_tokens] int32 (None: no such split)
     words: list[str]  # token id = position + NUM_SPECIAL
     counts: np.ndarray  # [V] int64 occurrences in the train split
-    table: np.ndarray  # [V, D] float32, padding and OOV rows zero
+    table: np.ndarray  # [table_rows(V), D] float32 (embedding_matrix), padding, OOV and the rows past V zero
     oov_rate: float  # share of train tokens without a vector
     vector_rows: np.ndarray  # [V - NUM_SPECIAL] int64: row of each word in the WordVectors (``table`` from them)
 

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from glove_exp.core.arrays import aligned_empty
 from glove_exp.core.choices import OptimizerName, Schedule
 from glove_exp.core.errors import TrainingError
-from glove_exp.core.models import Constants, aligned_empty
+from glove_exp.core.models import Constants
 
 log = logging.getLogger(__name__)
 
