@@ -240,8 +240,8 @@ def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
     """``[table_rows(len(vocab)), dim]`` float32 as the device takes it (aligned, rows rounded up), padding,
     OOV and the rows past the vocabulary zero, rounded to float16 (the logged model's precision) so that
     the run trains and evaluates on exactly the vectors it serves with. Filled :data:`_TABLE_BLOCK_BYTES`
-    of rows at a time, the table is its only large allocation: with whole-table temporaries (gathered,
-    absolute and float16 copies, then a padded copy per model), the peak was 2.5 times the table."""
+    of rows at a time, the table is its only large allocation (whole-table gathered, absolute and float16
+    copies made the peak 2.5 times the table), and every model takes it as it is (each made a padded copy)."""
     size = len(vocab)
     matrix = aligned_empty((table_rows(size), vectors.dim), np.float32)
     matrix[:NUM_SPECIAL] = 0
