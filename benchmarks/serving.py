@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # The former float32 artifact at 120k AG News documents and 840B: 89 MB = V x (300 x 4 + 4 + ~9) bytes.
 TUTORIAL_840B_WORDS = 73_100
 WORD_BYTES = 9  # a cased word and its newline in vocab.txt, on average
-FILES = (("constants", "npz"), ("vocab", "txt"), ("params", "npz"))  # the predictor's files
+FILES = (("table", "npy"), ("constants", "npz"), ("vocab", "txt"), ("params", "npz"))  # the predictor's files
 HEAD_300D_BYTES = (300 * 128 + 128 + 128 * 4 + 4) * 4  # the default head's float32 parameters on 300-d features
 
 

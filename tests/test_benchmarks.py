@@ -140,7 +140,7 @@ def test_serving_rows_compare_the_policies_and_bound_the_840b_size(ag_dir, capsy
     assert list(accuracy) == ["old", "train+20000"]
     for row in accuracy.values():
         assert row["served_argmax_agreement"] == 1.0 and row["served_accuracy"] == row["in_run_accuracy"]
-        assert row["model_bytes"] > row["constants_bytes"] > row["vocab_size"] * 50 * 2
+        assert row["model_bytes"] > row["table_bytes"] > row["vocab_size"] * 50 * 2 > row["constants_bytes"]
     [bound] = [row for row in rows if row["kind"] == "size_840b_computed"]
     assert bound["rows_at_most"] == serving.TUTORIAL_840B_WORDS + 20000 + 2 and bound["under_60_mb"]
 
@@ -197,10 +197,14 @@ def test_sweep_speed_reports_the_ratio_and_every_stage_once():
         [{"time/train_s": 2.0, "time/compile_s": 0.5, "time/log_s": 0.5, "time/epoch_s": 0.1, "time/total_s": 3.0}] * 2
     )
     start = StartUp(imports=1.5, composing=0.25)
-    text = report([Measurement(Timing(wall=10.0, cpu=12.5), times, Timing(wall=2.5, cpu=4.5), start)], jobs=2)
+    sweep, floor = Timing(wall=10.0, cpu=12.5, kernel=1.5), Timing(wall=2.5, cpu=4.5, kernel=0.25)
+    text = report([Measurement(sweep, times, floor, start)], jobs=2)
     assert "median" not in text and "Every run" not in text
     assert "2 jobs: sweep 10.0 s wall, training floor 2.5 s, ratio 4.0x; everything but training 3.00 s per job" in text
-    assert "CPU: the sweep 12.5 s (1.25 cores busy on average), its floor 4.5 s (1.80 cores)" in text
+    assert (
+        "CPU: the sweep 12.5 s (1.25 cores busy on average; 1.5 s in the kernel), its floor 4.5 s (1.80 cores; "
+        "0.2 s in the kernel)"
+    ) in text
     table = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("|")][2:]  # past header, rule
     rows = {stage.strip(): float(seconds) for stage, seconds in table}
     assert rows == {
@@ -223,7 +227,8 @@ def test_sweep_speed_leads_with_the_run_of_the_median_ratio_and_lists_every_run(
 
     def run(wall: float, floor: float, train: float) -> Measurement:
         times = pd.DataFrame([{"time/train_s": train, "time/log_s": 1.0, "time/total_s": train + 1.0}])
-        return Measurement(Timing(wall=wall, cpu=wall), times, Timing(wall=floor, cpu=floor), StartUp(wall / 10, 1.0))
+        sweep, floor_timing = Timing(wall, cpu=wall, kernel=wall / 20), Timing(floor, cpu=floor, kernel=0.0)
+        return Measurement(sweep, times, floor_timing, StartUp(wall / 10, 1.0))
 
     text = report([run(30.0, 10.0, 6.0), run(20.0, 10.0, 4.0), run(25.0, 10.0, 5.0), run(40.0, 10.0, 8.0)], jobs=1)
     # ratios 3.0, 2.0, 2.5, 4.0: the lower median is the third run's 2.5
@@ -245,8 +250,9 @@ def test_sweep_speed_leads_with_the_run_of_the_median_ratio_and_lists_every_run(
         for line in text.split("Every run, in order:")[1].splitlines()
         if re.match(r"\| +\d", line)
     ]
-    assert [[float(value) for value in row[:4]] + [float(row[-1])] for row in every] == [
-        [1, 30.0, 10.0, 3.0, 4.0], [2, 20.0, 10.0, 2.0, 3.0], [3, 25.0, 10.0, 2.5, 3.5], [4, 40.0, 10.0, 4.0, 5.0],
+    assert [[float(value) for value in row[:4]] + [float(row[-2]), float(row[-1])] for row in every] == [
+        [1, 30.0, 10.0, 3.0, 1.5, 4.0], [2, 20.0, 10.0, 2.0, 1.0, 3.0], [3, 25.0, 10.0, 2.5, 1.2, 3.5],
+        [4, 40.0, 10.0, 4.0, 2.0, 5.0],
     ]  # fmt: skip
     assert "imports 2.5 s, composing the 1 job configs 1.0 s" in text  # the median run's
 

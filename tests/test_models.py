@@ -1,6 +1,7 @@
 """The Haiku model's behaviour from its plain hyperparameters, and the saved predictor."""
 
 import json
+import tracemalloc
 
 import haiku as hk
 import jax
@@ -10,6 +11,7 @@ import pytest
 from glove_exp.app.serving import Predictor, TextSettings
 from glove_exp.core.arrays import ALIGNMENT, aligned_empty, table_rows, zero_padded
 from glove_exp.core.models import Init, ModelSpec, make_constants, model_from_spec
+from glove_exp.io.files import save_as
 from tests.conftest import recorded_batches
 
 V, D, T, C = 20, 4, 6, 3
@@ -86,13 +88,36 @@ def test_predictor_round_trips_through_plain_hyperparameters(tmp_path):
     folder = predictor.save(tmp_path / "predictor")
     meta = json.loads((folder / "model.json").read_text())
     assert meta["model"]["pooling"] == "mean_max" and meta["model"]["num_classes"] == C
-    with np.load(folder / "constants.npz") as saved:  # the table, the artifact's bulk, as float16
-        assert saved["table"].dtype == np.float16 and saved["token_weights"].dtype == np.float32
+    saved = np.load(folder / "table.npy")  # the table, the artifact's bulk, as float16
+    assert saved.dtype == np.float16 and saved.shape == consts.table.shape
+    np.testing.assert_array_equal(saved, np.asarray(consts.table))
+    with np.load(folder / "constants.npz") as constants:
+        assert constants["token_weights"].dtype == np.float32 and "table" not in constants.files
     loaded = Predictor.load(folder)
     np.testing.assert_allclose(loaded.predict_proba(texts), predictor.predict_proba(texts), rtol=1e-6)
     assert hk.data_structures.tree_size(loaded.params) == hk.data_structures.tree_size(params)
+    with np.load(folder / "constants.npz") as constants:  # a model saved before table.npy: the table inside
+        np.savez(folder / "constants.npz", **{k: constants[k] for k in constants.files}, table=saved)
+    (folder / "table.npy").unlink()
+    np.testing.assert_allclose(Predictor.load(folder).predict_proba(texts), predictor.predict_proba(texts), rtol=1e-6)
     (folder / "state.npz").unlink()  # a model saved before batch norm: no state file, an empty state
     assert Predictor.load(folder).state == {} and predictor.state == {}
+
+
+def test_a_table_is_saved_as_float16_a_block_at_a_time(tmp_path):
+    table = np.random.default_rng(0).normal(size=(10_000, 50)).astype(np.float32)  # 2 MB
+    tracemalloc.start()
+    try:
+        save_as(tmp_path / "table.npy", table, np.dtype(np.float16), block_bytes=64 << 10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < table.nbytes / 8  # a whole float16 copy is table.nbytes / 2
+    np.testing.assert_array_equal(np.load(tmp_path / "table.npy"), table.astype(np.float16))
+    save_as(tmp_path / "rows.npy", table[:333], np.dtype(np.float16), block_bytes=7 * 50 * 4)  # a short last block
+    np.testing.assert_array_equal(np.load(tmp_path / "rows.npy"), table[:333].astype(np.float16))
+    for empty in (table[:0], np.zeros(0, np.float32)):
+        assert np.load(save_as(tmp_path / "empty.npy", empty, np.dtype(np.float16))).shape == empty.shape
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer"])

@@ -423,10 +423,10 @@ def test_logged_model_stores_its_table_as_float16(single):
     mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")) / "artifacts" / "predictor"
     vocab_size = int(run.data.metrics["data/vocab_size"])
-    with np.load(folder / "constants.npz") as saved:
-        assert saved["table"].dtype == np.float16
-        assert saved["table"].shape == (table_rows(vocab_size), 8)  # as it trained: rows beyond the vocabulary
-        assert saved["table"][2:vocab_size].any(axis=1).all() and not saved["table"][vocab_size:].any()
+    table = np.load(folder / "table.npy")
+    assert table.dtype == np.float16
+    assert table.shape == (table_rows(vocab_size), 8)  # as it trained: rows beyond the vocabulary
+    assert table[2:vocab_size].any(axis=1).all() and not table[vocab_size:].any()
     words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert len(words) + 2 == int(run.data.metrics["data/vocab_size"])
 

@@ -21,8 +21,10 @@ from glove_exp.core.features import lookup_batch_size
 from glove_exp.core.models import Constants, Model, ModelSpec, model_from_spec
 from glove_exp.core.text import NUM_SPECIAL, OOV, encode, tokenize, tokenize_all
 from glove_exp.core.train import make_predict
+from glove_exp.io.files import save_as
 
 TEXT_COLUMN = "text"
+TABLE_FILE = "table.npy"  # float16, beside constants.npz
 ACCEPTED_INPUT = (
     "the model scores texts: a list of strings, a pandas Series of strings or a DataFrame with one column, "
     f"'{TEXT_COLUMN}'"
@@ -83,7 +85,8 @@ class Predictor:
         # The table (the artifact's bulk) as float16: the pipeline's tables hold float16 values
         # already (text.embedding_matrix), so nothing is lost; loading widens it to float32 again.
         constants = {k: np.asarray(v) for k, v in self.consts._asdict().items()}
-        np.savez(folder / "constants.npz", **constants | {"table": constants["table"].astype(np.float16)})
+        save_as(folder / TABLE_FILE, constants.pop("table"), np.dtype(np.float16))
+        np.savez(folder / "constants.npz", **constants)
         for kind, tree in (("params", self.params), ("state", self.state)):  # state: batch norm's statistics
             flat = {f"{module}::{name}": np.asarray(v) for module, names in tree.items() for name, v in names.items()}
             np.savez(folder / f"{kind}.npz", **flat)
@@ -94,7 +97,10 @@ class Predictor:
         meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
         with np.load(folder / "constants.npz") as data:
-            consts = Constants(**{k: jax.numpy.asarray(data[k], dtype=np.float32) for k in Constants._fields})
+            arrays = {k: data[k] for k in data.files}
+        if (folder / TABLE_FILE).exists():  # models saved before it hold the table in constants.npz
+            arrays["table"] = np.load(folder / TABLE_FILE)
+        consts = Constants(**{k: jax.numpy.asarray(arrays[k], dtype=np.float32) for k in Constants._fields})
         params, state = (load_tree(folder / f"{kind}.npz") for kind in ("params", "state"))
         model = model_from_spec(ModelSpec(**meta["model"]))  # models saved before ModelSpec store the same keys
         return cls(model, meta["class_names"], TextSettings(**meta["text"]), words, params, state, consts)
