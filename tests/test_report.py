@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from glove_exp.app.store import Store
 from glove_exp.io.files import spreadsheet_safe
 from glove_exp.report import cli, query, render
-from glove_exp.report.statistics import group_runs
+from glove_exp.report.statistics import group_runs, summary_frame
 
 OLD_SWEEP = "multirun/2026-11-24/10-00-00"
 NEW_SWEEP = "multirun/2026-11-25/12-00-00"
@@ -384,7 +384,10 @@ def test_plot_labels_fit_and_no_warnings(store, new_sweep, tmp_path):
     for label in labels:  # all of each label inside the figure
         extent = label.get_window_extent()
         assert extent.x0 >= box.x0 and extent.x1 <= box.x1 and extent.y0 >= box.y0 and extent.y1 <= box.y1
-    assert "95 % interval" in figure.axes[0].get_xlabel()
+    assert [ax.get_xlabel() for ax in figure.axes] == ["validation accuracy (%)", "test accuracy (%)"]
+    assert "95 % interval" in figure.get_supxlabel()
+    without_val = render.accuracy_figure(long.assign(val_accuracy_mean=math.nan), "no validation split")
+    assert [ax.get_xlabel() for ax in without_val.axes] == ["test accuracy (%)"]
 
 
 # --- safety ---
@@ -473,6 +476,26 @@ def test_unknown_by_and_sort_list_the_available(store, tmp_path, capsys):
     line = assert_user_error(capsys, "--tracking-uri", store, "--sort", "nope", "--out", str(tmp_path))
     assert "'nope'" in line and "val/selected_accuracy" in line and "test/accuracy" in line
     assert "test_accuracy" not in line  # old spellings are listed under their current name
+
+
+def test_runs_without_a_validation_split_rank_by_test_accuracy_unless_told(empty_db, tmp_path, capsys):
+    """As a seed_tutorial sweep logs them (``dataset.val_fraction=0``): no run has val/selected_accuracy."""
+    shutil.copyfile(empty_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for seed, (low, high) in enumerate([(0.80, 0.85), (0.81, 0.86)]):
+        add_run(uri, f"mean-{seed}", val=None, test=low, seed=seed, start=seed, sweep=NEW_SWEEP)
+        add_run(
+            uri, f"flatten-{seed}", val=None, test=high, seed=seed, start=10 + seed, sweep=NEW_SWEEP, pooling="flatten"
+        )
+    out, _ = run_cli(capsys, "--tracking-uri", uri, "--sweep", "latest", "--out", str(tmp_path / "report"))
+    assert "4 runs in 2 groups" in out and "best mean test/accuracy first" in out
+    assert [row[0] for row in md_rows(out.split("wrote")[0])] == ["model.pooling=flatten", "model.pooling=mean"]
+    line = assert_user_error(capsys, "--tracking-uri", uri, "--sort", "val/selected_accuracy", "--out", str(tmp_path))
+    assert "'val/selected_accuracy'" in line and "test/accuracy" in line
+    runs = query.load_runs(uri, "glove-exp").runs
+    assert list(summary_frame(runs)["group"]) == list(group_runs(runs)[0]["group"]) == [
+        "model.pooling=flatten", "model.pooling=mean",
+    ]  # fmt: skip
 
 
 def test_unknown_experiment(store, tmp_path, capsys):

@@ -16,7 +16,7 @@ from glove_exp.report.compare import diff_params, find_group, find_run, paired, 
 from glove_exp.report.publish import PROG, TABLE_ARTIFACT, log_report
 from glove_exp.report.query import load_runs, runs_frame, sweep_key
 from glove_exp.report.render import FORMATS, format_table, group_display, summary_note, write_report
-from glove_exp.report.statistics import DEFAULT_SORT, check_sort, group_runs, summary_frame
+from glove_exp.report.statistics import DEFAULT_SORT, FALLBACK_SORT, check_sort, group_runs, summary_frame
 
 
 def _path_part(text: str, fallback: str) -> str:
@@ -69,10 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sort",
-        default=DEFAULT_SORT,
         help="metric whose group mean ranks the groups, highest first; current or old spelling "
-        "(test/accuracy or test_accuracy). Default: %(default)s, the kept model's validation accuracy; "
-        "choose by validation, never by test",
+        f"(test/accuracy or test_accuracy). Default: {DEFAULT_SORT}, the kept model's validation accuracy "
+        f"(choose by validation, never by test), or {FALLBACK_SORT} where no run has a validation split",
     )
     compare = parser.add_mutually_exclusive_group()
     compare.add_argument(

@@ -28,11 +28,10 @@ from glove_exp.report.query import (
     search_all,
 )
 from glove_exp.report.render import best_group_line, summary_note, write_report
-from glove_exp.report.statistics import DEFAULT_SORT, best_group_metrics, canonical_metric, group_runs
+from glove_exp.report.statistics import best_group_metrics, check_sort, group_runs
 
 PROG = "glove-exp-report"
 TABLE_ARTIFACT = "results_table.json"  # the group table as an MLflow table (shown in the UI)
-FALLBACK_SORT = "test/accuracy"  # ranks a sweep's groups when none has a validation split
 
 
 def log_summary(call: Callable[..., object], store: Store, groups: pd.DataFrame, files: list[Path]) -> None:
@@ -70,12 +69,6 @@ def log_report(store: Store, sweep: str | None, report_files: list[Path], groups
     return run.run_id
 
 
-def sweep_sort(runs: pd.DataFrame) -> str:
-    """The kept model's validation accuracy, else (no run has a validation split) the test accuracy."""
-    logged = {canonical_metric(name) for name in runs.columns if name.startswith("metrics.")}
-    return DEFAULT_SORT if DEFAULT_SORT in logged or FALLBACK_SORT not in logged else FALLBACK_SORT
-
-
 def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = ()) -> str:
     """Summarise the FINISHED children of sweep parent run ``parent_run_id`` (tag ``mlflow.parentRunId``)
     and the FINISHED runs ``found`` (those the sweep's skipped jobs found: another sweep's, or single
@@ -96,7 +89,7 @@ def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = (
             store.client.log_dict(
                 parent_run_id, {"run_ids": sorted(run.info.run_id for run in earlier)}, FOUND_ARTIFACT
             )
-        sort = sweep_sort(runs)
+        sort = check_sort(runs, None)
         groups, run_rows = group_runs(runs, None, sort)
         title = f"sweep {store.client.get_run(parent_run_id).info.run_name or parent_run_id}"
         note = summary_note(groups, len(runs), None, sort, len(earlier))

@@ -164,22 +164,24 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def accuracy_figure(groups: pd.DataFrame, title: str) -> Figure:
-    """Group means of validation and test accuracy (%) with 95 % interval bars, best group on top."""
+    """Group means of validation and test accuracy (%) with 95 % interval bars, best group on top; no
+    validation panel where no group has a validation split."""
     shown = groups.head(PLOT_LIMIT)
     labels = [textwrap.fill(f"{label} (n={n})", width=40) for label, n in zip(shown["group"], shown["n"])]
     row_height = 0.18 * max(label.count("\n") + 1 for label in labels) + 0.12
     fig = Figure(figsize=(10, 1.4 + row_height * len(shown)), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    splits = list(zip(INTERVALS, ("validation", "test")))
+    panels = [(name, split) for name, split in splits if shown[f"{name}_mean"].notna().any()] or splits[-1:]
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     positions = list(range(len(shown)))
-    for ax, name, split in zip(axes, INTERVALS, ("validation", "test")):
+    for ax, (name, split) in zip(axes, panels):
         mean = 100 * shown[f"{name}_mean"]
         low, high = (100 * shown[f"{name}_{stat}"] for stat in ("ci_low", "ci_high"))
         bars = [(mean - low).fillna(0.0), (high - mean).fillna(0.0)]  # uneven where clipped to 0-100
         ax.errorbar(mean, positions, xerr=bars, fmt="o", capsize=3, color="tab:blue")
-        ax.set_xlabel(
-            f"{split} accuracy (%)\ngroup mean, 95 % interval (Student t, within 0-100; none for n=1)", fontsize=9
-        )
+        ax.set_xlabel(f"{split} accuracy (%)", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+    fig.supxlabel("group mean, 95 % interval (Student t, within 0-100; none for n=1)", fontsize=9)
     axes[0].set_yticks(positions, labels=labels, fontsize=8)
     axes[0].invert_yaxis()
     more = f" (best {PLOT_LIMIT} of {len(groups)} groups)" if len(groups) > PLOT_LIMIT else ""

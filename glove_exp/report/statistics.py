@@ -37,6 +37,7 @@ METRIC_ALIASES: dict[str, tuple[str, ...]] = {
     "time/epoch_s": ("epoch_time_s",),
 }
 DEFAULT_SORT = "val/selected_accuracy"
+FALLBACK_SORT = "test/accuracy"  # ranks the groups when no run has a validation split
 # run-table column -> MLflow columns, the first present wins
 DESCRIBE: dict[str, tuple[str, ...]] = {
     "dataset": ("tags.dataset", "params.dataset.name"),
@@ -88,10 +89,13 @@ def metric(runs: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(first_present(runs, columns), errors="coerce").astype(float)
 
 
-def check_sort(runs: pd.DataFrame, sort: str) -> str:
-    """The current spelling of ``sort``; a metric no run has is a user error that lists those there are."""
-    wanted = canonical_metric(sort)
+def check_sort(runs: pd.DataFrame, sort: str | None) -> str:
+    """The current spelling of ``sort``; a metric no run has is a user error that lists those there are.
+    None: :data:`DEFAULT_SORT`, else (no run has a validation split) :data:`FALLBACK_SORT`."""
     available = sorted({canonical_metric(c) for c in runs.columns if c.startswith("metrics.")})
+    if sort is None:
+        return DEFAULT_SORT if DEFAULT_SORT in available or FALLBACK_SORT not in available else FALLBACK_SORT
+    wanted = canonical_metric(sort)
     if wanted not in available:
         raise GloveExpError(f"unknown metric {sort!r} for --sort; available: {', '.join(available) or 'none'}")
     return wanted
@@ -230,13 +234,14 @@ def summary_frame(
     runs: pd.DataFrame,
     metrics: tuple[str, ...] = SUMMARY_METRICS,
     by: list[str] | None = None,
-    sort: str = DEFAULT_SORT,
+    sort: str | None = None,
 ) -> pd.DataFrame:
     """One row per group of the FINISHED runs of ``runs`` (a ``runs_frame``): per ``glove_exp.group_id``
     tag (older runs without it: per set of params but ``trainer.seed``), or per set of ``by`` params.
     Columns ``group`` (label), ``group_id`` (without ``by``), ``n``, per metric ``<metric>_n``, ``_mean``,
     ``_std``, ``_ci_half`` (95 % Student t half width) and ``_ci_low``, ``_ci_high`` (that interval,
-    clipped to :func:`metric_range`), and ``run_ids``; best mean ``sort`` first."""
+    clipped to :func:`metric_range`), and ``run_ids``; best mean ``sort`` first (None: :func:`check_sort`'s
+    default)."""
     if "status" in runs.columns:
         runs = runs[runs["status"] == "FINISHED"]
     if runs.empty:
@@ -252,12 +257,12 @@ def summary_frame(
 
 
 def group_runs(
-    runs: pd.DataFrame, by: list[str] | None = None, sort: str = DEFAULT_SORT
+    runs: pd.DataFrame, by: list[str] | None = None, sort: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(groups, run rows)``. Runs of one ``glove_exp.group_id`` (older runs: that differ only in
     ``trainer.seed``; with ``by``: that share the ``by`` params) form a group, with n, mean, sample std and
-    95 % Student t interval (clipped to [0, 1]) of :data:`INTERVALS`, best mean ``sort`` first; the run
-    rows are :func:`run_table` with a ``group`` column, best ``sort`` first in a group."""
+    95 % Student t interval (clipped to [0, 1]) of :data:`INTERVALS`, best mean ``sort`` first (None:
+    :func:`check_sort`'s default); the run rows are :func:`run_table` with a ``group`` column, best ``sort`` first in a group."""
     sort = check_sort(runs, sort)
     table = run_table(runs)
     table["_sort"] = metric(runs, sort)
