@@ -496,6 +496,11 @@ def test_runs_without_a_validation_split_rank_by_test_accuracy_unless_told(empty
     assert list(summary_frame(runs)["group"]) == list(group_runs(runs)[0]["group"]) == [
         "model.pooling=flatten", "model.pooling=mean",
     ]  # fmt: skip
+    add_run(uri, "max-0", val=0.7, test=0.7, start=20, sweep=NEW_SWEEP, pooling="max")  # another group validates
+    flatten, mean = (f"dataset.val_fraction=0 model.pooling={pooling}" for pooling in ("flatten", "mean"))
+    out, _ = run_cli(capsys, "--tracking-uri", uri, "--paired", flatten, mean)
+    assert out.startswith("test/accuracy, A - B over the 2 seed(s) both groups ran")
+    assert "mean difference +5.00 pp" in out
 
 
 def test_unknown_experiment(store, tmp_path, capsys):

@@ -130,6 +130,9 @@ def compare_groups(args: argparse.Namespace, uri: str) -> None:
     groups = summary_frame(runs, metrics=(sort,), sort=sort)
     where = f"experiment {args.experiment!r}" + (f", sweep {args.sweep!r}" if args.sweep else "")
     a, b = (find_group(groups, wanted, where) for wanted in args.paired)
+    if args.sort is None:  # by validation where both groups have it, else by test
+        defaults = {check_sort(runs[runs["run_id"].isin(str(group["run_ids"]).split())], None) for group in (a, b)}
+        sort = defaults.pop() if len(defaults) == 1 else FALLBACK_SORT
     print(paired_report(paired(runs, a, b, sort), args.format), end="")
 
 

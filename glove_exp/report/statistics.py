@@ -92,7 +92,9 @@ def metric(runs: pd.DataFrame, name: str) -> pd.Series:
 def check_sort(runs: pd.DataFrame, sort: str | None) -> str:
     """The current spelling of ``sort``; a metric no run has is a user error that lists those there are.
     None: :data:`DEFAULT_SORT`, else (no run has a validation split) :data:`FALLBACK_SORT`."""
-    available = sorted({canonical_metric(c) for c in runs.columns if c.startswith("metrics.")})
+    available = sorted(
+        {canonical_metric(c) for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any()}
+    )
     if sort is None:
         return DEFAULT_SORT if DEFAULT_SORT in available or FALLBACK_SORT not in available else FALLBACK_SORT
     wanted = canonical_metric(sort)
