@@ -497,6 +497,14 @@ def test_runs_without_a_validation_split_rank_by_test_accuracy_unless_told(empty
         "model.pooling=flatten", "model.pooling=mean",
     ]  # fmt: skip
     add_run(uri, "max-0", val=0.7, test=0.7, start=20, sweep=NEW_SWEEP, pooling="max")  # another group validates
+    add_run(uri, "sum-0", val=None, test=0.9, start=-5, sweep=NEW_SWEEP, pooling="sum")  # the oldest run
+    runs = query.load_runs(uri, "glove-exp").runs
+    poolings = [label.rsplit("=", 1)[1] for label in group_runs(runs)[0]["group"]]
+    assert (
+        poolings
+        == [label.rsplit("=", 1)[1] for label in summary_frame(runs)["group"]]
+        == ["max", "sum", "flatten", "mean"]
+    )
     flatten, mean = (f"dataset.val_fraction=0 model.pooling={pooling}" for pooling in ("flatten", "mean"))
     out, _ = run_cli(capsys, "--tracking-uri", uri, "--paired", flatten, mean)
     assert out.startswith("test/accuracy, A - B over the 2 seed(s) both groups ran")

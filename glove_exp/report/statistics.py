@@ -226,10 +226,13 @@ def label_groups(runs: pd.DataFrame, by: list[str] | None) -> tuple[pd.Series, p
     return gid, groups
 
 
-def ranked(groups: pd.DataFrame, values: pd.Series, gid: pd.Series) -> pd.DataFrame:
-    """``groups`` best group mean of ``values`` first (groups without one last), with that mean as ``sort_mean``."""
+def ranked(groups: pd.DataFrame, values: pd.Series, gid: pd.Series, then: str) -> pd.DataFrame:
+    """``groups`` best group mean of ``values`` first, with that mean as ``sort_mean``; groups without one
+    last, and these (and ties) by column ``then`` where ``groups`` has it (the test accuracy's mean: the
+    groups without a validation split among those with one)."""
     groups = groups.assign(sort_mean=values.groupby(gid, sort=False).mean())
-    return groups.sort_values("sort_mean", ascending=False, na_position="last", kind="stable")
+    keys = ["sort_mean", *([then] if then in groups.columns else [])]
+    return groups.sort_values(keys, ascending=False, na_position="last", kind="stable")
 
 
 def summary_frame(
@@ -255,7 +258,8 @@ def summary_frame(
     groups["n"] = gid.value_counts()
     groups = groups.join(summarise(table, gid, {name: metric_range(name) for name in names}))
     groups["run_ids"] = runs["run_id"].groupby(gid, sort=False).agg(" ".join)
-    return ranked(groups, metric(runs, sort), gid).drop(columns="sort_mean").reset_index(drop=True)
+    ranking = ranked(groups, metric(runs, sort), gid, f"{FALLBACK_SORT}_mean")
+    return ranking.drop(columns="sort_mean").reset_index(drop=True)
 
 
 def group_runs(
@@ -279,7 +283,7 @@ def group_runs(
     groups["macro_f1_mean"] = grouped["macro_f1"].mean()
     groups["train_s_mean"] = grouped["train_s"].mean()
     groups["run_ids"] = grouped["run_id"].agg(" ".join)
-    groups = ranked(groups, table["_sort"], gid)
+    groups = ranked(groups, table["_sort"], gid, "test_accuracy_mean")
     rank = pd.Series(range(len(groups)), index=groups.index)
     table["group"] = groups["group"].reindex(gid).to_numpy()
     table["_rank"] = rank.reindex(gid).to_numpy()
