@@ -51,6 +51,11 @@ class Timing:
     cpu: float  # user + system seconds, all threads
     kernel: float  # the system seconds among them: on a VM, mostly memory touched for the first time
 
+    @classmethod
+    def between(cls, wall: float, before: resource.struct_rusage, after: resource.struct_rusage) -> Timing:
+        kernel = after.ru_stime - before.ru_stime
+        return cls(wall, after.ru_utime - before.ru_utime + kernel, kernel)
+
     @property
     def cores(self) -> float:
         return self.cpu / self.wall if self.wall else 0.0
@@ -90,17 +95,14 @@ def floor_timing(data_dir: Path, axes: dict[str, list[str]]) -> Timing:
     """The jobs' training proper, each job's model and features prepared untimed."""
     from glove_exp.app.stages import StageTimer, fit_model, prepare
 
-    wall = cpu = kernel = 0.0
+    fits = []
     for overrides in job_overrides(data_dir, axes):
         config = compose([*overrides, "tracking.uri=unused"])
         prepared = prepare(config, StageTimer())
         tic, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         fit_model(prepared, config)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        wall += time.perf_counter() - tic
-        cpu += after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        kernel += after.ru_stime - before.ru_stime
-    return Timing(wall, cpu, kernel)
+        fits.append(Timing.between(time.perf_counter() - tic, before, resource.getrusage(resource.RUSAGE_SELF)))
+    return Timing(*(sum(getattr(fit, name) for fit in fits) for name in ("wall", "cpu", "kernel")))
 
 
 def job_overrides(data_dir: Path, axes: dict[str, list[str]]) -> list[list[str]]:
@@ -127,14 +129,12 @@ def sweep(data_dir: Path, axes: dict[str, list[str]], folder: Path) -> tuple[Tim
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     before, tic = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
-    wall, after = time.perf_counter() - tic, resource.getrusage(resource.RUSAGE_CHILDREN)
-    kernel = after.ru_stime - before.ru_stime
-    cpu = after.ru_utime - before.ru_utime + kernel
+    timing = Timing.between(time.perf_counter() - tic, before, resource.getrusage(resource.RUSAGE_CHILDREN))
     client = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment = client.get_experiment_by_name("glove-exp")
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "glove_exp.role" not in r.data.tags]
     times = pd.DataFrame([{k: v for k, v in r.data.metrics.items() if k.startswith("time/")} for r in runs])
-    return Timing(wall, cpu, kernel), times
+    return timing, times
 
 
 def report(measurements: list[Measurement], jobs: int) -> str:

@@ -5,6 +5,7 @@ shares the array instead of copying it) and, for an embedding table, with rows r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -38,3 +39,9 @@ def zero_padded(x: np.ndarray, rows: int) -> np.ndarray:
     out[: len(x)] = x
     out[len(x) :] = 0
     return out
+
+
+def row_blocks(rows: int, row_bytes: int, block_bytes: int) -> Iterator[slice]:
+    """Consecutive slices of ``rows`` rows, each about ``block_bytes`` of rows of ``row_bytes`` (one row at least)."""
+    step = max(1, block_bytes // max(1, row_bytes))
+    return (slice(start, min(start + step, rows)) for start in range(0, rows, step))

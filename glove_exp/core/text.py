@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glove_exp.core.arrays import aligned_empty, table_rows
+from glove_exp.core.arrays import aligned_empty, row_blocks, table_rows
 from glove_exp.core.errors import DataError, EmbeddingsError
 from glove_exp.core.vectors import WordVectors
 
@@ -246,12 +246,11 @@ def embedding_matrix(vocab: Vocabulary, vectors: WordVectors) -> np.ndarray:
     matrix = aligned_empty((table_rows(size), vectors.dim), np.float32)
     matrix[:NUM_SPECIAL] = 0
     matrix[size:] = 0
-    step = max(1, _TABLE_BLOCK_BYTES // (4 * vectors.dim))
-    for start in range(0, len(vocab.vector_rows), step):
-        rows = gather_rows(vectors.vectors, vocab.vector_rows[start : start + step])  # [step, D]
+    for block in row_blocks(len(vocab.vector_rows), 4 * vectors.dim, _TABLE_BLOCK_BYTES):
+        rows = gather_rows(vectors.vectors, vocab.vector_rows[block])  # [block, D]
         if np.abs(rows).max(initial=0) > np.finfo(np.float16).max:
             raise EmbeddingsError(f"{vectors.source} holds values beyond float16's range (±65504)")
-        matrix[NUM_SPECIAL + start : NUM_SPECIAL + start + len(rows)] = rows.astype(np.float16)
+        matrix[NUM_SPECIAL + block.start : NUM_SPECIAL + block.stop] = rows.astype(np.float16)
     return matrix
 
 

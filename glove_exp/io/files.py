@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from glove_exp.core.arrays import row_blocks
+
 log = logging.getLogger(__name__)
 
 # .<final name>.<host>.<pid>.<8 hex>.tmp: the host keeps a shared cache safe from other machines' pids
@@ -85,9 +87,8 @@ def save_as(path: Path, array: np.ndarray, dtype: np.dtype, block_bytes: int = 4
         np.save(path, array.astype(dtype))
         return path
     out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=array.shape)
-    rows = max(1, block_bytes // max(1, array[:1].nbytes))
-    for start in range(0, len(array), rows):
-        out[start : start + rows] = array[start : start + rows]
+    for block in row_blocks(len(array), array[:1].nbytes, block_bytes):
+        out[block] = array[block]
     out.flush()
     del out  # unmapped: the file is complete
     return path

@@ -12,7 +12,7 @@ from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
 from glove_exp.io.console import quiet_environment
-from glove_exp.report.compare import diff_params, find_group, find_run, paired, paired_report, run_label
+from glove_exp.report.compare import diff_params, find_group, find_run, pair_sort, paired, paired_report, run_label
 from glove_exp.report.publish import PROG, TABLE_ARTIFACT, log_report
 from glove_exp.report.query import load_runs, runs_frame, sweep_key
 from glove_exp.report.render import FORMATS, format_table, group_display, summary_note, write_report
@@ -130,9 +130,7 @@ def compare_groups(args: argparse.Namespace, uri: str) -> None:
     groups = summary_frame(runs, metrics=(sort,), sort=sort)
     where = f"experiment {args.experiment!r}" + (f", sweep {args.sweep!r}" if args.sweep else "")
     a, b = (find_group(groups, wanted, where) for wanted in args.paired)
-    if args.sort is None:  # by validation where both groups have it, else by test
-        defaults = {check_sort(runs[runs["run_id"].isin(str(group["run_ids"]).split())], None) for group in (a, b)}
-        sort = defaults.pop() if len(defaults) == 1 else FALLBACK_SORT
+    sort = pair_sort(runs, a, b) if args.sort is None else sort
     print(paired_report(paired(runs, a, b, sort), args.format), end="")
 
 

@@ -9,7 +9,17 @@ import pandas as pd
 
 from glove_exp.core.errors import GloveExpError
 from glove_exp.report.render import format_table
-from glove_exp.report.statistics import MISSING, SEED_PARAM, column, interval, is_missing, metric, metric_range
+from glove_exp.report.statistics import (
+    FALLBACK_SORT,
+    MISSING,
+    SEED_PARAM,
+    check_sort,
+    column,
+    interval,
+    is_missing,
+    metric,
+    metric_range,
+)
 
 RECENT = 5  # runs or groups named when one is not found
 
@@ -70,9 +80,20 @@ class Paired:
     summary: pd.Series
 
 
+def group_members(runs: pd.DataFrame, group: pd.Series) -> pd.DataFrame:
+    """The rows of ``runs`` in ``group`` (a row of a ``summary_frame`` of them)."""
+    return runs[runs["run_id"].isin(str(group["run_ids"]).split())]
+
+
+def pair_sort(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> str:
+    """The metric groups ``a`` and ``b`` compare by default: validation where both have it, else test."""
+    defaults = {check_sort(group_members(runs, group), None) for group in (a, b)}
+    return defaults.pop() if len(defaults) == 1 else FALLBACK_SORT
+
+
 def seed_values(runs: pd.DataFrame, group: pd.Series, name: str) -> pd.DataFrame:
     """Per seed, the group's value of metric ``name``: the newest run's where a seed ran more than once."""
-    members = runs[runs["run_id"].isin(str(group["run_ids"]).split())]
+    members = group_members(runs, group)
     values = pd.DataFrame(
         {"seed": pd.to_numeric(column(members, SEED_PARAM), errors="coerce"), "value": metric(members, name)}
     )
