@@ -22,7 +22,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from glove_exp.app.identity import CONFIG_TAG, GROUP_TAG, ROLE_TAG
 from glove_exp.app.store import Store
-from glove_exp.report import cli, publish, query, render, runs_frame, summary_frame
+from glove_exp.core.errors import GloveExpError
+from glove_exp.report import cli, compare, publish, query, render, runs_frame, summary_frame
 from glove_exp.report.query import REPORT_TAG
 from glove_exp.report.statistics import group_runs, interval, metric_range
 
@@ -270,6 +271,15 @@ def test_paired_unknown_group_lists_the_groups(store, capsys):
     uri, _ = store
     line = user_error(capsys, "--tracking-uri", uri, "--paired", GROUP_A, "ffff")
     assert "unknown group 'ffff'" in line and GROUP_A[:8] in line and GROUP_B[:8] in line
+
+
+def test_an_unknown_group_names_the_best_few_of_many():
+    groups = pd.DataFrame({"group_id": [f"{i:02d}" * 16 for i in range(8)], "group": [f"lr={i}" for i in range(8)],
+                           "n": [3] * 8})  # fmt: skip
+    with pytest.raises(GloveExpError) as err:
+        compare.find_group(groups, "ffff", "experiment 'x'")
+    assert str(err.value).endswith("groups: 00000000 lr=0 (n=3), 01010101 lr=1 (n=3), 02020202 lr=2 (n=3), "
+                                   "03030303 lr=3 (n=3), 04040404 lr=4 (n=3) and 3 more")  # fmt: skip
 
 
 def test_log_sweep_summary_onto_the_parent(store, tmp_path):

@@ -21,7 +21,7 @@ from glove_exp.report.statistics import (
     metric_range,
 )
 
-RECENT = 5  # runs or groups named when one is not found
+RECENT = 5  # runs or groups named when one is not found (the newest runs, the best groups)
 
 
 def run_label(run: pd.Series) -> str:
@@ -56,14 +56,15 @@ def diff_params(a: pd.Series, b: pd.Series) -> pd.DataFrame:
 
 def find_group(groups: pd.DataFrame, wanted: str, where: str) -> pd.Series:
     """The group ``wanted`` of ``groups`` (a ``summary_frame``): its ``group_id`` or a unique prefix of
-    one, else its label; else a user error naming the groups."""
+    one, else its label; else a user error naming the first :data:`RECENT` groups (best first)."""
     ids = column(groups, "group_id").fillna("").astype(str)
     for found in (groups[(ids != "") & ids.str.startswith(wanted)], groups[groups["group"] == wanted]):
         if len(found) == 1:
             return found.iloc[0]
         if len(found) > 1:
             raise GloveExpError(f"group {wanted!r} is ambiguous in {where}: {len(found)} group ids start with it")
-    known = ", ".join(f"{i[:8] or '(no id)'} {label} (n={n})" for i, label, n in zip(ids, groups["group"], groups["n"]))
+    listed = [f"{i[:8] or '(no id)'} {label} (n={n})" for i, label, n in zip(ids, groups["group"], groups["n"])]
+    known = ", ".join(listed[:RECENT]) + (f" and {len(listed) - RECENT} more" if len(listed) > RECENT else "")
     raise GloveExpError(f"unknown group {wanted!r} in {where}; groups: {known or 'none'}")
 
 
