@@ -505,6 +505,8 @@ def test_runs_without_a_validation_split_rank_by_test_accuracy_unless_told(empty
         == [label.rsplit("=", 1)[1] for label in summary_frame(runs)["group"]]
         == ["max", "sum", "flatten", "mean"]
     )
+    only_val = summary_frame(runs, metrics=("val/selected_accuracy",))  # as --paired summarises them
+    assert [label.rsplit("=", 1)[1] for label in only_val["group"]] == ["max", "sum", "flatten", "mean"]
     flatten, mean = (f"dataset.val_fraction=0 model.pooling={pooling}" for pooling in ("flatten", "mean"))
     out, _ = run_cli(capsys, "--tracking-uri", uri, "--paired", flatten, mean)
     assert out.startswith("test/accuracy, A - B over the 2 seed(s) both groups ran")

@@ -226,13 +226,15 @@ def label_groups(runs: pd.DataFrame, by: list[str] | None) -> tuple[pd.Series, p
     return gid, groups
 
 
-def ranked(groups: pd.DataFrame, values: pd.Series, gid: pd.Series, then: str) -> pd.DataFrame:
-    """``groups`` best group mean of ``values`` first, with that mean as ``sort_mean``; groups without one
-    last, and these (and ties) by column ``then`` where ``groups`` has it (the test accuracy's mean: the
-    groups without a validation split among those with one)."""
-    groups = groups.assign(sort_mean=values.groupby(gid, sort=False).mean())
-    keys = ["sort_mean", *([then] if then in groups.columns else [])]
-    return groups.sort_values(keys, ascending=False, na_position="last", kind="stable")
+def ranked(groups: pd.DataFrame, values: pd.Series, then: pd.Series, gid: pd.Series) -> pd.DataFrame:
+    """``groups`` best group mean of the runs' ``values`` first, with that mean as ``sort_mean``; groups
+    without one last, and these (and ties) by their mean of the runs' ``then`` (the test accuracy: the
+    groups without a validation split among those with one), whichever metrics ``groups`` summarises."""
+    groups = groups.assign(
+        sort_mean=values.groupby(gid, sort=False).mean(), then_mean=then.groupby(gid, sort=False).mean()
+    )
+    ordered = groups.sort_values(["sort_mean", "then_mean"], ascending=False, na_position="last", kind="stable")
+    return ordered.drop(columns="then_mean")
 
 
 def summary_frame(
@@ -258,7 +260,7 @@ def summary_frame(
     groups["n"] = gid.value_counts()
     groups = groups.join(summarise(table, gid, {name: metric_range(name) for name in names}))
     groups["run_ids"] = runs["run_id"].groupby(gid, sort=False).agg(" ".join)
-    ranking = ranked(groups, metric(runs, sort), gid, f"{FALLBACK_SORT}_mean")
+    ranking = ranked(groups, metric(runs, sort), metric(runs, FALLBACK_SORT), gid)
     return ranking.drop(columns="sort_mean").reset_index(drop=True)
 
 
@@ -283,7 +285,7 @@ def group_runs(
     groups["macro_f1_mean"] = grouped["macro_f1"].mean()
     groups["train_s_mean"] = grouped["train_s"].mean()
     groups["run_ids"] = grouped["run_id"].agg(" ".join)
-    groups = ranked(groups, table["_sort"], gid, "test_accuracy_mean")
+    groups = ranked(groups, table["_sort"], metric(runs, FALLBACK_SORT), gid)
     rank = pd.Series(range(len(groups)), index=groups.index)
     table["group"] = groups["group"].reindex(gid).to_numpy()
     table["_rank"] = rank.reindex(gid).to_numpy()
