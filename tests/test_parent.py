@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -190,6 +191,46 @@ def test_a_resumed_sweep_reports_the_runs_of_its_first_attempt(tmp_path, capsys)
     assert "sweep: best of 2 groups: model.pooling=mean (n=1)" in capsys.readouterr().out
     selected = load_runs(store_uri(tmp_path), again.tracking.experiment, "latest")
     assert sorted(selected.runs["run_id"]) == sorted(trained.values()) and selected.found == {trained["mean"]}
+
+
+def test_an_earlier_folder_of_a_sweep_run_again_reports_the_whole_sweep(tmp_path):
+    """The same command again reopens the parent in a new folder: each of its folders reports the sweep
+    as its newest folder does (the runs found, every attempt's own), one whose jobs all found their runs
+    too (no run has its folder as ``sweep_id`` any longer)."""
+    from glove_exp.report.query import load_runs
+
+    first, run_ids = sweep_with_a_found_run(tmp_path)  # max trained here, mean found
+    again, last = (sweep_config(tmp_path, "model.pooling=mean,max") for _ in range(2))
+    for config in (again, last):
+        finish_sweep(config, {}, found=run_ids)  # every job skipped
+    for sweep in (first.hydra.sweep.dir, again.hydra.sweep.dir, last.hydra.sweep.dir, "latest"):
+        selected = load_runs(store_uri(tmp_path), first.tracking.experiment, sweep)
+        assert selected.sweep == last.hydra.sweep.dir
+        assert sorted(selected.runs["run_id"]) == sorted(run_ids.values()) and selected.found == set(run_ids.values())
+
+
+def test_a_sweep_interrupted_twice_reports_the_runs_of_both_attempts(tmp_path):
+    """No summary was written (it is, at a sweep's end): the parent's children are the sweep's runs."""
+    from glove_exp.report.query import load_runs
+
+    first = sweep_config(tmp_path, "model.pooling=mean,max,sum")
+    trained = finish_sweep(first, {"mean": 0.9}, end=False)
+    again = sweep_config(tmp_path, "model.pooling=mean,max,sum")
+    trained |= finish_sweep(again, {"max": 0.8}, found={"mean": trained["mean"]}, end=False)
+    for sweep in ("latest", first.hydra.sweep.dir):
+        selected = load_runs(store_uri(tmp_path), first.tracking.experiment, sweep)
+        assert selected.sweep == again.hydra.sweep.dir and sorted(selected.runs["run_id"]) == sorted(trained.values())
+
+
+def test_a_parent_remembers_its_newest_folders_within_the_tag_limit():
+    from glove_exp.app.parent import SWEEP_DIRS_CHARS, remembered, sweep_dirs
+
+    folders = [f"multirun/2026-12-08/{i:05d}" + "x" * 100 for i in range(100)]
+    value = remembered(folders[:-1], folders[-1])
+    kept = json.loads(value)
+    assert len(value) <= SWEEP_DIRS_CHARS and kept == folders[-len(kept) :] and len(kept) > 40
+    assert json.loads(remembered(["a", "b"], "a")) == ["b", "a"]  # a folder used again is the newest
+    assert sweep_dirs({"sweep_id": "multirun/x"}) == ["multirun/x"]  # a parent from before the tag
 
 
 def test_the_report_of_a_sweep_has_the_runs_its_skipped_jobs_found(tmp_path, capsys, monkeypatch):

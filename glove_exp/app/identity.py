@@ -17,6 +17,7 @@ CONFIG_TAG = "glove_exp.config_id"
 GROUP_TAG = "glove_exp.group_id"
 ROLE_TAG = "glove_exp.role"  # "sweep" on a sweep's parent run; training runs have none
 SWEEP_KEY_TAG = "glove_exp.sweep_key"  # on a parent: what a resumed sweep looks it up by
+SWEEP_DIRS_TAG = "glove_exp.sweep_dirs"  # on a parent: the sweep folders it ran in, oldest first (a JSON list)
 # on runs whose models trained as one vmapped program: the program's id (shared by its members) and its size
 VMAP_TAG, VMAP_SIZE_TAG = "glove_exp.vmap_group", "glove_exp.vmap_size"
 PRUNED_TAG = "glove_exp.pruned"  # "true" on a search's run that its trial's pruner stopped (ended KILLED)

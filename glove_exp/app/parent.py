@@ -14,11 +14,12 @@ from pathlib import Path
 from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 
-from glove_exp.app.identity import ROLE_TAG, SWEEP_KEY_TAG, digest
+from glove_exp.app.identity import ROLE_TAG, SWEEP_DIRS_TAG, SWEEP_KEY_TAG, digest
 from glove_exp.app.store import Store
 
 PARENT_FILE = "parent_run.json"
 SWEEP_ROLE = "sweep"
+SWEEP_DIRS_CHARS = 6000  # the folders a parent remembers, newest kept (MLflow takes tag values up to 8,000)
 
 
 def sweep_key(experiment_id: str, overrides: Sequence[str]) -> str:
@@ -34,7 +35,8 @@ def parent_name(swept: Sequence[str], started: datetime) -> str:
 
 def open_parent(store: Store, key: str, name: str, tags: dict[str, str]) -> str:
     """The id of the RUNNING parent run with sweep key ``key``: the one a previous sweep of the same
-    command left (running again), else a new one."""
+    command left (running again, its ``sweep_id`` now this sweep's folder, the earlier ones remembered),
+    else a new one."""
     client = store.client
     found = client.search_runs(
         [store.experiment_id], f"tags.`{SWEEP_KEY_TAG}` = '{key}'", max_results=1, order_by=["attributes.start_time"]
@@ -42,10 +44,28 @@ def open_parent(store: Store, key: str, name: str, tags: dict[str, str]) -> str:
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        client.log_batch(run_id, tags=[RunTag(tag, value) for tag, value in (tags | process_tags()).items()])
+        dirs = {SWEEP_DIRS_TAG: remembered(sweep_dirs(found[0].data.tags), tags["sweep_id"])}
+        client.log_batch(run_id, tags=[RunTag(tag, value) for tag, value in (tags | process_tags() | dirs).items()])
         return run_id
-    all_tags = tags | process_tags() | {ROLE_TAG: SWEEP_ROLE, SWEEP_KEY_TAG: key}
+    dirs = {SWEEP_DIRS_TAG: remembered([], tags["sweep_id"])}
+    all_tags = tags | process_tags() | {ROLE_TAG: SWEEP_ROLE, SWEEP_KEY_TAG: key} | dirs
     return client.create_run(store.experiment_id, run_name=name, tags=resolve_tags(all_tags)).info.run_id
+
+
+def sweep_dirs(tags: dict[str, str]) -> list[str]:
+    """The sweep folders a parent ran in, oldest first (a parent from before they were kept: its last)."""
+    if SWEEP_DIRS_TAG in tags:
+        return json.loads(tags[SWEEP_DIRS_TAG])
+    return [tags["sweep_id"]] if tags.get("sweep_id") else []
+
+
+def remembered(dirs: Sequence[str], new: str) -> str:
+    """:data:`SWEEP_DIRS_TAG`'s value: ``dirs`` then ``new`` (last), the oldest left out beyond
+    :data:`SWEEP_DIRS_CHARS`."""
+    kept = [*(d for d in dirs if d != new), new]
+    while len(kept) > 1 and len(json.dumps(kept)) > SWEEP_DIRS_CHARS:
+        kept.pop(0)
+    return json.dumps(kept)
 
 
 def process_tags() -> dict[str, str]:

@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Experiment, Run, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sqlalchemy.exc import SQLAlchemyError
 
-from glove_exp.app.identity import ROLE_TAG
+from glove_exp.app.identity import ROLE_TAG, SWEEP_DIRS_TAG
+from glove_exp.app.parent import sweep_dirs
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import sqlite_path
 from glove_exp.core.errors import GloveExpError, first_line
@@ -153,11 +155,28 @@ def runs_frame(
 
 def resolve_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str) -> str:
     """The ``sweep_id`` tag as stored for ``sweep`` (``latest``: :func:`latest_sweep`). Parent runs count:
-    a sweep whose jobs all found their configs finished has no runs of its own."""
+    a sweep whose jobs all found their configs finished has no runs of its own. A folder of a sweep that
+    the same command ran again since is that sweep's newest folder (:func:`reopened`)."""
     try:
-        return latest_sweep(client, experiment) if sweep == "latest" else stored_sweep(client, experiment, sweep)
+        if sweep == "latest":
+            return latest_sweep(client, experiment)
+        stored = stored_sweep(client, experiment, sweep)
+        return reopened(client, experiment, stored) or stored
     except STORE_ERRORS as err:
         raise store_error(client.tracking_uri, err) from err
+
+
+def reopened(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str) -> str | None:
+    """The ``sweep_id`` of the newest parent run that ran in folder ``sweep_id`` (its
+    :data:`~glove_exp.app.identity.SWEEP_DIRS_TAG`): the folder it ran in last, as the same command
+    again reopens the parent; None where no parent remembers that folder."""
+    wanted = sweep_key(sweep_id)
+    like = quote(f"%{os.path.basename(wanted)}%")  # "%" or "_" in a folder's name only widen the search
+    where = f"tags.`{ROLE_TAG}` = {quote(SWEEP_ROLE)} and tags.`{SWEEP_DIRS_TAG}` LIKE {like}"
+    for parent in search_all(client, [experiment.experiment_id], where):  # newest first
+        if wanted in {sweep_key(folder) for folder in sweep_dirs(parent.data.tags)}:
+            return parent.data.tags["sweep_id"]
+    return None
 
 
 def latest_sweep(client: mlflow.MlflowClient, experiment: Experiment) -> str:
@@ -183,6 +202,9 @@ def stored_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str
     for stored in ids:  # newest first
         if sweep_key(stored) in wanted:
             return stored
+    for spelling in sorted(wanted):  # an earlier folder of a sweep run again, whose jobs all found their runs
+        if (moved := reopened(client, experiment, spelling)) is not None:
+            return moved
     raise GloveExpError(
         f"unknown sweep {sweep!r} in experiment {experiment.name!r}; recent sweeps: {', '.join(ids[:5]) or 'none'}"
     )
@@ -204,13 +226,29 @@ def finished_among(client: mlflow.MlflowClient, experiment_ids: list[str], run_i
     return search_all(client, experiment_ids, f"attributes.run_id IN ({listed}) and attributes.status = 'FINISHED'")
 
 
-def found_by_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str) -> set[str]:
-    """The runs that sweep ``sweep_id``'s skipped jobs found (another sweep's, or single runs), as its
-    parent runs recorded them (:data:`FOUND_ARTIFACT`)."""
+def sweep_parents(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str) -> list[Run]:
     where = f"tags.sweep_id = {quote(sweep_id)} and tags.`{ROLE_TAG}` = {quote(SWEEP_ROLE)}"
+    return search_all(client, [experiment.experiment_id], where)
+
+
+def finished_children(client: mlflow.MlflowClient, experiment: Experiment, parents: list[Run]) -> list[Run]:
+    """The FINISHED runs under ``parents`` (tag ``mlflow.parentRunId``), whichever folder they ran in."""
+    return [
+        run
+        for parent in parents
+        for run in search_all(
+            client, [experiment.experiment_id],
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quote(parent.info.run_id)} and attributes.status = 'FINISHED'",
+        )
+    ]  # fmt: skip
+
+
+def found_by_sweep(client: mlflow.MlflowClient, parents: list[Run]) -> set[str]:
+    """The runs that the skipped jobs of the sweep of ``parents`` found (another sweep's, or single runs),
+    as its parent runs recorded them (:data:`FOUND_ARTIFACT`)."""
     found: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="glove-exp-report-") as tmp:
-        for parent in search_all(client, [experiment.experiment_id], where):
+        for parent in parents:
             run_id = parent.info.run_id
             if any(item.path == FOUND_ARTIFACT for item in client.list_artifacts(run_id)):
                 path = client.download_artifacts(run_id, FOUND_ARTIFACT, str(Path(tmp) / run_id))
@@ -229,14 +267,17 @@ class Selection:
 
 
 def of_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str, runs: pd.DataFrame) -> Selection:
-    """A sweep's own ``runs`` (its ``sweep_id`` tag) and the FINISHED runs its skipped jobs found."""
+    """A sweep's own ``runs`` (its ``sweep_id`` tag), the FINISHED runs its skipped jobs found, and its
+    parent's FINISHED children from the folders it ran in before (a sweep interrupted again)."""
     try:
-        earlier = finished_among(client, [experiment.experiment_id], found_by_sweep(client, experiment, sweep_id))
+        parents = sweep_parents(client, experiment, sweep_id)
+        earlier = finished_among(client, [experiment.experiment_id], found_by_sweep(client, parents))
+        children = finished_children(client, experiment, parents)
     except STORE_ERRORS as err:
         raise store_error(client.tracking_uri, err) from err
     found = frozenset(run.info.run_id for run in earlier)
     own = set(runs["run_id"])
-    others = [run for run in earlier if run.info.run_id not in own]
+    others = list({run.info.run_id: run for run in earlier + children if run.info.run_id not in own}.values())
     if others:
         runs = pd.concat([runs, run_frame(others)]).sort_values("start_time", ascending=False, kind="stable")
     return Selection(runs.reset_index(drop=True), sweep_id, found)
