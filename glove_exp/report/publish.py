@@ -22,10 +22,9 @@ from glove_exp.report.query import (
     REPORT_TAG,
     STORE_ERRORS,
     finished_among,
+    finished_children,
     is_summary_run,
-    quote,
     run_frame,
-    search_all,
 )
 from glove_exp.report.render import best_group_line, summary_note, write_report
 from glove_exp.report.statistics import best_group_metrics, check_sort, group_runs
@@ -76,9 +75,8 @@ def log_sweep_summary(store: Store, parent_run_id: str, found: Sequence[str] = (
     (:func:`group_runs`), with :func:`log_summary`, and record the latter (:data:`FOUND_ARTIFACT`, which
     ``glove-exp-report --sweep`` reads); returns one line naming the best group. Without such runs it
     logs nothing and says so."""
-    where = f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quote(parent_run_id)} and attributes.status = 'FINISHED'"
     try:
-        children = search_all(store.client, [store.experiment_id], where)
+        children = finished_children(store.client, [store.experiment_id], [parent_run_id])
         earlier = finished_among(store.client, [store.experiment_id], found)  # children too, on a resumed sweep
         listed = {run.info.run_id for run in children}
         runs = run_frame(children + [run for run in earlier if run.info.run_id not in listed])

@@ -231,16 +231,10 @@ def sweep_parents(client: mlflow.MlflowClient, experiment: Experiment, sweep_id:
     return search_all(client, [experiment.experiment_id], where)
 
 
-def finished_children(client: mlflow.MlflowClient, experiment: Experiment, parents: list[Run]) -> list[Run]:
-    """The FINISHED runs under ``parents`` (tag ``mlflow.parentRunId``), whichever folder they ran in."""
-    return [
-        run
-        for parent in parents
-        for run in search_all(
-            client, [experiment.experiment_id],
-            f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quote(parent.info.run_id)} and attributes.status = 'FINISHED'",
-        )
-    ]  # fmt: skip
+def finished_children(client: mlflow.MlflowClient, experiment_ids: list[str], parent_ids: Iterable[str]) -> list[Run]:
+    """The FINISHED runs under the runs ``parent_ids`` (tag ``mlflow.parentRunId``), whichever folder they ran in."""
+    where = f"tags.`{MLFLOW_PARENT_RUN_ID}` = {{}} and attributes.status = 'FINISHED'"
+    return [run for parent in parent_ids for run in search_all(client, experiment_ids, where.format(quote(parent)))]
 
 
 def found_by_sweep(client: mlflow.MlflowClient, parents: list[Run]) -> set[str]:
@@ -272,7 +266,7 @@ def of_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str,
     try:
         parents = sweep_parents(client, experiment, sweep_id)
         earlier = finished_among(client, [experiment.experiment_id], found_by_sweep(client, parents))
-        children = finished_children(client, experiment, parents)
+        children = finished_children(client, [experiment.experiment_id], (p.info.run_id for p in parents))
     except STORE_ERRORS as err:
         raise store_error(client.tracking_uri, err) from err
     found = frozenset(run.info.run_id for run in earlier)
