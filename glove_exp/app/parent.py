@@ -41,14 +41,13 @@ def open_parent(store: Store, key: str, name: str, tags: dict[str, str]) -> str:
     found = client.search_runs(
         [store.experiment_id], f"tags.`{SWEEP_KEY_TAG}` = '{key}'", max_results=1, order_by=["attributes.start_time"]
     )
+    dirs = {SWEEP_DIRS_TAG: remembered(sweep_dirs(found[0].data.tags) if found else [], tags["sweep_id"])}
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        dirs = {SWEEP_DIRS_TAG: remembered(sweep_dirs(found[0].data.tags), tags["sweep_id"])}
         client.log_batch(run_id, tags=[RunTag(tag, value) for tag, value in (tags | process_tags() | dirs).items()])
         return run_id
-    dirs = {SWEEP_DIRS_TAG: remembered([], tags["sweep_id"])}
-    all_tags = tags | process_tags() | {ROLE_TAG: SWEEP_ROLE, SWEEP_KEY_TAG: key} | dirs
+    all_tags = tags | process_tags() | dirs | {ROLE_TAG: SWEEP_ROLE, SWEEP_KEY_TAG: key}
     return client.create_run(store.experiment_id, run_name=name, tags=resolve_tags(all_tags)).info.run_id
 
 

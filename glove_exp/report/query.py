@@ -19,14 +19,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sqlalchemy.exc import SQLAlchemyError
 
 from glove_exp.app.identity import ROLE_TAG, SWEEP_DIRS_TAG
-from glove_exp.app.parent import sweep_dirs
+from glove_exp.app.parent import SWEEP_ROLE, sweep_dirs
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import sqlite_path
 from glove_exp.core.errors import GloveExpError, first_line
 from glove_exp.report.statistics import column
 
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
-SWEEP_ROLE = "sweep"  # ROLE_TAG of a sweep's parent run
 SWEPT = f"tags.sweep_id != '' and tags.`{REPORT_TAG}` IS NULL"  # a sweep's runs and parent, not a report's
 FOUND_ARTIFACT = "found_runs.json"  # on a sweep's parent: the runs its skipped jobs found ({"run_ids": [...]})
 STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
