@@ -112,13 +112,26 @@ def glove_file(tmp_path: Path) -> Path:
     return write_glove(tmp_path / "tiny.8d.txt")
 
 
+def isolate(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
+    """Nothing of the developer's data, tracking server or vector cache: the cache in ``cache_dir``."""
+    for name in ("GLOVE_EXP_DATA_DIR", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLOVE_EXP_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_session(tmp_path_factory) -> Iterator[None]:
+    """:func:`isolate` for the module and session fixtures, which run before any test's own (a module's shared run)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate(monkeypatch, tmp_path_factory.mktemp("session") / "glove-cache")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
     """Tests never see the developer's data, tracking server or vector cache."""
-    for name in ("GLOVE_EXP_DATA_DIR", "MLFLOW_TRACKING_URI", "GLOVE_EXP_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GLOVE_EXP_CACHE_DIR", str(tmp_path / "glove-cache"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    isolate(monkeypatch, tmp_path / "glove-cache")
 
 
 # --- end-to-end runs of the console scripts (tests/test_e2e.py, tests/test_sweeps.py) ---

@@ -464,6 +464,19 @@ def test_what_cfg_with_multirun_cannot_expand_says_what_to_run_instead(args, say
 
 
 @pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--resolve"], "--resolve goes with --cfg or --help"),
+        (["--run", "-m"], "one of --run, --multirun, --cfg, --info and --shell-completion at a time"),
+        (["--cfg", "job", "--info"], "one of --run, --multirun"),
+    ],
+)
+def test_flags_hydra_refuses_together_are_one_line(args, says, run_main):
+    status, lines = run_main(*args)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith(f"glove-exp: error: {says}"), lines
+
+
+@pytest.mark.parametrize(
     "override, says",
     [
         ("trainer.seed=ü", "cannot parse override 'trainer.seed=ü' at character 14 ('ü'): "),

@@ -11,6 +11,7 @@ from omegaconf import open_dict
 from glove_exp.app.cli import CONFIG_PATH as CONF
 from glove_exp.app.parent import PARENT_FILE, parent_name, read_parent, sweep_key
 from glove_exp.app.schema import register
+from glove_exp.app.session import SLURM_LAUNCHER
 from glove_exp.report.sweep import SweepSummary
 from tests.conftest import experiment_runs, store_uri
 
@@ -46,6 +47,18 @@ def test_a_sweep_opens_its_parent_first_and_ends_it_with_the_jobs(tmp_path, caps
     callback.on_multirun_end(config)
     [parent] = experiment_runs(tmp_path, parents=True)
     assert parent.info.status == "FINISHED"
+
+
+def test_a_slurm_sweep_where_slurm_is_not_is_refused_before_its_parent_opens(tmp_path, monkeypatch, capsys):
+    config = sweep_config(tmp_path, "model.pooling=mean,max")
+    with open_dict(config):
+        config.hydra.launcher._target_ = SLURM_LAUNCHER
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    with pytest.raises(SystemExit) as exit_info:
+        SweepSummary().on_multirun_start(config)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("glove-exp: error: hydra/launcher=submitit_slurm submits through Slurm")
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_an_interrupted_sweep_ends_its_parent_killed_and_a_resumed_one_reopens_it(tmp_path):

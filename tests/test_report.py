@@ -8,6 +8,8 @@ import io
 import math
 import shutil
 import statistics
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 
 from glove_exp.app.store import Store
+from glove_exp.core.errors import GloveExpError
 from glove_exp.io.files import spreadsheet_safe
 from glove_exp.report import cli, query, render
 from glove_exp.report.statistics import group_runs, summary_frame
@@ -218,6 +221,24 @@ def test_latest_sweep_table_and_files(store, tmp_path, capsys):
     png = (tmp_path / "r" / "accuracy.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
     assert str(tmp_path / "r" / "results.csv") in out
+
+
+@pytest.mark.parametrize("args", [("--sweep", NEW_SWEEP), ("--diff", "a-0", "a-1")])
+def test_a_report_whose_stdout_is_closed_still_writes_its_files_and_exits_0(store, tmp_path, args):
+    """``glove-exp-report | head -1``: the reader is gone before the first line (as a pipe's reader that
+    read it would be for the rest), and the report still writes its files."""
+    command = [sys.executable, "-m", "glove_exp.report.cli", "--tracking-uri", store, "--out", str(tmp_path), *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    assert (proc.wait(timeout=120), proc.stderr.read()) == (0, "")
+    assert (tmp_path / "results.md").is_file() == (args[0] == "--sweep")
+
+
+def test_one_run_is_one_run_in_one_group(store, new_sweep):
+    groups, _ = new_sweep
+    assert render.summary_note(groups.head(1), 1, None, "val/selected_accuracy").startswith("1 run in 1 group (")
+    assert render.best_group_line(groups.head(1)).startswith("best of 1 group: ")
+    assert render.summary_note(groups, 7, None, "val/selected_accuracy").startswith("7 runs in 4 groups (")
 
 
 def test_whole_experiment_default_out_and_old_names(store, tmp_path, monkeypatch, capsys):
@@ -529,6 +550,23 @@ def test_sweep_path_spellings(store, tmp_path, monkeypatch):
     experiment = query.find_experiment(client, "glove-exp")
     for spelling in (f"./{OLD_SWEEP}/", str(tmp_path / OLD_SWEEP)):
         assert query.resolve_sweep(client, experiment, spelling) == OLD_SWEEP
+
+
+def test_a_sweep_folder_is_found_from_outside_the_folder_its_sweep_ran_in(store, tmp_path, monkeypatch):
+    """Stored relative to the sweep's cwd; named by its absolute path, or ``.`` inside it, from elsewhere."""
+    client = query.open_client(store)
+    experiment = query.find_experiment(client, "glove-exp")
+    inside = tmp_path / "work" / OLD_SWEEP
+    inside.mkdir(parents=True)
+    monkeypatch.chdir(inside)
+    assert query.resolve_sweep(client, experiment, ".") == OLD_SWEEP
+    monkeypatch.chdir(tmp_path)
+    assert query.resolve_sweep(client, experiment, f"work/{OLD_SWEEP}") == OLD_SWEEP
+    assert query.resolve_sweep(client, experiment, str(tmp_path / "gone" / NEW_SWEEP)) == NEW_SWEEP
+    with pytest.raises(GloveExpError, match="unknown sweep"):  # relative, and not here: only as typed
+        query.resolve_sweep(client, experiment, f"gone/{NEW_SWEEP}")
+    with pytest.raises(GloveExpError, match="unknown sweep"):  # the end of a stored folder, not all of it
+        query.resolve_sweep(client, experiment, str(tmp_path / "12-00-00"))
 
 
 def test_a_sweep_stored_as_typed_is_found_by_any_spelling(tmp_path, empty_db, monkeypatch):

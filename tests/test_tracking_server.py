@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from glove_exp.app import pipeline
-from tests.conftest import CLASSES, free_port, mlflow_server, tiny_config
+from tests.conftest import CLASSES, free_port, mlflow_server, run_cli, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +49,14 @@ def test_an_unreachable_server_is_one_error_naming_tracking_uri(tmp_path, tiny_d
     config = tiny_config(tiny_data, tmp_path, f"tracking.uri=http://127.0.0.1:{free_port()}")
     with pytest.raises(TrackingError, match=r"^tracking\.uri=http://127\.0\.0\.1:\d+: cannot open the tracking store"):
         pipeline.run(config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", [(), ("-m", "model.pooling=mean,sum")])
+def test_an_unreachable_server_is_one_line_from_the_cli(tmp_path, tiny_overrides, sweep):
+    """Not also urllib3's warning of each retry, which MLflow makes before it gives up."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = run_cli(tmp_path, *sweep, *tiny_overrides, "embeddings.dim=8", f"tracking.uri={uri}")
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"glove-exp: error: tracking.uri={uri}: cannot open the tracking store")

@@ -29,17 +29,21 @@ class ShowRequest:
 
 
 def show_request(argv: list[str]) -> ShowRequest | None:
-    """The request when ``argv`` (without the program) combines ``-m`` with ``--cfg`` or ``--info``, else None."""
+    """The request when ``argv`` (without the program) combines ``-m`` with ``--cfg`` or ``--info``, else None;
+    :class:`ConfigError` for flags that do not go together (:func:`check_flags`)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("-m", "--multirun", action="store_true")
     parser.add_argument("-c", "--cfg")
     parser.add_argument("-p", "--package")
     parser.add_argument("--resolve", action="store_true")
     parser.add_argument("-i", "--info", nargs="?", const="all")
+    for short, long in (("-r", "--run"), ("-sc", "--shell-completion"), ("-h", "--help")):
+        parser.add_argument(short, long, action="store_true")
     # declared so that argparse does not read "-cn x" as "-c n"
     for short, long in (("-cp", "--config-path"), ("-cn", "--config-name"), ("-cd", "--config-dir")):
         parser.add_argument(short, long)
     args, rest = parser.parse_known_args(argv)
+    check_flags(args)
     if not args.multirun or (args.cfg is None and args.info is None):
         return None
     options = [arg for arg in rest if arg.startswith("-")]
@@ -48,6 +52,15 @@ def show_request(argv: list[str]) -> ShowRequest | None:
     if options:
         raise ConfigError(f"--cfg and --info with -m take only overrides, --resolve and --package, not {options[0]}")
     return ShowRequest(args.cfg, args.info is not None, args.package, args.resolve, rest)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Hydra's refusals of flags together (a ValueError and its traceback there), as one line."""
+    if args.resolve and args.cfg is None and not args.help:
+        raise ConfigError("--resolve goes with --cfg or --help: glove-exp --cfg job --resolve")
+    shows = args.cfg is not None or args.info is not None  # with or without -m
+    if args.run + args.shell_completion + (shows or args.multirun) > 1 or (args.cfg and args.info):
+        raise ConfigError("one of --run, --multirun, --cfg, --info and --shell-completion at a time (--cfg takes -m)")
 
 
 def show_sweep(request: ShowRequest, config_dir: str) -> None:

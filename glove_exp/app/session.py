@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # The launchers that run a sweep's jobs in this process (glove-exp's own and Hydra's basic one)
 IN_PROCESS_LAUNCHERS = ("hydra_plugins.glove_exp_launcher.", "hydra._internal.core_plugins.basic_launcher.")
+SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 
 def pause_collector() -> None:
@@ -43,6 +45,16 @@ def end_start_up() -> None:
 
 def runs_jobs_here(launcher_target: str) -> bool:
     return launcher_target.startswith(IN_PROCESS_LAUNCHERS)
+
+
+def check_launcher(launcher_target: str) -> None:
+    """Refuse, before anything is written, a launcher whose cluster is not here (submitit's Slurm launcher
+    raises a RuntimeError, and its traceback, once the sweep has started)."""
+    if launcher_target == SLURM_LAUNCHER and shutil.which("srun") is None:
+        raise GloveExpError(
+            "hydra/launcher=submitit_slurm submits through Slurm, whose srun is not on PATH here: run the sweep "
+            "on a Slurm login node, or use hydra/launcher=submitit_local"
+        )
 
 
 @dataclass

@@ -18,12 +18,14 @@ def quiet_environment(terminal: bool) -> None:
         os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
 
 
-def say(line: str) -> None:
-    """Print ``line`` to stdout; once the pipe is closed, this and every later write go to os.devnull."""
+def say(text: str, end: str = "\n", stream: io.TextIOBase | None = None) -> None:
+    """Print ``text`` to ``stream`` (default stdout); once its pipe is closed, this and every later write
+    to it go to os.devnull."""
+    stream = stream or sys.stdout
     try:
-        print(line, flush=True)
+        print(text, end=end, file=stream, flush=True)
     except BrokenPipeError:
-        to_devnull(sys.stdout)
+        to_devnull(stream)
 
 
 def to_devnull(stream: io.TextIOBase) -> None:

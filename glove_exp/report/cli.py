@@ -11,7 +11,7 @@ from pathlib import Path
 from glove_exp.app.schema import default_tracking_uri
 from glove_exp.app.store import Store
 from glove_exp.core.errors import GloveExpError
-from glove_exp.io.console import quiet_environment
+from glove_exp.io.console import quiet_environment, say
 from glove_exp.report.compare import diff_params, find_group, find_run, pair_sort, paired, paired_report, run_label
 from glove_exp.report.publish import PROG, TABLE_ARTIFACT, log_report
 from glove_exp.report.query import load_runs, runs_frame, sweep_key
@@ -116,11 +116,11 @@ def diff(args: argparse.Namespace, uri: str) -> None:
     a, b = (find_run(runs, wanted, where) for wanted in args.diff)
     table = diff_params(a, b)
     if args.format == "markdown":
-        print(f"a: {run_label(a)}\nb: {run_label(b)}\n")
+        say(f"a: {run_label(a)}\nb: {run_label(b)}\n")
         if table.empty:
-            print("no param differs")
+            say("no param differs")
             return
-    print(format_table(table, args.format), end="")
+    say(format_table(table, args.format), end="")
 
 
 def compare_groups(args: argparse.Namespace, uri: str) -> None:
@@ -131,7 +131,7 @@ def compare_groups(args: argparse.Namespace, uri: str) -> None:
     where = f"experiment {args.experiment!r}" + (f", sweep {args.sweep!r}" if args.sweep else "")
     a, b = (find_group(groups, wanted, where) for wanted in args.paired)
     sort = pair_sort(runs, a, b) if args.sort is None else sort
-    print(paired_report(paired(runs, a, b, sort), args.format), end="")
+    say(paired_report(paired(runs, a, b, sort), args.format), end="")
 
 
 def report(args: argparse.Namespace) -> None:
@@ -153,10 +153,10 @@ def report(args: argparse.Namespace) -> None:
     markdown = args.format == "markdown"
     status = sys.stdout if markdown else sys.stderr  # csv and json print the table alone
     if markdown:
-        print(f"{title}\n\n{note}\n")
-    print(format_table(group_display(groups) if markdown else groups, args.format), end="")
+        say(f"{title}\n\n{note}\n")
+    say(format_table(group_display(groups) if markdown else groups, args.format), end="")
     report_files = write_report(groups, run_rows, args.out or default_out(args.experiment, sweep), title, note)
-    print(f"wrote {', '.join(str(f) for f in report_files)}", file=status)
+    say(f"wrote {', '.join(str(f) for f in report_files)}", stream=status)
     if args.log:
         params = {
             "sort": sort,
@@ -164,7 +164,7 @@ def report(args: argparse.Namespace) -> None:
         }
         run_ids = list(runs.loc[~found, "run_id"])  # found runs keep their parents
         run_id = log_report(Store.open(uri, args.experiment), sweep, report_files, groups, params, run_ids)
-        print(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}", file=status)
+        say(f"logged to MLflow run {run_id} (report-{sweep or args.experiment}) in {uri}", stream=status)
 
 
 def main(argv: list[str] | None = None) -> None:

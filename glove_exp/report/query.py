@@ -51,6 +51,16 @@ def sweep_spellings(sweep: str) -> set[str]:
     return spellings
 
 
+def folder_match(spelling: str, stored: str) -> int:
+    """How closely ``spelling`` (one of :func:`sweep_spellings`) names the folder stored as ``stored``: 0 not
+    at all, else the length of the stored path matched; the same path, or an absolute one that ends with a
+    folder stored relative to its sweep's cwd (``--sweep`` given the absolute path, or ``.`` inside the
+    folder, from elsewhere than where the sweep ran)."""
+    key = sweep_key(stored)
+    ends = os.path.isabs(spelling) and not os.path.isabs(key) and not key.startswith(".")
+    return len(key) if spelling == key or (ends and spelling.endswith(os.sep + key)) else 0
+
+
 def quote(value: str) -> str:
     """A string literal for an MLflow filter."""
     mark = '"' if "'" in value else "'"
@@ -172,10 +182,10 @@ def reopened(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str)
     wanted = sweep_key(sweep_id)
     like = quote(f"%{os.path.basename(wanted)}%")  # "%" or "_" in a folder's name only widen the search
     where = f"tags.`{ROLE_TAG}` = {quote(SWEEP_ROLE)} and tags.`{SWEEP_DIRS_TAG}` LIKE {like}"
-    for parent in search_all(client, [experiment.experiment_id], where):  # newest first
-        if wanted in {sweep_key(folder) for folder in sweep_dirs(parent.data.tags)}:
-            return parent.data.tags["sweep_id"]
-    return None
+    parents = search_all(client, [experiment.experiment_id], where)  # newest first
+    matches = [max((folder_match(wanted, d) for d in sweep_dirs(p.data.tags)), default=0) for p in parents]
+    best = max(range(len(parents)), key=matches.__getitem__, default=None)  # the closest; of those, the newest
+    return parents[best].data.tags["sweep_id"] if best is not None and matches[best] else None
 
 
 def latest_sweep(client: mlflow.MlflowClient, experiment: Experiment) -> str:
@@ -198,9 +208,9 @@ def stored_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str
     ids = list(
         dict.fromkeys(run.data.tags["sweep_id"] for run in search_all(client, [experiment.experiment_id], SWEPT))
     )
-    for stored in ids:  # newest first
-        if sweep_key(stored) in wanted:
-            return stored
+    matches = [max(folder_match(spelling, stored) for spelling in wanted) for stored in ids]
+    if any(matches):  # the closest; of those, the newest
+        return ids[max(range(len(ids)), key=matches.__getitem__)]
     for spelling in sorted(wanted):  # an earlier folder of a sweep run again, whose jobs all found their runs
         if (moved := reopened(client, experiment, spelling)) is not None:
             return moved

@@ -129,8 +129,8 @@ def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: 
     common = ", ".join(f"{name} {param_text(value, 3)}" for name, value in common_settings(groups).items())
     earlier = f" ({found} finished before the sweep, found by its skipped jobs)" if found else ""
     return (
-        f"{n_runs} runs{earlier} in {len(groups)} groups ({grouping}), best mean {sort} first. Accuracies in %: "
-        "group mean, sample standard deviation (sd) and 95% Student t interval (CI); validation is the kept "
+        f"{counted(n_runs, 'run')}{earlier} in {counted(len(groups), 'group')} ({grouping}), best mean {sort} first. "
+        "Accuracies in %: group mean, sample standard deviation (sd) and 95% Student t interval (CI); validation is the kept "
         f"model's; {MISSING} where a group has no value, or a single run for sd and CI."
         + (f" Same in every group: {common}." if common else "")
     )
@@ -146,7 +146,11 @@ def best_group_line(groups: pd.DataFrame) -> str:
         low, high = best[f"{name}_ci_low"], best[f"{name}_ci_high"]
         spread = "" if is_missing(low) else f" [{_percent(low)}, {_percent(high)}]"
         parts.append(f"{split} {_percent(best[f'{name}_mean'])} %{spread}")
-    return f"best of {len(groups)} group{'s' * (len(groups) > 1)}: {best['group']} (n={best['n']}): {', '.join(parts)}"
+    return f"best of {counted(len(groups), 'group')}: {best['group']} (n={best['n']}): {', '.join(parts)}"
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def format_table(table: pd.DataFrame, fmt: str) -> str:

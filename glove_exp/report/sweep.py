@@ -50,7 +50,7 @@ class SweepSummary(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         from glove_exp.app.parent import open_parent, parent_name, sweep_key, write_parent
-        from glove_exp.app.session import end_start_up, runs_jobs_here
+        from glove_exp.app.session import check_launcher, end_start_up, runs_jobs_here
         from glove_exp.app.store import Store
         from glove_exp.core.errors import GloveExpError
 
@@ -59,6 +59,7 @@ class SweepSummary(Callback):
         HydraConfig.instance().set_config(config)  # tracking.uri interpolates ${hydra:runtime.cwd}
         tracking = config.tracking
         try:
+            check_launcher(str(config.hydra.launcher._target_))
             if is_search(config.hydra.sweeper):  # its storage and study, before anything is written
                 from glove_exp.app.search import check_search
 
