@@ -408,6 +408,22 @@ def test_offline_without_a_data_dir_is_one_line_naming_the_fixes(run_main, tiny_
     ]
 
 
+@pytest.mark.slow
+def test_hub_offline_without_the_dataset_cached_says_so(tmp_path, tiny_overrides):
+    """``HF_HUB_OFFLINE=1`` set, the hub is not the problem: the datasets cache lacks the dataset."""
+    env = cli_env(tmp_path) | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    command = cli_command(*tiny_overrides, "embeddings.dim=8", "dataset.data_dir=null")
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert (proc.returncode, proc.stderr.splitlines()) == (
+        2,
+        [
+            "glove-exp: error: fancyzhx/ag_news is not in the datasets cache, and HF_HUB_OFFLINE=1 keeps the hub "
+            "out: run once without HF_HUB_OFFLINE where the hub is reachable, or point dataset.data_dir (or "
+            "GLOVE_EXP_DATA_DIR) at a folder with train/test files"
+        ],
+    )
+
+
 def test_a_missing_ray_launcher_says_which_extra_installs_it():
     from hydra.errors import ConfigCompositionException
 
@@ -482,6 +498,7 @@ def test_flags_hydra_refuses_together_are_one_line(args, says, run_main):
         ("trainer.seed=ü", "cannot parse override 'trainer.seed=ü' at character 14 ('ü'): "),
         ("dataset.data_dir=/data/ag[1]", "at character 26 ('['): mismatched input '['"),
         ("tracking.run_name=a\nb", "at character 20 ('\\n'): a line break or control character"),
+        ("model.pooling=mean,", "at its end: it stops short; drop the last comma (model.pooling=mean), add the"),
     ],
 )
 def test_an_override_that_does_not_parse_names_it_and_where(override, says, run_main):

@@ -233,6 +233,11 @@ def test_missing_dimension_names_the_key():
         to_config(compose_config(["embeddings=local", "embeddings.path=/v.txt", URI]))
 
 
+def test_missing_values_are_named_together():
+    with pytest.raises(ConfigError, match="^missing values for embeddings.dim, embeddings.name: set them on the"):
+        to_config(compose_config(["embeddings=local", "embeddings.name=???", "embeddings.path=/v.txt", URI]))
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 10**20])
 def test_seed_outside_numpy_range_names_trainer_seed(seed):
     with pytest.raises(ConfigError, match=rf"^trainer.seed must be in \[0, 2\*\*32\), got {seed}$"):

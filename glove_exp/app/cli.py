@@ -87,6 +87,8 @@ def parse_fix(override: str, at: int | None) -> str:
         return "check the key (glove-exp --cfg job lists them)"
     if not value.isprintable():
         return "remove the line break or control character"
+    if at == len(override) and value.endswith(","):  # a sweep's list cut short, more often than a comma in a value
+        return f"drop the last comma ({key}={value.rstrip(',')}), add the next value, or quote it: {key}='{value}'"
     if at == len(override):
         return f"complete the value, or quote it: {key}='{value}'"
     quote = '"' if "'" in value else "'"

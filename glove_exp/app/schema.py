@@ -248,8 +248,9 @@ def to_config(cfg: DictConfig) -> Config:
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))  # resolves interpolations, so inside the try
         if missing:
+            values, them = ("values", "them") if len(missing) > 1 else ("value", "it")
             raise ConfigError(
-                f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=..."
+                f"missing {values} for {', '.join(missing)}: set {them} on the command line, e.g. {missing[0]}=..."
             )
         config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except ConfigError:

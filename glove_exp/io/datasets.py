@@ -270,6 +270,14 @@ def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: Layout) -
     try:
         table = datasets.load_dataset(hub_id, hub_config, split=split)
     except Exception as err:  # connection, missing dataset, auth: all mean "use local files"
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise DataError(
+                f"{hub_id} is not in the datasets cache, and HF_HUB_OFFLINE=1 keeps the hub out: run once without "
+                "HF_HUB_OFFLINE where the hub is reachable, or point dataset.data_dir (or GLOVE_EXP_DATA_DIR) at a "
+                "folder with train/test files"
+            ) from None
         first = str(err).splitlines()[0] if str(err) else ""
         raise DataError(
             f"could not load {hub_id} from the Hugging Face hub ({type(err).__name__}: {first}); "
