@@ -418,8 +418,8 @@ def test_hub_offline_without_the_dataset_cached_says_so(tmp_path, tiny_overrides
         2,
         [
             "glove-exp: error: fancyzhx/ag_news is not in the datasets cache, and HF_HUB_OFFLINE=1 keeps the hub "
-            "out: run once without HF_HUB_OFFLINE where the hub is reachable, or point dataset.data_dir (or "
-            "GLOVE_EXP_DATA_DIR) at a folder with train/test files"
+            "out: run once without HF_HUB_OFFLINE, or point dataset.data_dir (or GLOVE_EXP_DATA_DIR) at train/test "
+            "files"
         ],
     )
 

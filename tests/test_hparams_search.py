@@ -171,6 +171,10 @@ def test_pruned_trials_end_their_runs_killed_and_the_sweep_succeeds(store, ag_di
         assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/accuracy")] == [1]
     assert [job["status"] for job in jobs(store)] == ["PRUNED", "PRUNED"]
     assert "sweep: 0 of 2 jobs finished (2 pruned)" in out.stdout
+    assert sorted(line for line in out.stdout.splitlines() if "pruned at" in line) == [
+        "glove-exp: mean-trial0: trial pruned at epoch 1",
+        "glove-exp: mean-trial1: trial pruned at epoch 1",
+    ]
 
 
 @slow

@@ -144,10 +144,10 @@ def _run(config: Any, hydra_cfg: Any, session: Session, sweep_dir: str | None) -
         from glove_exp.io.datasets import check_hub_reachable
 
         check_hub_reachable(config.dataset.hub_id)
-    from glove_exp.app.identity import config_id
+    from glove_exp.app.identity import RunPruned, config_id
     from glove_exp.app.parent import read_parent
     from glove_exp.app.pipeline import run  # after validation: bad configs fail before heavy imports
-    from glove_exp.app.tracking import JobInfo
+    from glove_exp.app.tracking import JobInfo, run_name
 
     search = sweep_dir is not None and is_search(hydra_cfg.sweeper)
     trial, on_epoch = None, None
@@ -163,10 +163,14 @@ def _run(config: Any, hydra_cfg: Any, session: Session, sweep_dir: str | None) -
         parent_run_id=read_parent(sweep_dir, config.tracking.uri) if sweep_dir else None,
     )  # fmt: skip
     trained = session.take(config_id(config))
-    result = run(
-        config, job, session.interrupts, progress=session.progress, on_epoch=on_epoch, trained=trained,
-        shared=session.shared,
-    )  # fmt: skip
+    try:
+        result = run(
+            config, job, session.interrupts, progress=session.progress, on_epoch=on_epoch, trained=trained,
+            shared=session.shared,
+        )  # fmt: skip
+    except RunPruned as err:  # a line as a finished run's, not silence
+        say(f"{PROG}: {run_name(config, job)}: {err}")
+        raise
     say(f"{PROG}: {result.summary}")  # a closed stdout must not fail a trained job
     return result
 

@@ -22,6 +22,7 @@ from glove_exp.core.errors import DataError, first_line
 from glove_exp.io.tables import SUFFIXES, Layout, Table, read_file, require_columns, shown
 
 log = logging.getLogger(__name__)
+OFFLINE_FIX = "run once without HF_HUB_OFFLINE, or point dataset.data_dir (or GLOVE_EXP_DATA_DIR) at train/test files"
 
 
 class DatasetSettings(Protocol):
@@ -273,11 +274,8 @@ def _from_hub(hub_id: str, hub_config: str | None, split: str, layout: Layout) -
         from huggingface_hub import constants
 
         if constants.HF_HUB_OFFLINE:
-            raise DataError(
-                f"{hub_id} is not in the datasets cache, and HF_HUB_OFFLINE=1 keeps the hub out: run once without "
-                "HF_HUB_OFFLINE where the hub is reachable, or point dataset.data_dir (or GLOVE_EXP_DATA_DIR) at a "
-                "folder with train/test files"
-            ) from None
+            message = f"{hub_id} is not in the datasets cache, and HF_HUB_OFFLINE=1 keeps the hub out: {OFFLINE_FIX}"
+            raise DataError(message) from None
         first = str(err).splitlines()[0] if str(err) else ""
         raise DataError(
             f"could not load {hub_id} from the Hugging Face hub ({type(err).__name__}: {first}); "
