@@ -15,7 +15,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from glove_exp.app.search import SearchError, default_storage, distribution, fail_stale_trials, search_space
+from glove_exp.app.search import (
+    SearchError,
+    default_storage,
+    distribution,
+    fail_stale_trials,
+    search_space,
+    summary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "hydra_plugins" / "glove_exp_optuna_sweeper"
@@ -119,6 +126,14 @@ def test_trials_a_killed_sweep_left_running_are_told_fail(tmp_path):
     stored.ask({"x": FloatDistribution(0, 1)})  # its sweep died before telling
     assert fail_stale_trials(stored) == 1
     assert [t.state for t in stored.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
+def test_the_study_line_counts_its_trials_in_words():
+    study = optuna.create_study(study_name="s", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    assert summary(study, "mem").startswith("optuna: study 's' in mem: 1 trial (1 complete); best trial 0: 0.5000")
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, state=TrialState.PRUNED))
+    assert summary(study, "mem").startswith("optuna: study 's' in mem: 2 trials (1 complete, 1 pruned)")
 
 
 def test_optuna_is_4_or_later():

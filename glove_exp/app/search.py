@@ -23,7 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from glove_exp.app.trial import PRUNED_ATTR, SEED_INDEX_ENV, TRIAL_ENV, open_storage
-from glove_exp.io.console import say
+from glove_exp.io.console import counted, say
 
 SQLITE_FILE = re.compile(r"^sqlite:///(?P<path>[^?]+)(\?.*)?$")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts; FAIL trials are run again
@@ -242,7 +242,7 @@ def summary(study: optuna.Study, storage: str) -> str:
     trials = study.get_trials(deepcopy=False)
     states = {state: sum(t.state == state for t in trials) for state in (*COUNTED, TrialState.FAIL)}
     counts = ", ".join(f"{n} {state.name.lower()}" for state, n in states.items() if n)
-    line = f"optuna: study {study.study_name!r} in {storage}: {len(trials)} trials ({counts})"
+    line = f"optuna: study {study.study_name!r} in {storage}: {counted(len(trials), 'trial')} ({counts})"
     if states[TrialState.COMPLETE]:
         best = study.best_trial
         params = " ".join(f"{key}={value}" for key, value in best.params.items())

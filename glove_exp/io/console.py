@@ -18,6 +18,11 @@ def quiet_environment(terminal: bool) -> None:
         os.environ.setdefault("NO_COLOR", "1")  # Optuna's colorlog handler honours it
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def say(text: str, end: str = "\n", stream: io.TextIOBase | None = None) -> None:
     """Print ``text`` to ``stream`` (default stdout); once its pipe is closed, this and every later write
     to it go to os.devnull."""

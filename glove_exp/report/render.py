@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from glove_exp.core.errors import GloveExpError
+from glove_exp.io.console import counted
 from glove_exp.io.files import spreadsheet_safe
 from glove_exp.report.statistics import DESCRIBE, INTERVALS, MISSING, common_settings, is_missing, param_text
 
@@ -147,10 +148,6 @@ def best_group_line(groups: pd.DataFrame) -> str:
         spread = "" if is_missing(low) else f" [{_percent(low)}, {_percent(high)}]"
         parts.append(f"{split} {_percent(best[f'{name}_mean'])} %{spread}")
     return f"best of {counted(len(groups), 'group')}: {best['group']} (n={best['n']}): {', '.join(parts)}"
-
-
-def counted(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def format_table(table: pd.DataFrame, fmt: str) -> str:
