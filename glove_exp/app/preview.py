@@ -59,7 +59,7 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.resolve and args.cfg is None and not args.help:
         raise ConfigError("--resolve goes with --cfg or --help: glove-exp --cfg job --resolve")
     shows = args.cfg is not None or args.info is not None  # with or without -m
-    if args.run + args.shell_completion + (shows or args.multirun) > 1 or (args.cfg and args.info):
+    if args.run + args.shell_completion + (shows or args.multirun) > 1 or None not in (args.cfg, args.info):
         raise ConfigError("one of --run, --multirun, --cfg, --info and --shell-completion at a time (--cfg takes -m)")
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -28,6 +29,7 @@ from glove_exp.report.statistics import column
 REPORT_TAG = "glove_exp.report"  # on the runs ``--log`` writes; reports leave them out
 SWEPT = f"tags.sweep_id != '' and tags.`{REPORT_TAG}` IS NULL"  # a sweep's runs and parent, not a report's
 FOUND_ARTIFACT = "found_runs.json"  # on a sweep's parent: the runs its skipped jobs found ({"run_ids": [...]})
+T = TypeVar("T")
 STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)  # unreachable server, broken database file
 PAGE_SIZE = 10_000  # runs per search request, as MLflow's fluent search_runs asks for
 
@@ -59,6 +61,13 @@ def folder_match(spelling: str, stored: str) -> int:
     key = sweep_key(stored)
     ends = os.path.isabs(spelling) and not os.path.isabs(key) and not key.startswith(".")
     return len(key) if spelling == key or (ends and spelling.endswith(os.sep + key)) else 0
+
+
+def closest(items: Sequence[T], score: Callable[[T], int]) -> T | None:
+    """The first of ``items`` (newest first) with the highest :func:`folder_match` ``score``; None if none matches."""
+    scores = [score(item) for item in items]
+    best = max(range(len(items)), key=scores.__getitem__, default=None)
+    return items[best] if best is not None and scores[best] else None
 
 
 def quote(value: str) -> str:
@@ -183,9 +192,8 @@ def reopened(client: mlflow.MlflowClient, experiment: Experiment, sweep_id: str)
     like = quote(f"%{os.path.basename(wanted)}%")  # "%" or "_" in a folder's name only widen the search
     where = f"tags.`{ROLE_TAG}` = {quote(SWEEP_ROLE)} and tags.`{SWEEP_DIRS_TAG}` LIKE {like}"
     parents = search_all(client, [experiment.experiment_id], where)  # newest first
-    matches = [max((folder_match(wanted, d) for d in sweep_dirs(p.data.tags)), default=0) for p in parents]
-    best = max(range(len(parents)), key=matches.__getitem__, default=None)  # the closest; of those, the newest
-    return parents[best].data.tags["sweep_id"] if best is not None and matches[best] else None
+    parent = closest(parents, lambda p: max((folder_match(wanted, d) for d in sweep_dirs(p.data.tags)), default=0))
+    return parent.data.tags["sweep_id"] if parent is not None else None
 
 
 def latest_sweep(client: mlflow.MlflowClient, experiment: Experiment) -> str:
@@ -208,9 +216,8 @@ def stored_sweep(client: mlflow.MlflowClient, experiment: Experiment, sweep: str
     ids = list(
         dict.fromkeys(run.data.tags["sweep_id"] for run in search_all(client, [experiment.experiment_id], SWEPT))
     )
-    matches = [max(folder_match(spelling, stored) for spelling in wanted) for stored in ids]
-    if any(matches):  # the closest; of those, the newest
-        return ids[max(range(len(ids)), key=matches.__getitem__)]
+    if (found := closest(ids, lambda stored: max(folder_match(spelling, stored) for spelling in wanted))) is not None:
+        return found
     for spelling in sorted(wanted):  # an earlier folder of a sweep run again, whose jobs all found their runs
         if (moved := reopened(client, experiment, spelling)) is not None:
             return moved

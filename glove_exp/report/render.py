@@ -131,8 +131,8 @@ def summary_note(groups: pd.DataFrame, n_runs: int, by: list[str] | None, sort: 
     earlier = f" ({found} finished before the sweep, found by its skipped jobs)" if found else ""
     return (
         f"{counted(n_runs, 'run')}{earlier} in {counted(len(groups), 'group')} ({grouping}), best mean {sort} first. "
-        "Accuracies in %: group mean, sample standard deviation (sd) and 95% Student t interval (CI); validation is the kept "
-        f"model's; {MISSING} where a group has no value, or a single run for sd and CI."
+        "Accuracies in %: group mean, sample standard deviation (sd) and 95% Student t interval (CI); validation "
+        f"is the kept model's; {MISSING} where a group has no value, or a single run for sd and CI."
         + (f" Same in every group: {common}." if common else "")
     )
 
